@@ -1,0 +1,185 @@
+//! CPU profiles: the `pprof` crate's SIGPROF sampler collects raw stacks;
+//! we re-encode them with our own builder.
+//!
+//! One profile runs at a time in the whole process (the sampler is
+//! process-global). Starting, stopping and reading the sampler happen on
+//! blocking threads; the request's future only sleeps in between, and if it
+//! is dropped (the client went away) the sampler is stopped at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::Error;
+use crate::profile::{Label, LeafTrim, Sample, StackProfile, ValueType, vt};
+use crate::symbolize::symbolizer;
+
+pub(crate) const SAMPLE_TYPES: &[ValueType] = &[vt("samples", "count"), vt("cpu", "nanoseconds")];
+
+/// Shared libraries in which a sample is dropped rather than unwound:
+/// unwinding from inside the unwinder or the dynamic loader can deadlock.
+const BLOCKLIST: &[&str] = &["libc", "libgcc", "pthread", "vdso", "ld-linux"];
+
+static CPU_PROFILE_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Ownership of the process's one CPU profile slot, released on drop.
+#[derive(Debug)]
+struct Slot(());
+
+impl Slot {
+    fn acquire() -> Option<Self> {
+        CPU_PROFILE_RUNNING
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Self(()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        CPU_PROFILE_RUNNING.store(false, Ordering::Release);
+    }
+}
+
+/// True while a CPU profile is running in this process.
+pub(crate) fn is_running() -> bool {
+    CPU_PROFILE_RUNNING.load(Ordering::Acquire)
+}
+
+/// A running sampler. Dropping it stops the sampler (on a blocking thread
+/// when inside a runtime) and then frees the slot.
+struct Session {
+    guard: Option<pprof::ProfilerGuard<'static>>,
+    slot: Option<Slot>,
+    hz: u32,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let (guard, slot) = (self.guard.take(), self.slot.take());
+        let stop = move || {
+            drop(guard);
+            drop(slot);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(stop);
+            }
+            Err(_) => stop(),
+        }
+    }
+}
+
+fn start(hz: u32, slot: Slot) -> Result<Session, Error> {
+    let hz_c = i32::try_from(hz).unwrap_or(i32::MAX);
+    let guard = pprof::ProfilerGuardBuilder::default()
+        .frequency(hz_c)
+        .blocklist(BLOCKLIST)
+        .build()
+        .map_err(|e| match e {
+            pprof::Error::Running => Error::CpuProfilerBusy,
+            other => Error::Profiler(format!("Could not enable CPU profiling: {other}")),
+        })?;
+    Ok(Session {
+        guard: Some(guard),
+        slot: Some(slot),
+        hz,
+    })
+}
+
+impl Session {
+    /// Read the samples, stop the sampler, free the slot; then turn the raw
+    /// report into our profile (symbolizing only to find the signal frames).
+    fn finish(mut self) -> Result<StackProfile, Error> {
+        let guard = self.guard.take();
+        let report = guard
+            .as_ref()
+            .map(|g| g.report().build_unresolved())
+            .transpose()
+            .map_err(|e| Error::Profiler(format!("Could not read the CPU profile: {e}")))?;
+        drop(guard);
+        drop(self.slot.take());
+        let report =
+            report.ok_or_else(|| Error::Profiler("CPU profiler was not running".to_owned()))?;
+        let period = 1_000_000_000 / i64::from(self.hz.max(1));
+        let stacks: Vec<(Vec<u64>, String, i64)> = report
+            .data
+            .iter()
+            .map(|(frames, count)| {
+                let ips = frames.frames.iter().map(|f| f.ip() as usize as u64).collect();
+                let name = &frames.thread_name[..frames.thread_name_length.min(frames.thread_name.len())];
+                let thread = if name.is_empty() {
+                    frames.thread_id.to_string()
+                } else {
+                    String::from_utf8_lossy(name).into_owned()
+                };
+                (ips, thread, i64::try_from(*count).unwrap_or(0))
+            })
+            .collect();
+        drop(report.data);
+        Ok(StackProfile {
+            sample_types: SAMPLE_TYPES,
+            period_type: vt("cpu", "nanoseconds"),
+            period,
+            default_sample_type: None,
+            time: report.timing.start_time,
+            duration: report.timing.duration,
+            samples: samples_without_signal_frames(stacks, period),
+            leaf_trim: LeafTrim::None,
+        })
+    }
+}
+
+/// Each raw stack starts inside the sampler's signal handler. Cut through
+/// the handler and the kernel's signal trampoline; the frame after them is
+/// the interrupted one, whose ip is exact, while every caller's ip is a
+/// return address (looked up as `ip - 1`, as pprof expects).
+fn samples_without_signal_frames(stacks: Vec<(Vec<u64>, String, i64)>, period: i64) -> Vec<Sample> {
+    let lookups = stacks
+        .iter()
+        .flat_map(|(ips, ..)| ips.iter().map(|ip| ip.saturating_sub(1)));
+    let resolved = symbolizer().resolve_all(lookups);
+    let names_at = |ip: u64| resolved.get(&ip.saturating_sub(1));
+    stacks
+        .into_iter()
+        .filter(|(_, _, count)| *count > 0)
+        .map(|(ips, thread, count)| {
+            let handler = ips.iter().rposition(|ip| {
+                names_at(*ip).is_some_and(|frames| {
+                    frames.iter().any(|f| f.system_name.contains("perf_signal_handler"))
+                })
+            });
+            let mut first = handler.map_or(0, |h| h + 1);
+            if handler.is_some()
+                && ips.get(first).is_some_and(|ip| {
+                    names_at(*ip).is_none_or(|frames| {
+                        frames.is_empty() || frames.iter().any(|f| f.system_name.contains("restore_rt"))
+                    })
+                })
+            {
+                first += 1;
+            }
+            let pcs = ips[first.min(ips.len())..]
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| if i == 0 && handler.is_some() { *ip } else { ip.saturating_sub(1) })
+                .collect();
+            Sample {
+                pcs,
+                values: vec![count, count * period],
+                labels: vec![Label::Str("thread", thread)],
+            }
+        })
+        .collect()
+}
+
+/// Run one CPU profile for `duration`. Dropping the returned future stops it.
+pub(crate) async fn profile(duration: Duration, hz: u32) -> Result<StackProfile, Error> {
+    let slot = Slot::acquire().ok_or(Error::CpuProfilerBusy)?;
+    let session = tokio::task::spawn_blocking(move || start(hz, slot))
+        .await
+        .map_err(|e| Error::Profiler(format!("CPU profiler task failed: {e}")))??;
+    tokio::time::sleep(duration).await;
+    tokio::task::spawn_blocking(move || session.finish())
+        .await
+        .map_err(|e| Error::Profiler(format!("CPU profiler task failed: {e}")))?
+}

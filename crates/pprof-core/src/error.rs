@@ -1,0 +1,162 @@
+//! The one error type: every way a request can fail, and the status and
+//! message each failure is answered with.
+
+use std::fmt;
+
+use http::StatusCode;
+
+/// Why a pprof request was not answered with a profile.
+///
+/// Each variant maps to one HTTP status and one line of text (see
+/// [`Error::status`] and the `Display` impl); the handler answers it with
+/// `Content-Type: text/plain; charset=utf-8` and `X-Go-Pprof: 1`, so that
+/// `go tool pprof` prints the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The path names no profile this server serves.
+    UnknownProfile,
+    /// The method is not one the route accepts (GET and HEAD everywhere; POST on `profile` and `symbol`).
+    MethodNotAllowed,
+    /// `seconds` is not a positive integer.
+    InvalidSeconds,
+    /// `seconds` is longer than the configured limit.
+    SecondsTooLong {
+        /// The configured limit, in seconds.
+        limit: u64,
+    },
+    /// `seconds` was given to a profile that has no delta form.
+    SecondsNotSupported,
+    /// `seconds` and `debug>0` were given together.
+    SecondsWithDebug,
+    /// `debug` is not a non-negative integer.
+    InvalidDebug,
+    /// `hz` is not an integer inside the configured range.
+    InvalidHz {
+        /// Lowest accepted rate.
+        min: u32,
+        /// Highest accepted rate.
+        max: u32,
+    },
+    /// Another CPU profile is running in this process.
+    CpuProfilerBusy,
+    /// The request body (for `/symbol`) is larger than the configured limit.
+    BodyTooLarge {
+        /// The configured limit, in bytes.
+        limit: usize,
+    },
+    /// The request body could not be read.
+    BadBody,
+    /// jemalloc's heap profiler is not switched on in this process.
+    HeapProfilingDisabled,
+    /// This build of pprof-core was compiled without the feature a profile needs.
+    FeatureDisabled {
+        /// The profile that was asked for.
+        profile: &'static str,
+        /// The cargo feature that provides it.
+        feature: &'static str,
+    },
+    /// A profiler failed; the text says which and why.
+    Profiler(String),
+}
+
+impl Error {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownProfile => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::InvalidSeconds
+            | Self::SecondsTooLong { .. }
+            | Self::SecondsNotSupported
+            | Self::SecondsWithDebug
+            | Self::InvalidDebug
+            | Self::InvalidHz { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::BadBody => StatusCode::BAD_REQUEST,
+            Self::CpuProfilerBusy => StatusCode::CONFLICT,
+            Self::HeapProfilingDisabled | Self::FeatureDisabled { .. } => {
+                StatusCode::NOT_IMPLEMENTED
+            }
+            Self::Profiler(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownProfile => f.write_str("Unknown profile"),
+            Self::MethodNotAllowed => f.write_str("Method not allowed"),
+            Self::InvalidSeconds => {
+                f.write_str(r#"invalid value for "seconds" - must be a positive integer"#)
+            }
+            Self::SecondsTooLong { limit } => write!(
+                f,
+                "profile duration exceeds server's limit of {limit} seconds"
+            ),
+            Self::SecondsNotSupported => {
+                f.write_str(r#""seconds" parameter is not supported for this profile type"#)
+            }
+            Self::SecondsWithDebug => f.write_str("seconds and debug params are incompatible"),
+            Self::InvalidDebug => {
+                f.write_str(r#"invalid value for "debug" - must be a non-negative integer"#)
+            }
+            Self::InvalidHz { min, max } => write!(
+                f,
+                r#"invalid value for "hz" - must be an integer from {min} to {max}"#
+            ),
+            Self::CpuProfilerBusy => {
+                f.write_str("Could not enable CPU profiling: cpu profiling already in use")
+            }
+            Self::BodyTooLarge { limit } => {
+                write!(f, "request body exceeds the limit of {limit} bytes")
+            }
+            Self::BadBody => f.write_str("could not read the request body"),
+            Self::HeapProfilingDisabled => f.write_str(
+                "heap profiling is not enabled in this process: add `pprof_core::jemalloc_heap_profiling!();` \
+                 to the crate root of the binary (it installs jemalloc with prof:true)",
+            ),
+            Self::FeatureDisabled { profile, feature } => write!(
+                f,
+                "the {profile} profile needs pprof-core's cargo feature \"{feature}\""
+            ),
+            Self::Profiler(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_is_one_line() {
+        let all = [
+            Error::UnknownProfile,
+            Error::MethodNotAllowed,
+            Error::InvalidSeconds,
+            Error::SecondsTooLong { limit: 300 },
+            Error::SecondsNotSupported,
+            Error::SecondsWithDebug,
+            Error::InvalidDebug,
+            Error::InvalidHz { min: 1, max: 1000 },
+            Error::CpuProfilerBusy,
+            Error::BodyTooLarge { limit: 10 },
+            Error::BadBody,
+            Error::HeapProfilingDisabled,
+            Error::FeatureDisabled {
+                profile: "heap",
+                feature: "tikv-jemallocator",
+            },
+            Error::Profiler("x".into()),
+        ];
+        for e in all {
+            let text = e.to_string();
+            assert!(!text.contains('\n'), "{text:?}");
+            assert!(e.status().is_client_error() || e.status().is_server_error());
+        }
+    }
+}

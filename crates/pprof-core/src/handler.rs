@@ -1,0 +1,340 @@
+//! The framework-free handler: `http::Request` in, `http::Response` out.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+
+use crate::request::{self, Named, Route};
+use crate::{Config, Error, cpu, encode, heap, index, text};
+
+/// The body of every response: the whole answer at once.
+pub type ResponseBody = Full<Bytes>;
+
+/// The error type request bodies must convert into.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves Go's `/debug/pprof/*` routes.
+///
+/// Cheap to clone (an `Arc` inside). Use [`Pprof::handle`] from any
+/// framework, or use it as a [`tower_service::Service`] directly.
+///
+/// ```
+/// # async fn demo() {
+/// let pprof = pprof_core::Pprof::new(pprof_core::Config::default());
+/// let request = http::Request::get("/debug/pprof/cmdline")
+///     .body(http_body_util::Empty::<bytes::Bytes>::new())
+///     .unwrap();
+/// let response = pprof.handle(request).await;
+/// assert_eq!(response.status(), 200);
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Pprof {
+    config: Arc<Config>,
+}
+
+/// What a route produced, before headers are decided.
+enum Reply {
+    Html(String),
+    Text(String),
+    /// A gzipped profile.proto, served as an attachment named `filename`.
+    Profile { filename: String, body: Vec<u8> },
+    /// Headers of a profile without running it (HEAD).
+    ProfileHead { filename: String },
+    Redirect(String),
+}
+
+impl Pprof {
+    /// A handler with the given settings.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    /// The settings this handler serves with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Answer one request. Never panics on bad input: every failure becomes a
+    /// response with the status and one-line message of an [`Error`].
+    ///
+    /// The request path is matched against the configured prefix as is.
+    /// Dropping the returned future (the client went away) stops any profile
+    /// it started.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: http_body::Body,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let parsed = match request::parse(
+            &self.config,
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+        ) {
+            Ok(parsed) => parsed,
+            Err(error) => return error_response(&error),
+        };
+        let head_only = parsed.head_only;
+        let reply = match parsed.route {
+            Route::Redirect { location } => Ok(Reply::Redirect(location)),
+            Route::Index => self.index().await,
+            Route::Cmdline => Ok(Reply::Text(cmdline())),
+            Route::Symbol => {
+                symbol(&parts.method, parts.uri.query(), body, self.config.max_body_bytes).await
+            }
+            Route::Cpu { .. } if head_only => Ok(Reply::ProfileHead {
+                filename: "profile".to_owned(),
+            }),
+            Route::Cpu { duration, hz } => cpu_profile(duration, hz).await,
+            Route::Named { profile, delta, .. } if head_only => Ok(Reply::ProfileHead {
+                filename: filename(profile, delta),
+            }),
+            Route::Named {
+                profile,
+                debug,
+                delta,
+            } => named(profile, debug, delta).await,
+        };
+        match reply {
+            Ok(reply) => response(reply),
+            Err(error) => error_response(&error),
+        }
+    }
+
+    async fn index(&self) -> Result<Reply, Error> {
+        let heap_stacks = blocking(|| Ok(heap::dump().map_or(0, |d| d.stacks.len()))).await?;
+        let mut entries = vec![
+            index::Entry {
+                name: "cmdline",
+                count: 0,
+                description: "The command line invocation of the current program",
+            },
+            index::Entry {
+                name: "profile",
+                count: usize::from(cpu::is_running()),
+                description: "CPU profile. You can specify the duration in the seconds GET parameter. After you get the profile file, use the go tool pprof command to investigate the profile.",
+            },
+        ];
+        entries.extend(Named::ALL.into_iter().map(|p| index::Entry {
+            name: p.name(),
+            count: match p {
+                Named::Heap | Named::Allocs => heap_stacks,
+            },
+            description: p.description(),
+        }));
+        Ok(Reply::Html(index::page(&self.config.prefix, entries)))
+    }
+}
+
+fn filename(profile: Named, delta: Option<Duration>) -> String {
+    match delta {
+        Some(_) => format!("{}-delta", profile.name()),
+        None => profile.name().to_owned(),
+    }
+}
+
+/// Run blocking work (dumps, symbolization, encoding) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Profiler(format!("profile task failed: {e}")))?
+}
+
+async fn cpu_profile(duration: Duration, hz: u32) -> Result<Reply, Error> {
+    let profile = cpu::profile(duration, hz).await?;
+    let body = blocking(move || Ok(encode::gzip_proto(&encode::to_proto(&profile)))).await?;
+    Ok(Reply::Profile {
+        filename: "profile".to_owned(),
+        body,
+    })
+}
+
+async fn named(profile: Named, debug: u32, delta: Option<Duration>) -> Result<Reply, Error> {
+    let default_sample_type = match profile {
+        Named::Allocs => Some("alloc_space"),
+        Named::Heap => None,
+    };
+    let snapshot = move || blocking(move || Ok(heap::to_profile(&heap::dump()?, default_sample_type)));
+    let mut stack_profile = snapshot().await?;
+    if let Some(wait) = delta {
+        tokio::time::sleep(wait).await;
+        stack_profile = stack_profile.delta_to(snapshot().await?);
+    }
+    let name = filename(profile, delta);
+    blocking(move || {
+        if debug > 0 {
+            let mut stats = heap::stats();
+            let cached = crate::symbolize::symbolizer().cached_addresses();
+            stats.push(("pprof_core_symbol_cache_addresses", cached as u64));
+            Ok(Reply::Text(text::heap(&stack_profile, &stats)))
+        } else {
+            Ok(Reply::Profile {
+                filename: name,
+                body: encode::gzip_proto(&encode::to_proto(&stack_profile)),
+            })
+        }
+    })
+    .await
+}
+
+/// Process arguments joined by NUL bytes, as Go's `/cmdline`.
+fn cmdline() -> String {
+    std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("\0")
+}
+
+/// Go's symbol protocol: addresses joined by `+`, in the query (GET) or the
+/// body (POST); answer the ones that resolve.
+async fn symbol<B>(
+    method: &Method,
+    query: Option<&str>,
+    body: B,
+    max_body: usize,
+) -> Result<Reply, Error>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let input = if method == Method::POST {
+        let collected = Limited::new(body, max_body).collect().await.map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                Error::BodyTooLarge { limit: max_body }
+            } else {
+                Error::BadBody
+            }
+        })?;
+        String::from_utf8_lossy(&collected.to_bytes()).into_owned()
+    } else {
+        let query = query.unwrap_or_default();
+        if query.len() > max_body {
+            return Err(Error::BodyTooLarge { limit: max_body });
+        }
+        query.to_owned()
+    };
+    blocking(move || {
+        let addresses: Vec<u64> = input.split('+').filter_map(parse_address).collect();
+        let resolved = crate::symbolize::symbolizer().resolve_all(addresses.iter().copied());
+        let mut out = String::from("num_symbols: 1\n");
+        for address in addresses {
+            if let Some(frame) = resolved.get(&address).and_then(|f| f.first()) {
+                out.push_str(&format!("{address:#x} {}\n", frame.name));
+            }
+        }
+        Ok(Reply::Text(out))
+    })
+    .await
+}
+
+/// An unsigned integer as Go's `strconv.ParseUint(s, 0, 64)` reads it; zero
+/// and junk are skipped.
+fn parse_address(token: &str) -> Option<u64> {
+    let t = token.trim();
+    let value = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16).ok()
+    } else if t.len() > 1 && t.starts_with('0') {
+        u64::from_str_radix(&t[1..], 8).ok()
+    } else {
+        t.parse().ok()
+    }?;
+    (value != 0).then_some(value)
+}
+
+fn base(status: StatusCode, content_type: &'static str) -> http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CACHE_CONTROL, "no-store")
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn response(reply: Reply) -> Response<ResponseBody> {
+    let (builder, body) = match reply {
+        Reply::Html(html) => (base(StatusCode::OK, "text/html; charset=utf-8"), html.into()),
+        Reply::Text(text) => (base(StatusCode::OK, TEXT), text.into()),
+        Reply::Profile { filename, body } => (attachment(&filename), body),
+        Reply::ProfileHead { filename } => (attachment(&filename), Vec::new()),
+        Reply::Redirect(location) => (
+            base(StatusCode::MOVED_PERMANENTLY, TEXT).header(
+                header::LOCATION,
+                HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("./")),
+            ),
+            Vec::new(),
+        ),
+    };
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| fallback())
+}
+
+fn attachment(filename: &str) -> http::response::Builder {
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    base(StatusCode::OK, "application/octet-stream").header(header::CONTENT_DISPOSITION, disposition)
+}
+
+/// The response for an error: its status, `X-Go-Pprof: 1`, one line of text.
+pub(crate) fn error_response(error: &Error) -> Response<ResponseBody> {
+    base(error.status(), TEXT)
+        .header("x-go-pprof", "1")
+        .body(Full::new(Bytes::from(format!("{error}\n"))))
+        .unwrap_or_else(|_| fallback())
+}
+
+fn fallback() -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(Bytes::from_static(b"internal error\n")));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+impl<B> tower_service::Service<Request<B>> for Pprof
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(request).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_like_go() {
+        assert_eq!(parse_address("0x10"), Some(16));
+        assert_eq!(parse_address("010"), Some(8));
+        assert_eq!(parse_address("10"), Some(10));
+        assert_eq!(parse_address("0"), None);
+        assert_eq!(parse_address("zz"), None);
+        assert_eq!(parse_address("0x"), None);
+        assert_eq!(parse_address("99999999999999999999999"), None);
+    }
+}

@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod cpu;
+mod encode;
+mod error;
+mod handler;
+pub mod heap;
+mod index;
+mod profile;
+mod request;
+mod symbolize;
+mod text;
+
+pub use config::Config;
+pub use error::Error;
+pub use handler::{BoxError, Pprof, ResponseBody};
