@@ -1,9 +1,9 @@
 #![doc = include_str!("../README.md")]
 
 use axum::Router;
-pub use pprof_core::{self, Config};
 #[cfg(feature = "tikv-jemallocator")]
 pub use pprof_core::jemalloc_heap_profiling;
+pub use pprof_core::{self, Config};
 
 /// Go's pprof routes under `/debug/pprof`, as a `Router` to merge into an app.
 pub fn routes<S>() -> Router<S>

@@ -57,7 +57,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         let (guard, slot) = (self.guard.take(), self.slot.take());
         let stop = move || {
-            drop(guard);
+            crate::heap::unsampled(|| drop(guard));
             drop(slot);
         };
         match tokio::runtime::Handle::try_current() {
@@ -71,14 +71,16 @@ impl Drop for Session {
 
 fn start(hz: u32, slot: Slot) -> Result<Session, Error> {
     let hz_c = i32::try_from(hz).unwrap_or(i32::MAX);
-    let guard = pprof::ProfilerGuardBuilder::default()
-        .frequency(hz_c)
-        .blocklist(BLOCKLIST)
-        .build()
-        .map_err(|e| match e {
-            pprof::Error::Running => Error::CpuProfilerBusy,
-            other => Error::Profiler(format!("Could not enable CPU profiling: {other}")),
-        })?;
+    let guard = crate::heap::unsampled(|| {
+        pprof::ProfilerGuardBuilder::default()
+            .frequency(hz_c)
+            .blocklist(BLOCKLIST)
+            .build()
+    })
+    .map_err(|e| match e {
+        pprof::Error::Running => Error::CpuProfilerBusy,
+        other => Error::Profiler(format!("Could not enable CPU profiling: {other}")),
+    })?;
     Ok(Session {
         guard: Some(guard),
         slot: Some(slot),
@@ -96,7 +98,8 @@ impl Session {
             .map(|g| g.report().build_unresolved())
             .transpose()
             .map_err(|e| Error::Profiler(format!("Could not read the CPU profile: {e}")))?;
-        drop(guard);
+        // Stopping frees the sampler's table and allocates a fresh one.
+        crate::heap::unsampled(|| drop(guard));
         drop(self.slot.take());
         let report =
             report.ok_or_else(|| Error::Profiler("CPU profiler was not running".to_owned()))?;
@@ -105,8 +108,14 @@ impl Session {
             .data
             .iter()
             .map(|(frames, count)| {
-                let ips = frames.frames.iter().map(|f| f.ip() as usize as u64).collect();
-                let name = &frames.thread_name[..frames.thread_name_length.min(frames.thread_name.len())];
+                let ips = frames
+                    .frames
+                    .iter()
+                    .map(|f| f.ip() as usize as u64)
+                    .filter(|&ip| ip > 1) // the end-of-stack marker
+                    .collect();
+                let name =
+                    &frames.thread_name[..frames.thread_name_length.min(frames.thread_name.len())];
                 let thread = if name.is_empty() {
                     frames.thread_id.to_string()
                 } else {
@@ -145,14 +154,16 @@ fn samples_without_signal_frames(stacks: Vec<(Vec<u64>, String, i64)>, period: i
         .map(|(ips, thread, count)| {
             let handler = ips.iter().rposition(|ip| {
                 names_at(*ip).is_some_and(|frames| {
-                    frames.iter().any(|f| f.system_name.contains("perf_signal_handler"))
+                    frames
+                        .iter()
+                        .any(|f| f.name.contains("perf_signal_handler"))
                 })
             });
             let mut first = handler.map_or(0, |h| h + 1);
             if handler.is_some()
                 && ips.get(first).is_some_and(|ip| {
                     names_at(*ip).is_none_or(|frames| {
-                        frames.is_empty() || frames.iter().any(|f| f.system_name.contains("restore_rt"))
+                        frames.is_empty() || frames.iter().any(|f| f.name.contains("restore_rt"))
                     })
                 })
             {
@@ -161,7 +172,13 @@ fn samples_without_signal_frames(stacks: Vec<(Vec<u64>, String, i64)>, period: i
             let pcs = ips[first.min(ips.len())..]
                 .iter()
                 .enumerate()
-                .map(|(i, ip)| if i == 0 && handler.is_some() { *ip } else { ip.saturating_sub(1) })
+                .map(|(i, ip)| {
+                    if i == 0 && handler.is_some() {
+                        *ip
+                    } else {
+                        ip.saturating_sub(1)
+                    }
+                })
                 .collect();
             Sample {
                 pcs,

@@ -30,7 +30,12 @@ pub(crate) fn symbolize(profile: &StackProfile) -> Vec<Symbolized> {
             let mut stack: Vec<(u64, Arc<[Frame]>)> = sample
                 .pcs
                 .iter()
-                .map(|pc| (*pc, resolved.get(pc).cloned().unwrap_or_else(|| Arc::from([]))))
+                .map(|pc| {
+                    (
+                        *pc,
+                        resolved.get(pc).cloned().unwrap_or_else(|| Arc::from([])),
+                    )
+                })
                 .collect();
             trim_leaf(&mut stack, profile.leaf_trim);
             Symbolized { stack }
@@ -73,9 +78,14 @@ fn is_allocator_frame(frame: &Frame) -> bool {
         return true;
     }
     let full = crate::symbolize::demangle(&frame.system_name);
-    ["as alloc::", "as core::alloc::", "as std::alloc::", "as tikv_jemallocator::"]
-        .iter()
-        .any(|t| full.contains(t))
+    [
+        "as alloc::",
+        "as core::alloc::",
+        "as std::alloc::",
+        "as tikv_jemallocator::",
+    ]
+    .iter()
+    .any(|t| full.contains(t))
 }
 
 /// Source files of the allocation machinery: std's `alloc` crate and allocator
@@ -149,7 +159,11 @@ impl Builder {
     }
 
     fn function(&mut self, frame: &Frame) -> u64 {
-        let key = (frame.name.clone(), frame.system_name.clone(), frame.file.clone());
+        let key = (
+            frame.name.clone(),
+            frame.system_name.clone(),
+            frame.file.clone(),
+        );
         if let Some(id) = self.function_ids.get(&key) {
             return *id;
         }
@@ -304,7 +318,10 @@ mod tests {
             (2, Arc::from([frame("__rust_alloc")])),
             (
                 3,
-                Arc::from([frame("alloc::raw_vec::RawVec<T>::allocate_in"), frame("practice::Dog::run")]),
+                Arc::from([
+                    frame("alloc::raw_vec::RawVec<T>::allocate_in"),
+                    frame("practice::Dog::run"),
+                ]),
             ),
             (4, Arc::from([frame("alloc::vec::Vec<T>::push")])),
             (5, Arc::from([frame("main")])),
@@ -316,7 +333,11 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            vec![vec!["practice::Dog::run"], vec!["alloc::vec::Vec<T>::push"], vec!["main"]]
+            vec![
+                vec!["practice::Dog::run"],
+                vec!["alloc::vec::Vec<T>::push"],
+                vec!["main"]
+            ]
         );
     }
 

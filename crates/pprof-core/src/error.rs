@@ -56,6 +56,8 @@ pub enum Error {
         /// The cargo feature that provides it.
         feature: &'static str,
     },
+    /// `/trace`: Go's execution trace has no Rust equivalent that `go tool trace` reads.
+    TraceUnsupported,
     /// A profiler failed; the text says which and why.
     Profiler(String),
 }
@@ -75,7 +77,7 @@ impl Error {
             | Self::BodyTooLarge { .. }
             | Self::BadBody => StatusCode::BAD_REQUEST,
             Self::CpuProfilerBusy => StatusCode::CONFLICT,
-            Self::HeapProfilingDisabled | Self::FeatureDisabled { .. } => {
+            Self::HeapProfilingDisabled | Self::FeatureDisabled { .. } | Self::TraceUnsupported => {
                 StatusCode::NOT_IMPLEMENTED
             }
             Self::Profiler(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -121,6 +123,10 @@ impl fmt::Display for Error {
                 f,
                 "the {profile} profile needs pprof-core's cargo feature \"{feature}\""
             ),
+            Self::TraceUnsupported => f.write_str(
+                "execution traces are a Go runtime feature with no Rust equivalent here; \
+                 use /debug/pprof/profile for CPU time",
+            ),
             Self::Profiler(why) => f.write_str(why),
         }
     }
@@ -151,6 +157,7 @@ mod tests {
                 profile: "heap",
                 feature: "tikv-jemallocator",
             },
+            Error::TraceUnsupported,
             Error::Profiler("x".into()),
         ];
         for e in all {

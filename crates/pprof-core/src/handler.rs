@@ -45,9 +45,14 @@ enum Reply {
     Html(String),
     Text(String),
     /// A gzipped profile.proto, served as an attachment named `filename`.
-    Profile { filename: String, body: Vec<u8> },
+    Profile {
+        filename: String,
+        body: Vec<u8>,
+    },
     /// Headers of a profile without running it (HEAD).
-    ProfileHead { filename: String },
+    ProfileHead {
+        filename: String,
+    },
     Redirect(String),
 }
 
@@ -91,7 +96,13 @@ impl Pprof {
             Route::Index => self.index().await,
             Route::Cmdline => Ok(Reply::Text(cmdline())),
             Route::Symbol => {
-                symbol(&parts.method, parts.uri.query(), body, self.config.max_body_bytes).await
+                symbol(
+                    &parts.method,
+                    parts.uri.query(),
+                    body,
+                    self.config.max_body_bytes,
+                )
+                .await
             }
             Route::Cpu { .. } if head_only => Ok(Reply::ProfileHead {
                 filename: "profile".to_owned(),
@@ -167,7 +178,8 @@ async fn named(profile: Named, debug: u32, delta: Option<Duration>) -> Result<Re
         Named::Allocs => Some("alloc_space"),
         Named::Heap => None,
     };
-    let snapshot = move || blocking(move || Ok(heap::to_profile(&heap::dump()?, default_sample_type)));
+    let snapshot =
+        move || blocking(move || Ok(heap::to_profile(&heap::dump()?, default_sample_type)));
     let mut stack_profile = snapshot().await?;
     if let Some(wait) = delta {
         tokio::time::sleep(wait).await;
@@ -266,7 +278,10 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 fn response(reply: Reply) -> Response<ResponseBody> {
     let (builder, body) = match reply {
-        Reply::Html(html) => (base(StatusCode::OK, "text/html; charset=utf-8"), html.into()),
+        Reply::Html(html) => (
+            base(StatusCode::OK, "text/html; charset=utf-8"),
+            html.into(),
+        ),
         Reply::Text(text) => (base(StatusCode::OK, TEXT), text.into()),
         Reply::Profile { filename, body } => (attachment(&filename), body),
         Reply::ProfileHead { filename } => (attachment(&filename), Vec::new()),
@@ -286,7 +301,8 @@ fn response(reply: Reply) -> Response<ResponseBody> {
 fn attachment(filename: &str) -> http::response::Builder {
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
         .unwrap_or(HeaderValue::from_static("attachment"));
-    base(StatusCode::OK, "application/octet-stream").header(header::CONTENT_DISPOSITION, disposition)
+    base(StatusCode::OK, "application/octet-stream")
+        .header(header::CONTENT_DISPOSITION, disposition)
 }
 
 /// The response for an error: its status, `X-Go-Pprof: 1`, one line of text.

@@ -30,7 +30,8 @@ use crate::profile::{Label, LeafTrim, Sample, StackProfile, ValueType, vt};
 pub use tikv_jemallocator::Jemalloc;
 
 /// jemalloc options set by [`jemalloc_heap_profiling!`](crate::jemalloc_heap_profiling) when given none.
-pub const DEFAULT_MALLOC_CONF: &str = "prof:true,prof_active:true,lg_prof_sample:19,prof_accum:true";
+pub const DEFAULT_MALLOC_CONF: &str =
+    "prof:true,prof_active:true,lg_prof_sample:19,prof_accum:true";
 
 /// Install jemalloc as the global allocator with its heap profiler on.
 ///
@@ -41,7 +42,9 @@ pub const DEFAULT_MALLOC_CONF: &str = "prof:true,prof_active:true,lg_prof_sample
 #[macro_export]
 macro_rules! jemalloc_heap_profiling {
     () => {
-        $crate::jemalloc_heap_profiling!("prof:true,prof_active:true,lg_prof_sample:19,prof_accum:true");
+        $crate::jemalloc_heap_profiling!(
+            "prof:true,prof_active:true,lg_prof_sample:19,prof_accum:true"
+        );
     };
     ($malloc_conf:literal) => {
         #[global_allocator]
@@ -161,7 +164,8 @@ pub(crate) fn to_profile(dump: &Dump, default_sample_type: Option<&'static str>)
         .stacks
         .iter()
         .filter_map(|s| {
-            let (alloc_objects, alloc_bytes) = unsample(s.total_objects, s.total_bytes, dump.period);
+            let (alloc_objects, alloc_bytes) =
+                unsample(s.total_objects, s.total_bytes, dump.period);
             let (live_objects, live_bytes) = unsample(s.live_objects, s.live_bytes, dump.period);
             let values = vec![alloc_objects, alloc_bytes, live_objects, live_bytes];
             if values.iter().all(|&v| v == 0) {
@@ -190,6 +194,19 @@ pub(crate) fn to_profile(dump: &Dump, default_sample_type: Option<&'static str>)
         samples,
         leaf_trim: LeafTrim::Allocator,
     }
+}
+
+/// Run `work` with jemalloc's sampling paused on this thread, so that the
+/// profiler's own tables (the CPU sampler's ~80 MiB collector, the
+/// symbolizer's debug info) do not crowd the heap profile the user came for.
+/// Their size still shows in the process RSS and in `debug=1`'s statistics.
+pub(crate) fn unsampled<T>(work: impl FnOnce() -> T) -> T {
+    let previous = imp::set_thread_sampling(false);
+    let out = work();
+    if let Some(previous) = previous {
+        imp::set_thread_sampling(previous);
+    }
+    out
 }
 
 /// Allocator statistics for the text format's trailing block.
@@ -240,6 +257,16 @@ mod imp {
         text.map_err(|e| Error::Profiler(format!("could not read jemalloc's dump: {e}")))
     }
 
+    /// Set `thread.prof.active`; the previous value, or `None` when heap
+    /// profiling is off (the control then does not exist).
+    pub(super) fn set_thread_sampling(active: bool) -> Option<bool> {
+        // SAFETY: `thread.prof.active` is a `bool` read-write control; the
+        // value type matches and jemalloc copies it during the call.
+        #[allow(unsafe_code)]
+        let previous = unsafe { raw::update(b"thread.prof.active\0", active) };
+        previous.ok()
+    }
+
     pub(super) fn stats() -> Vec<(&'static str, u64)> {
         let _ = epoch::advance();
         let read = |r: tikv_jemalloc_ctl::Result<usize>| r.map_or(0, |v| v as u64);
@@ -267,6 +294,10 @@ mod imp {
 
     pub(super) fn stats() -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+
+    pub(super) fn set_thread_sampling(_: bool) -> Option<bool> {
+        None
     }
 }
 

@@ -55,8 +55,16 @@ mod tests {
         let page = page(
             "/debug/pprof",
             vec![
-                Entry { name: "profile", count: 0, description: "CPU" },
-                Entry { name: "allocs", count: 3, description: "a<b" },
+                Entry {
+                    name: "profile",
+                    count: 0,
+                    description: "CPU",
+                },
+                Entry {
+                    name: "allocs",
+                    count: 3,
+                    description: "a<b",
+                },
             ],
         );
         assert!(page.contains("<title>/debug/pprof/</title>"));

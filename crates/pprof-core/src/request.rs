@@ -43,12 +43,21 @@ impl Named {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
     /// The bare prefix: redirect to the index, relative to where we are mounted.
-    Redirect { location: String },
+    Redirect {
+        location: String,
+    },
     Index,
     Cmdline,
     Symbol,
-    Cpu { duration: Duration, hz: u32 },
-    Named { profile: Named, debug: u32, delta: Option<Duration> },
+    Cpu {
+        duration: Duration,
+        hz: u32,
+    },
+    Named {
+        profile: Named,
+        debug: u32,
+        delta: Option<Duration>,
+    },
 }
 
 pub(crate) struct Parsed {
@@ -82,13 +91,13 @@ pub(crate) fn parse(
     let name = rest.strip_prefix('/').ok_or(Error::UnknownProfile)?;
     let params = Params::new(query.unwrap_or_default());
     let accepts_post = matches!(name, "profile" | "symbol");
-    let method_ok = method == Method::GET
-        || method == Method::HEAD
-        || (accepts_post && method == Method::POST);
+    let method_ok =
+        method == Method::GET || method == Method::HEAD || (accepts_post && method == Method::POST);
     let route = match name {
         "" => Route::Index,
         "cmdline" => Route::Cmdline,
         "symbol" => Route::Symbol,
+        "trace" => return Err(Error::TraceUnsupported),
         "profile" => Route::Cpu {
             duration: params
                 .seconds(config.max_duration)?
@@ -207,7 +216,13 @@ mod tests {
 
     #[test]
     fn bad_seconds_are_rejected_not_defaulted() {
-        for q in ["seconds=abc", "seconds=0", "seconds=-5", "seconds=", "seconds=1.5"] {
+        for q in [
+            "seconds=abc",
+            "seconds=0",
+            "seconds=-5",
+            "seconds=",
+            "seconds=1.5",
+        ] {
             assert_eq!(
                 get("/debug/pprof/profile", Some(q)),
                 Err(Error::InvalidSeconds),

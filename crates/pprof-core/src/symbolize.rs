@@ -73,7 +73,8 @@ impl Symbolizer {
             let frames = match cache.frames.get(&pc) {
                 Some(found) => found.clone(),
                 None => {
-                    let frames = resolve_uncached(pc, &mut cache);
+                    // The debug-info reader's caches are ours, not the user's.
+                    let frames = crate::heap::unsampled(|| resolve_uncached(pc, &mut cache));
                     if cache.frames.len() >= MAX_CACHED_ADDRESSES {
                         cache.frames.clear();
                         cache.strings.clear();
@@ -99,8 +100,11 @@ impl Symbolizer {
 
 fn resolve_uncached(pc: u64, cache: &mut Cache) -> Arc<[Frame]> {
     let mut raw = Vec::new();
-    // `resolve` only reads debug info for the address; it never dereferences it.
-    backtrace::resolve(pc as usize as *mut c_void, |symbol| {
+    // `resolve` only reads debug info for the address; it never dereferences
+    // it. It looks up `address - 1` (it expects return addresses), so hand it
+    // `pc + 1` to look up exactly `pc`.
+    let address = usize::try_from(pc.saturating_add(1)).unwrap_or(usize::MAX);
+    backtrace::resolve(address as *mut c_void, |symbol| {
         let system = symbol
             .name()
             .map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned())
@@ -150,7 +154,8 @@ fn unqualify(name: &str) -> String {
     while i < name.len() {
         // A qualified path starts an expression (not `Vec<` nor `f::<`) and
         // is followed by `::`.
-        let starts_path = i == 0 || matches!(bytes[i - 1], b' ' | b'<' | b',' | b'(' | b'[' | b'&' | b'*');
+        let starts_path =
+            i == 0 || matches!(bytes[i - 1], b' ' | b'<' | b',' | b'(' | b'[' | b'&' | b'*');
         if bytes[i] == b'<'
             && starts_path
             && let Some(close) = matching_angle(name, i)
@@ -281,8 +286,10 @@ fn read_build_id(path: &str) -> Option<String> {
         return None;
     }
     let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
-    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]));
-    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+    let u32_at =
+        |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]));
+    let u64_at =
+        |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
     let phoff = u64_at(&header, 0x20);
     let phentsize = usize::from(u16_at(&header, 0x36));
     let phnum = usize::from(u16_at(&header, 0x38));
@@ -352,7 +359,9 @@ mod tests {
             "fn() -> u8::call_once"
         );
         assert_eq!(
-            unqualify("core::option::Option<&str>::map::<alloc::boxed::Box<str>, <alloc::boxed::Box<str>>::from>"),
+            unqualify(
+                "core::option::Option<&str>::map::<alloc::boxed::Box<str>, <alloc::boxed::Box<str>>::from>"
+            ),
             "core::option::Option<&str>::map::<alloc::boxed::Box<str>, alloc::boxed::Box<str>::from>"
         );
         assert_eq!(clean_name("malloc"), "malloc");
@@ -392,10 +401,15 @@ mod tests {
         let pc = known_function();
         assert_ne!(pc, 0);
         let frames = symbolizer().resolve_all([pc - 1]);
-        let names: Vec<_> = frames[&(pc - 1)].iter().map(|f| f.name.to_string()).collect();
+        let names: Vec<_> = frames[&(pc - 1)]
+            .iter()
+            .map(|f| f.name.to_string())
+            .collect();
         assert!(!names.is_empty(), "no frames at {pc:#x}");
         assert!(
-            frames[&(pc - 1)].iter().any(|f| f.file.ends_with(".rs") && f.line > 0),
+            frames[&(pc - 1)]
+                .iter()
+                .any(|f| f.file.ends_with(".rs") && f.line > 0),
             "{:?}",
             frames[&(pc - 1)]
         );

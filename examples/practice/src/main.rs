@@ -18,7 +18,9 @@ fn parse_args() -> Result<(String, Sizes), String> {
         if flag == "--help" || flag == "-h" {
             return Err(USAGE.to_owned());
         }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         let number = || {
             value
                 .parse::<u64>()
@@ -28,9 +30,15 @@ fn parse_args() -> Result<(String, Sizes), String> {
             "--addr" => addr.clone_from(&value),
             "--tick-ms" => sizes.tick = Duration::from_millis(number()?),
             "--eat-ms" => sizes.eat = Duration::from_millis(number()?),
-            "--steal-kib" => sizes.steal_bytes = usize::try_from(number()? << 10).map_err(|e| e.to_string())?,
-            "--steal-limit-mib" => sizes.steal_limit = usize::try_from(number()? << 20).map_err(|e| e.to_string())?,
-            "--run-kib" => sizes.run_bytes = usize::try_from(number()? << 10).map_err(|e| e.to_string())?,
+            "--steal-kib" => {
+                sizes.steal_bytes = usize::try_from(number()? << 10).map_err(|e| e.to_string())?
+            }
+            "--steal-limit-mib" => {
+                sizes.steal_limit = usize::try_from(number()? << 20).map_err(|e| e.to_string())?
+            }
+            "--run-kib" => {
+                sizes.run_bytes = usize::try_from(number()? << 10).map_err(|e| e.to_string())?
+            }
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }

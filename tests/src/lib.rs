@@ -1,0 +1,311 @@
+//! Helpers for the workspace tests: start a server per adapter on loopback,
+//! talk plain HTTP/1.1 to it (so a test can also hang up mid-request), decode
+//! profiles, and run `go tool pprof`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use prost::Message;
+
+pub use pprof::protos::Profile;
+
+/// A framework the conformance suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    /// `pprof_axum::routes()` merged into an axum `Router`.
+    Axum,
+}
+
+impl Adapter {
+    /// Every adapter; adding a framework means adding it here.
+    pub const ALL: &'static [Adapter] = &[Adapter::Axum];
+
+    /// Start a service with the pprof routes (under `prefix`, default when
+    /// `None`) next to an app route `/hello`, on 127.0.0.1, on its own runtime.
+    pub fn start(self, prefix: Option<&str>) -> SocketAddr {
+        let config = match prefix {
+            Some(p) => pprof_core::Config::default().prefix(p),
+            None => pprof_core::Config::default(),
+        };
+        match self {
+            Adapter::Axum => {
+                let app = axum::Router::new()
+                    .route("/hello", axum::routing::get(|| async { "hello\n" }))
+                    .merge(pprof_axum::routes_with(config));
+                serve_on_own_runtime(move |listener| async move {
+                    let _ = axum::serve(listener, app).await;
+                })
+            }
+        }
+    }
+}
+
+/// Run `serve` on a fresh two-worker runtime on its own thread, with a
+/// listener bound to 127.0.0.1:0; returns the bound address.
+pub fn serve_on_own_runtime<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("test-server".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind 127.0.0.1:0");
+                tx.send(listener.local_addr().expect("local addr"))
+                    .expect("report address");
+                serve(listener).await;
+            });
+        })
+        .expect("spawn server thread");
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("server started")
+}
+
+/// What came back from one request.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lowercase) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of a header (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as a gunzipped, decoded profile.proto.
+    pub fn profile(&self) -> Profile {
+        decode_profile(&self.body)
+    }
+}
+
+/// Send one HTTP/1.1 request (`Connection: close`) and read the whole answer.
+pub fn request(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> Response {
+    let mut stream = send(addr, method, target, body);
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    parse_response(&raw, method == "HEAD")
+}
+
+/// `GET target`.
+pub fn get(addr: SocketAddr, target: &str) -> Response {
+    request(addr, "GET", target, b"")
+}
+
+/// Send a request and return the open connection without reading it (a
+/// test can drop it to hang up mid-request).
+pub fn send(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write head");
+    stream.write_all(body).expect("write body");
+    stream
+}
+
+fn parse_response(raw: &[u8], head_only: bool) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &raw[split + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if head_only {
+        Vec::new()
+    } else if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = String::from_utf8_lossy(&rest[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 || rest.len() < eol + 2 + size {
+            return out;
+        }
+        out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+        rest = &rest[(eol + 4 + size).min(rest.len())..];
+    }
+}
+
+/// Gunzip and decode a profile.proto body.
+pub fn decode_profile(body: &[u8]) -> Profile {
+    assert_eq!(body.get(..2), Some(&[0x1f, 0x8b][..]), "body is not gzip");
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut raw)
+        .expect("gunzip");
+    Profile::decode(raw.as_slice()).expect("profile.proto decodes")
+}
+
+/// A string of the profile's string table.
+pub fn string(p: &Profile, id: i64) -> &str {
+    usize::try_from(id)
+        .ok()
+        .and_then(|i| p.string_table.get(i))
+        .map_or("<bad string id>", String::as_str)
+}
+
+/// The profile's sample types as `type/unit`.
+pub fn sample_types(p: &Profile) -> Vec<String> {
+    p.sample_type
+        .iter()
+        .map(|t| format!("{}/{}", string(p, t.ty), string(p, t.unit)))
+        .collect()
+}
+
+/// Every function name that appears in any sample's stack.
+pub fn function_names(p: &Profile) -> Vec<String> {
+    p.function
+        .iter()
+        .map(|f| string(p, f.name).to_owned())
+        .collect()
+}
+
+/// `go tool pprof ARGS`, or `None` (after saying so loudly) when `go` is
+/// not installed outside CI. Under `CI=true` a missing `go` fails the test.
+pub fn go_tool_pprof(args: &[&str]) -> Option<String> {
+    let available = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        let message = "`go` is not installed: the go tool pprof checks need it \
+                       (apt-get install -y golang-go)";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{message}; CI=true requires them"
+        );
+        eprintln!("\n!!! SKIPPED: {message}\n");
+        return None;
+    }
+    let tmp = std::env::temp_dir().join("pprof-tests-go");
+    let _ = std::fs::create_dir_all(&tmp);
+    let output = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .env("PPROF_TMPDIR", &tmp)
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| tmp.display().to_string()),
+        )
+        .output()
+        .expect("run go tool pprof");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "go tool pprof {args:?} failed:\n{stderr}\n{stdout}"
+    );
+    Some(format!("{stdout}{stderr}"))
+}
+
+/// The function on the first row of `go tool pprof -top` output.
+pub fn top_function(top_output: &str) -> Option<String> {
+    let mut lines = top_output.lines().skip_while(|l| !l.contains("flat%"));
+    lines.next()?;
+    let row = lines.next()?;
+    // flat flat% sum% cum cum% NAME... (the name may contain spaces)
+    let name = row.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
+    Some(name)
+}
+
+/// Write a response body to a fresh file under the temp dir; returns its path.
+pub fn save(body: &[u8], name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("pprof-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write profile");
+    path.display().to_string()
+}
+
+/// Burn CPU on a thread named `name` in [`burn_cpu_here`] for `duration`.
+pub fn burn_cpu_on_thread(name: &str, duration: Duration) -> std::thread::JoinHandle<u64> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || burn_cpu_here(duration))
+        .expect("spawn burner")
+}
+
+/// A function with a known name that spends its time in itself.
+#[inline(never)]
+pub fn burn_cpu_here(duration: Duration) -> u64 {
+    let start = std::time::Instant::now();
+    let mut x = std::hint::black_box(0x2545_f491_4f6c_dd1d_u64);
+    while start.elapsed() < duration {
+        let mut n = 0u32;
+        while n < 100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            n += 1;
+        }
+    }
+    std::hint::black_box(x)
+}
+
+/// Tests in one binary run in parallel, but the process has one CPU
+/// profiler: hold this while a test runs CPU profiles.
+pub fn cpu_profiler_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

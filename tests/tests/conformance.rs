@@ -1,0 +1,471 @@
+//! The wire contract of SPEC.md, checked over loopback against every adapter:
+//! status codes, headers, bodies and the decoded profiles.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pprof_tests::{
+    Adapter, Response, burn_cpu_on_thread, cpu_profiler_lock, function_names, get, request,
+    sample_types, send, string,
+};
+
+// Heap profiles need jemalloc with its profiler on in this test process.
+pprof_core::jemalloc_heap_profiling!();
+
+fn servers() -> Vec<(Adapter, SocketAddr)> {
+    Adapter::ALL.iter().map(|a| (*a, a.start(None))).collect()
+}
+
+fn assert_nosniff(r: &Response, what: &str) {
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+}
+
+/// Go's error shape: status, text/plain, X-Go-Pprof: 1, no attachment, one line.
+fn assert_error(r: &Response, status: u16, message: &str, what: &str) {
+    assert_eq!(r.status, status, "{what}: {}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; charset=utf-8"),
+        "{what}"
+    );
+    assert_eq!(r.header("x-go-pprof"), Some("1"), "{what}");
+    assert_eq!(r.header("content-disposition"), None, "{what}");
+    assert_nosniff(r, what);
+    let text = r.text();
+    assert!(
+        text.ends_with('\n') && text.matches('\n').count() == 1,
+        "{what}: {text:?}"
+    );
+    assert!(text.contains(message), "{what}: {text:?} lacks {message:?}");
+}
+
+fn assert_profile_headers(r: &Response, filename: &str, what: &str) {
+    assert_eq!(r.status, 200, "{what}: {}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/octet-stream"),
+        "{what}"
+    );
+    assert_eq!(
+        r.header("content-disposition"),
+        Some(format!("attachment; filename=\"{filename}\"").as_str()),
+        "{what}"
+    );
+    assert_eq!(r.header("content-encoding"), None, "{what}");
+    assert_nosniff(r, what);
+    assert_eq!(r.body.get(..2), Some(&[0x1f, 0x8b][..]), "{what}: not gzip");
+}
+
+#[test]
+fn index_lists_every_served_profile_with_relative_links() {
+    for (adapter, addr) in servers() {
+        let r = get(addr, "/debug/pprof/");
+        assert_eq!(r.status, 200, "{adapter:?}");
+        assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+        assert_nosniff(&r, "index");
+        let html = r.text();
+        assert!(html.contains("<title>/debug/pprof/</title>"), "{html}");
+        let mut last = 0;
+        for name in ["allocs", "cmdline", "heap", "profile"] {
+            let at = html
+                .find(&format!("<a href='{name}?debug=1'>{name}</a>"))
+                .unwrap_or_else(|| panic!("{adapter:?}: no link to {name}"));
+            assert!(at > last, "{name} out of order");
+            last = at;
+        }
+        // The heap count is the number of stacks jemalloc has sampled: real, not 0.
+        let heap_row = html
+            .lines()
+            .find(|l| l.contains("href='heap?debug=1'"))
+            .unwrap_or_default();
+        assert!(!heap_row.starts_with("<tr><td>0<"), "{heap_row}");
+
+        let head = request(addr, "HEAD", "/debug/pprof/", b"");
+        assert_eq!(head.status, 200);
+        assert!(head.body.is_empty());
+    }
+}
+
+#[test]
+fn bare_prefix_redirects_to_the_index() {
+    for (adapter, addr) in servers() {
+        let r = get(addr, "/debug/pprof");
+        assert_eq!(r.status, 301, "{adapter:?}");
+        assert_eq!(r.header("location"), Some("pprof/"));
+        // The app's own routes are untouched.
+        assert_eq!(get(addr, "/hello").text(), "hello\n");
+    }
+}
+
+#[test]
+fn cmdline_is_the_arguments_joined_by_nul() {
+    let expected = std::env::args().collect::<Vec<_>>().join("\0");
+    for (_, addr) in servers() {
+        let r = get(addr, "/debug/pprof/cmdline");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(r.text(), expected);
+    }
+}
+
+#[test]
+fn symbol_answers_get_and_post_and_skips_junk() {
+    let address = burn_marker as fn() as usize;
+    for (adapter, addr) in servers() {
+        let r = get(addr, "/debug/pprof/symbol");
+        assert_eq!((r.status, r.text().as_str()), (200, "num_symbols: 1\n"));
+
+        let body = format!("junk+0+{address:#x}+0xzz+12");
+        let r = request(addr, "POST", "/debug/pprof/symbol", body.as_bytes());
+        assert_eq!(r.status, 200, "{adapter:?}");
+        let text = r.text();
+        assert!(text.starts_with("num_symbols: 1\n"), "{text}");
+        let line = format!("{address:#x} conformance::burn_marker\n");
+        assert!(text.contains(&line), "{text} lacks {line}");
+
+        let r = get(addr, &format!("/debug/pprof/symbol?{address:#x}+junk"));
+        assert!(r.text().contains(&line), "GET form: {}", r.text());
+
+        let r = request(
+            addr,
+            "POST",
+            "/debug/pprof/symbol",
+            b"this is not an address",
+        );
+        assert_eq!(r.text(), "num_symbols: 1\n");
+
+        let huge = vec![b'1'; 100 * 1024];
+        let r = request(addr, "POST", "/debug/pprof/symbol", &huge);
+        assert_error(
+            &r,
+            400,
+            "request body exceeds the limit of 65536 bytes",
+            "huge symbol body",
+        );
+    }
+}
+
+#[inline(never)]
+fn burn_marker() {
+    std::hint::black_box(());
+}
+
+#[test]
+fn bad_requests_get_go_error_shape() {
+    let cases: &[(&str, &str, u16, &str)] = &[
+        ("GET", "/debug/pprof/nope", 404, "Unknown profile"),
+        ("GET", "/debug/pprof/heap/extra", 404, "Unknown profile"),
+        ("GET", "/debug/pprof/../cmdline", 404, "Unknown profile"),
+        (
+            "GET",
+            "/debug/pprof/profile?seconds=abc",
+            400,
+            r#"invalid value for "seconds" - must be a positive integer"#,
+        ),
+        (
+            "GET",
+            "/debug/pprof/profile?seconds=0",
+            400,
+            r#"invalid value for "seconds""#,
+        ),
+        (
+            "GET",
+            "/debug/pprof/profile?seconds=-3",
+            400,
+            r#"invalid value for "seconds""#,
+        ),
+        (
+            "GET",
+            "/debug/pprof/profile?seconds=100000",
+            400,
+            "profile duration exceeds server's limit of 300 seconds",
+        ),
+        (
+            "GET",
+            "/debug/pprof/profile?seconds=99999999999999999999999",
+            400,
+            "exceeds server's limit",
+        ),
+        (
+            "GET",
+            "/debug/pprof/profile?hz=0",
+            400,
+            r#"invalid value for "hz""#,
+        ),
+        (
+            "GET",
+            "/debug/pprof/profile?hz=100000",
+            400,
+            r#"invalid value for "hz""#,
+        ),
+        (
+            "GET",
+            "/debug/pprof/heap?seconds=1&debug=1",
+            400,
+            "seconds and debug params are incompatible",
+        ),
+        (
+            "GET",
+            "/debug/pprof/heap?seconds=x",
+            400,
+            r#"invalid value for "seconds""#,
+        ),
+        (
+            "GET",
+            "/debug/pprof/allocs?debug=yes",
+            400,
+            r#"invalid value for "debug""#,
+        ),
+        ("DELETE", "/debug/pprof/heap", 405, "Method not allowed"),
+        ("POST", "/debug/pprof/allocs", 405, "Method not allowed"),
+        ("GET", "/debug/pprof/trace", 501, "no Rust equivalent"),
+    ];
+    for (adapter, addr) in servers() {
+        for (method, target, status, message) in cases {
+            let r = request(addr, method, target, b"");
+            assert_error(
+                &r,
+                *status,
+                message,
+                &format!("{adapter:?} {method} {target}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn cpu_profile_is_go_shaped_and_names_the_busy_function() {
+    let _cpu = cpu_profiler_lock();
+    for (adapter, addr) in servers() {
+        let burner = burn_cpu_on_thread("burner", Duration::from_millis(1500));
+        let r = get(addr, "/debug/pprof/profile?seconds=1&hz=250");
+        let _ = burner.join();
+        assert_profile_headers(&r, "profile", &format!("{adapter:?} cpu"));
+        let p = r.profile();
+        assert_eq!(sample_types(&p), ["samples/count", "cpu/nanoseconds"]);
+        let period_type = p.period_type.clone().unwrap_or_default();
+        assert_eq!(
+            (string(&p, period_type.ty), string(&p, period_type.unit)),
+            ("cpu", "nanoseconds")
+        );
+        assert_eq!(p.period, 4_000_000, "1e9 / 250 Hz");
+        assert_eq!(p.default_sample_type, 0);
+        assert!(p.duration_nanos >= 1_000_000_000, "{}", p.duration_nanos);
+        assert_eq!(p.string_table[0], "");
+        let exe = std::env::current_exe().expect("exe");
+        let main = &p.mapping[0];
+        assert_eq!(string(&p, main.filename), exe.to_string_lossy());
+        assert!(main.has_functions && main.has_filenames && main.has_line_numbers);
+        assert!(!string(&p, main.build_id).is_empty(), "build id");
+        assert!(p.sample.iter().all(|s| s.value.len() == 2));
+        assert!(p.sample.iter().all(|s| s.value[1] == s.value[0] * p.period));
+        let names = function_names(&p);
+        assert!(
+            names.iter().any(|n| n == "pprof_tests::burn_cpu_here"),
+            "{adapter:?}: burner not found in {names:?}"
+        );
+        assert!(
+            !names.iter().any(|n| n.contains("perf_signal_handler")),
+            "signal frames left in"
+        );
+        // Every sample of the burner carries its thread name.
+        let burner_thread = p.sample.iter().any(|s| {
+            s.label
+                .iter()
+                .any(|l| string(&p, l.key) == "thread" && string(&p, l.str) == "burner")
+        });
+        assert!(burner_thread, "no sample labelled thread=burner");
+
+        let head = request(addr, "HEAD", "/debug/pprof/profile", b"");
+        assert_eq!(head.status, 200);
+        assert_eq!(
+            head.header("content-disposition"),
+            Some("attachment; filename=\"profile\"")
+        );
+    }
+}
+
+#[test]
+fn second_concurrent_cpu_profile_gets_409() {
+    let _cpu = cpu_profiler_lock();
+    for (adapter, addr) in servers() {
+        let first = std::thread::spawn(move || get(addr, "/debug/pprof/profile?seconds=2"));
+        std::thread::sleep(Duration::from_millis(500));
+        let second = get(addr, "/debug/pprof/profile?seconds=1");
+        let first = first.join().expect("first request");
+        assert_profile_headers(&first, "profile", &format!("{adapter:?} first"));
+        assert_error(
+            &second,
+            409,
+            "Could not enable CPU profiling: cpu profiling already in use",
+            &format!("{adapter:?} second"),
+        );
+    }
+}
+
+#[test]
+fn client_hanging_up_stops_the_profile_at_once() {
+    let _cpu = cpu_profiler_lock();
+    for (adapter, addr) in servers() {
+        let started = Instant::now();
+        let connection = send(addr, "GET", "/debug/pprof/profile?seconds=60", b"");
+        std::thread::sleep(Duration::from_millis(500));
+        drop(connection);
+        // The profiler must be free again long before the 60 s would end.
+        let mut last = None;
+        while started.elapsed() < Duration::from_secs(20) {
+            let r = get(addr, "/debug/pprof/profile?seconds=1");
+            if r.status == 200 {
+                last = Some(r);
+                break;
+            }
+            assert_eq!(r.status, 409, "{}", r.text());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let r =
+            last.unwrap_or_else(|| panic!("{adapter:?}: profiler still busy 20 s after hang-up"));
+        assert_profile_headers(&r, "profile", &format!("{adapter:?} after hang-up"));
+    }
+}
+
+#[test]
+fn late_sigprof_after_a_profile_does_not_kill_the_process() {
+    let _cpu = cpu_profiler_lock();
+    let (_, addr) = servers().remove(0);
+    let r = get(addr, "/debug/pprof/profile?seconds=1");
+    assert_eq!(r.status, 200);
+    // The default action of SIGPROF terminates the process; the sampler
+    // must leave it ignored, not default, when it stops.
+    // SAFETY-free: `kill` on our own pid with a signal number is a plain syscall.
+    let pid = std::process::id();
+    let status = std::process::Command::new("kill")
+        .args(["-PROF", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        get(addr, "/hello").text(),
+        "hello\n",
+        "still alive and serving"
+    );
+}
+
+#[test]
+fn heap_and_allocs_are_go_shaped() {
+    // Something live and sizeable to find.
+    let keep: Vec<Vec<u8>> = (0..8).map(|_| vec![7u8; 1 << 20]).collect();
+    for (adapter, addr) in servers() {
+        for (name, default_type) in [("heap", None), ("allocs", Some("alloc_space"))] {
+            let r = get(addr, &format!("/debug/pprof/{name}"));
+            assert_profile_headers(&r, name, &format!("{adapter:?} {name}"));
+            let p = r.profile();
+            assert_eq!(
+                sample_types(&p),
+                [
+                    "alloc_objects/count",
+                    "alloc_space/bytes",
+                    "inuse_objects/count",
+                    "inuse_space/bytes"
+                ]
+            );
+            let period_type = p.period_type.clone().unwrap_or_default();
+            assert_eq!(
+                (string(&p, period_type.ty), string(&p, period_type.unit)),
+                ("space", "bytes")
+            );
+            assert_eq!(p.period, 1 << 19, "lg_prof_sample:19");
+            assert_eq!(
+                (p.default_sample_type != 0).then(|| string(&p, p.default_sample_type)),
+                default_type
+            );
+            assert!(!p.sample.is_empty());
+            assert!(p.sample.iter().all(|s| s.value.len() == 4));
+            assert!(p.sample.iter().all(|s| {
+                s.label
+                    .iter()
+                    .any(|l| string(&p, l.key) == "bytes" && l.num > 0)
+            }));
+            assert!(p.mapping[0].has_functions);
+            // The allocation machinery is trimmed: no sample starts inside it.
+            for s in &p.sample {
+                let leaf = p
+                    .location
+                    .iter()
+                    .find(|l| Some(&l.id) == s.location_id.first());
+                let leaf_fn = leaf
+                    .and_then(|l| l.line.first())
+                    .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
+                    .map(|f| string(&p, f.name).to_owned())
+                    .unwrap_or_default();
+                assert!(
+                    !leaf_fn.starts_with("alloc::")
+                        && !leaf_fn.contains("jemalloc")
+                        && !leaf_fn.contains("__rust_alloc"),
+                    "{name}: allocator frame on top: {leaf_fn}"
+                );
+            }
+        }
+    }
+    drop(keep);
+}
+
+#[test]
+fn heap_text_and_delta_forms() {
+    for (adapter, addr) in servers() {
+        let r = get(addr, "/debug/pprof/heap?debug=1");
+        assert_eq!(r.status, 200, "{adapter:?}");
+        assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        let text = r.text();
+        assert!(
+            text.starts_with("heap profile: "),
+            "{}",
+            &text[..text.len().min(200)]
+        );
+        assert!(
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .ends_with("@ heap/1048576")
+        );
+        assert!(text.contains("\n#\t0x"), "frame lines");
+        assert!(
+            text.contains("# jemalloc stats\n# allocated = "),
+            "stats block"
+        );
+
+        let started = Instant::now();
+        let r = get(addr, "/debug/pprof/allocs?seconds=1");
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert_profile_headers(&r, "allocs-delta", "allocs delta");
+        let p = r.profile();
+        assert!(p.duration_nanos >= 1_000_000_000, "{}", p.duration_nanos);
+        assert_eq!(sample_types(&p).len(), 4);
+
+        let head = request(addr, "HEAD", "/debug/pprof/heap?seconds=5", b"");
+        assert_eq!(head.status, 200);
+        assert_eq!(
+            head.header("content-disposition"),
+            Some("attachment; filename=\"heap-delta\"")
+        );
+    }
+}
+
+#[test]
+fn routes_follow_a_custom_prefix() {
+    for adapter in Adapter::ALL {
+        let addr = adapter.start(Some("/internal/prof"));
+        assert_eq!(get(addr, "/debug/pprof/").status, 404);
+        let index = get(addr, "/internal/prof/");
+        assert_eq!(index.status, 200, "{adapter:?}");
+        assert!(index.text().contains("<title>/internal/prof/</title>"));
+        // The index's relative links resolve under the prefix.
+        assert_eq!(get(addr, "/internal/prof/cmdline?debug=1").status, 200);
+        let r = get(addr, "/internal/prof");
+        assert_eq!((r.status, r.header("location")), (301, Some("prof/")));
+    }
+}

@@ -1,0 +1,133 @@
+//! What `go tool pprof` reads from our endpoints, on the practice program:
+//! each planted problem on top of its profile, Go's sample types in every
+//! profile, and source listings that work.
+//!
+//! Needs `go` (apt-get install -y golang-go): under `CI=true` these tests
+//! fail without it; elsewhere they are skipped with a loud message.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pprof_tests::{
+    cpu_profiler_lock, get, go_tool_pprof, save, serve_on_own_runtime, top_function,
+};
+
+pprof_core::jemalloc_heap_profiling!();
+
+/// The practice zoo, shrunk to test sizes, and its server; started once.
+fn practice() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let sizes = practice::Sizes {
+            tick: Duration::from_millis(20),
+            eat: Duration::from_millis(60),
+            steal_bytes: 1 << 20,
+            steal_limit: 96 << 20,
+            run_bytes: 4 << 20,
+        };
+        practice::spawn_zoo(sizes).expect("zoo");
+        let addr = serve_on_own_runtime(|listener| async move {
+            let _ = practice::serve(listener).await;
+        });
+        // Let the mouse hoard its fill and the dog run a few laps.
+        std::thread::sleep(Duration::from_secs(3));
+        addr
+    })
+}
+
+fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}/debug/pprof/{path}")
+}
+
+#[test]
+fn cpu_profile_puts_tiger_eat_on_top() {
+    let addr = practice();
+    let _cpu = cpu_profiler_lock();
+    let r = get(addr, "/debug/pprof/profile?seconds=3");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let file = save(&r.body, "cpu.pb.gz");
+    let Some(top) = go_tool_pprof(&["-top", &file]) else {
+        return;
+    };
+    assert!(top.contains("Type: cpu"), "{top}");
+    assert_eq!(
+        top_function(&top).as_deref(),
+        Some("practice::Tiger::eat"),
+        "{top}"
+    );
+
+    let raw = go_tool_pprof(&["-raw", &file]).unwrap_or_default();
+    assert!(raw.contains("samples/count cpu/nanoseconds"), "{raw}");
+    assert!(raw.contains("thread:[zoo]"), "thread label: {raw}");
+
+    // -list finds the source through the file:line of our symbolization.
+    let list = go_tool_pprof(&["-list", "Tiger::eat", &file]).unwrap_or_default();
+    assert!(
+        list.contains("ROUTINE ======================== practice::Tiger::eat"),
+        "{list}"
+    );
+    assert!(list.contains("examples/practice/src/lib.rs"), "{list}");
+    assert!(list.contains("x ^= x << 13;"), "source lines shown: {list}");
+}
+
+#[test]
+fn heap_profile_puts_mouse_steal_on_top() {
+    let addr = practice();
+    // go tool pprof fetches the URL itself, as a user would.
+    let Some(top) = go_tool_pprof(&["-top", &url(addr, "heap")]) else {
+        return;
+    };
+    assert!(top.contains("Type: inuse_space"), "{top}");
+    assert_eq!(
+        top_function(&top).as_deref(),
+        Some("practice::Mouse::steal"),
+        "{top}"
+    );
+
+    let raw = go_tool_pprof(&["-raw", &url(addr, "heap")]).unwrap_or_default();
+    assert!(
+        raw.contains("alloc_objects/count alloc_space/bytes inuse_objects/count inuse_space/bytes"),
+        "{raw}"
+    );
+    assert!(raw.contains("bytes:["), "bytes label: {raw}");
+}
+
+#[test]
+fn allocs_profile_puts_dog_run_on_top() {
+    let addr = practice();
+    let Some(top) = go_tool_pprof(&["-sample_index=alloc_space", "-top", &url(addr, "allocs")])
+    else {
+        return;
+    };
+    assert!(top.contains("Type: alloc_space"), "{top}");
+    assert_eq!(
+        top_function(&top).as_deref(),
+        Some("practice::Dog::run"),
+        "{top}"
+    );
+    // allocs names alloc_space as its default type, so no flag is needed either.
+    let default = go_tool_pprof(&["-top", &url(addr, "allocs")]).unwrap_or_default();
+    assert!(default.contains("Type: alloc_space"), "{default}");
+}
+
+#[test]
+fn delta_profiles_read_in_go_tool_pprof() {
+    let addr = practice();
+    let Some(raw) = go_tool_pprof(&["-raw", &url(addr, "allocs?seconds=1")]) else {
+        return;
+    };
+    assert!(raw.contains("alloc_space/bytes"), "{raw}");
+    // Over one second the dog ran: its churn is in the delta.
+    let top = go_tool_pprof(&[
+        "-sample_index=alloc_space",
+        "-top",
+        &url(addr, "allocs?seconds=2"),
+    ])
+    .unwrap_or_default();
+    assert_eq!(
+        top_function(&top).as_deref(),
+        Some("practice::Dog::run"),
+        "{top}"
+    );
+}
