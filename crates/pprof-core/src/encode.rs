@@ -129,13 +129,16 @@ fn is_allocator_name(name: &str) -> bool {
     name.is_empty() || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
+/// A function's identity: name, system name, file.
+type FunctionKey = (Arc<str>, Arc<str>, Arc<str>);
+
 /// Interning tables of one profile under construction.
 #[derive(Default)]
 struct Builder {
     strings: Vec<String>,
     string_ids: HashMap<String, i64>,
     functions: Vec<protos::Function>,
-    function_ids: HashMap<(Arc<str>, Arc<str>, Arc<str>), u64>,
+    function_ids: HashMap<FunctionKey, u64>,
     locations: Vec<protos::Location>,
     location_ids: HashMap<(u64, usize), u64>,
 }
