@@ -272,13 +272,34 @@ fn cpu_profile_is_go_shaped_and_names_the_busy_function() {
             !names.iter().any(|n| n.contains("perf_signal_handler")),
             "signal frames left in"
         );
-        // Every sample of the burner carries its thread name.
-        let burner_thread = p.sample.iter().any(|s| {
-            s.label
+        // Every sample in the burner carries its thread name.
+        let burner_fn = p
+            .function
+            .iter()
+            .find(|f| string(&p, f.name) == "pprof_tests::burn_cpu_here")
+            .map(|f| f.id);
+        let burner_samples: Vec<_> = p
+            .sample
+            .iter()
+            .filter(|s| {
+                s.location_id.iter().any(|id| {
+                    p.location.iter().find(|l| l.id == *id).is_some_and(|l| {
+                        l.line
+                            .iter()
+                            .any(|line| Some(line.function_id) == burner_fn)
+                    })
+                })
+            })
+            .collect();
+        assert!(!burner_samples.is_empty());
+        for s in burner_samples {
+            let thread = s
+                .label
                 .iter()
-                .any(|l| string(&p, l.key) == "thread" && string(&p, l.str) == "burner")
-        });
-        assert!(burner_thread, "no sample labelled thread=burner");
+                .find(|l| string(&p, l.key) == "thread")
+                .map(|l| string(&p, l.str));
+            assert_eq!(thread, Some("burner"));
+        }
 
         let head = request(addr, "HEAD", "/debug/pprof/profile", b"");
         assert_eq!(head.status, 200);
@@ -286,6 +307,28 @@ fn cpu_profile_is_go_shaped_and_names_the_busy_function() {
             head.header("content-disposition"),
             Some("attachment; filename=\"profile\"")
         );
+    }
+}
+
+#[test]
+fn cpu_profile_takes_a_posted_form() {
+    let _cpu = cpu_profiler_lock();
+    for (adapter, addr) in servers() {
+        let started = Instant::now();
+        let r = pprof_tests::request_with_headers(
+            addr,
+            "POST",
+            "/debug/pprof/profile",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            b"seconds=1",
+        );
+        assert_profile_headers(&r, "profile", &format!("{adapter:?} POST form"));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "seconds=1 from the form was used"
+        );
+        let p = r.profile();
+        assert!((1_000_000_000..3_000_000_000).contains(&p.duration_nanos));
     }
 }
 
@@ -317,7 +360,9 @@ fn client_hanging_up_stops_the_profile_at_once() {
         drop(connection);
         // The profiler must be free again long before the 60 s would end.
         let mut last = None;
-        while started.elapsed() < Duration::from_secs(20) {
+        // Hyper notices the closed connection and drops the handler, which
+        // stops the sampler: well within a few seconds of the hang-up.
+        while started.elapsed() < Duration::from_secs(5) {
             let r = get(addr, "/debug/pprof/profile?seconds=1");
             if r.status == 200 {
                 last = Some(r);
@@ -357,8 +402,9 @@ fn late_sigprof_after_a_profile_does_not_kill_the_process() {
 
 #[test]
 fn heap_and_allocs_are_go_shaped() {
-    // Something live and sizeable to find.
-    let keep: Vec<Vec<u8>> = (0..8).map(|_| vec![7u8; 1 << 20]).collect();
+    // Something live and sizeable to find: 3 × 16 MiB, each certain to be
+    // sampled at a 512 KiB period.
+    let keep = keep_alive_for_heap_test();
     for (adapter, addr) in servers() {
         for (name, default_type) in [("heap", None), ("allocs", Some("alloc_space"))] {
             let r = get(addr, &format!("/debug/pprof/{name}"));
@@ -391,6 +437,25 @@ fn heap_and_allocs_are_go_shaped() {
                     .any(|l| string(&p, l.key) == "bytes" && l.num > 0)
             }));
             assert!(p.mapping[0].has_functions);
+            let ours = p
+                .sample
+                .iter()
+                .find(|s| {
+                    let leaf = p
+                        .location
+                        .iter()
+                        .find(|l| Some(&l.id) == s.location_id.first());
+                    leaf.and_then(|l| l.line.first())
+                        .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
+                        .is_some_and(|f| {
+                            string(&p, f.name).starts_with("conformance::keep_alive_for_heap_test")
+                        })
+                })
+                .unwrap_or_else(|| {
+                    panic!("{name}: keep_alive_for_heap_test not on top of any stack")
+                });
+            assert_eq!(ours.value[2], 3, "{name}: inuse_objects");
+            assert_eq!(ours.value[3], 3 * (16 << 20), "{name}: inuse_space");
             // The allocation machinery is trimmed: no sample starts inside it.
             for s in &p.sample {
                 let leaf = p
@@ -412,6 +477,11 @@ fn heap_and_allocs_are_go_shaped() {
         }
     }
     drop(keep);
+}
+
+#[inline(never)]
+fn keep_alive_for_heap_test() -> Vec<Vec<u8>> {
+    (0..3).map(|i| vec![i as u8 + 1; 16 << 20]).collect()
 }
 
 #[test]

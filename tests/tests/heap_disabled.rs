@@ -16,6 +16,8 @@ fn heap_without_profiling_says_how_to_enable_it() {
             assert!(text.contains("jemalloc_heap_profiling!"), "{text}");
             assert_eq!(text.matches('\n').count(), 1, "{text}");
         }
+        let head = pprof_tests::request(addr, "HEAD", "/debug/pprof/heap", b"");
+        assert_eq!(head.status, 501, "HEAD agrees with GET");
         // Everything else still works.
         assert_eq!(get(addr, "/debug/pprof/").status, 200);
     }

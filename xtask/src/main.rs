@@ -1,21 +1,106 @@
 //! `cargo xtask ci`: formatting, lints and every test, exactly as CI runs them.
+//! `cargo xtask practice`: the tutorial in one command.
 
+use std::net::TcpStream;
 use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: cargo xtask ci [--no-lint]
+const USAGE: &str = "usage: cargo xtask ci [--no-lint] | cargo xtask practice
 
   ci         cargo fmt --check, cargo clippy (warnings are errors), cargo test --workspace
-  --no-lint  skip fmt and clippy (quicker local runs)";
+  --no-lint  skip fmt and clippy (quicker local runs)
+  practice   start the practice zoo on 127.0.0.1:6060 and run go tool pprof -top
+             on its CPU (10 s), heap and allocs profiles";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(args.iter().any(|a| a == "--no-lint")),
+        Some("practice") => practice(),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Build and start the practice program, then ask go tool pprof what each
+/// profile shows, as the README's tutorial does by hand.
+fn practice() -> ExitCode {
+    const ADDR: &str = "127.0.0.1:6060";
+    if !cargo()
+        .args(["build", "-p", "practice"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return ExitCode::FAILURE;
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let mut server = match Command::new(format!("{target}/debug/practice"))
+        .args(["--addr", ADDR])
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("xtask: cannot start practice: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = Instant::now();
+    while TcpStream::connect(ADDR).is_err() {
+        if started.elapsed() > Duration::from_secs(30) {
+            eprintln!("xtask: practice did not listen on {ADDR}");
+            let _ = server.kill();
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let the animals live a few rounds first.
+    std::thread::sleep(Duration::from_secs(5));
+    let steps: [(&str, &[&str]); 3] = [
+        (
+            "CPU: who burns it?",
+            &[
+                "-top",
+                "http://127.0.0.1:6060/debug/pprof/profile?seconds=10",
+            ],
+        ),
+        (
+            "Heap: who holds memory?",
+            &["-top", "http://127.0.0.1:6060/debug/pprof/heap"],
+        ),
+        (
+            "Allocations: who churns memory?",
+            &[
+                "-sample_index=alloc_space",
+                "-top",
+                "http://127.0.0.1:6060/debug/pprof/allocs",
+            ],
+        ),
+    ];
+    let mut ok = true;
+    for (title, args) in steps {
+        println!("\n=== {title}\n$ go tool pprof {}", args.join(" "));
+        let status = Command::new("go")
+            .args(["tool", "pprof"])
+            .args(args)
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("xtask: go tool pprof failed (is golang-go installed?)");
+            ok = false;
+            break;
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -40,9 +125,7 @@ fn ci(skip_lint: bool) -> ExitCode {
     for (name, args) in steps {
         eprintln!("xtask: {name}: cargo {}", args.join(" "));
         let step = Instant::now();
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(&args)
-            .status();
+        let status = cargo().args(&args).status();
         match status {
             Ok(s) if s.success() => {
                 eprintln!("xtask: {name} passed in {:.0?}", step.elapsed());

@@ -59,6 +59,7 @@ impl Drop for Session {
         let stop = move || {
             crate::heap::unsampled(|| drop(guard));
             drop(slot);
+            crate::heap::release_free_memory();
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -101,6 +102,7 @@ impl Session {
         // Stopping frees the sampler's table and allocates a fresh one.
         crate::heap::unsampled(|| drop(guard));
         drop(self.slot.take());
+        crate::heap::release_free_memory();
         let report =
             report.ok_or_else(|| Error::Profiler("CPU profiler was not running".to_owned()))?;
         let period = 1_000_000_000 / i64::from(self.hz.max(1));

@@ -25,15 +25,18 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Cheap to clone (an `Arc` inside). Use [`Pprof::handle`] from any
 /// framework, or use it as a [`tower_service::Service`] directly.
 ///
+/// It needs a tokio runtime with timers (every axum, actix-web, warp and
+/// hyper server runs on one); outside one it answers 500 and says so.
+///
 /// ```
-/// # async fn demo() {
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let pprof = pprof_core::Pprof::new(pprof_core::Config::default());
 /// let request = http::Request::get("/debug/pprof/cmdline")
 ///     .body(http_body_util::Empty::<bytes::Bytes>::new())
 ///     .unwrap();
 /// let response = pprof.handle(request).await;
 /// assert_eq!(response.status(), 200);
-/// # }
+/// # });
 /// ```
 #[derive(Clone, Debug)]
 pub struct Pprof {
@@ -80,12 +83,35 @@ impl Pprof {
         B: http_body::Body,
         B::Error: Into<BoxError>,
     {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return error_response(&Error::Profiler(
+                "pprof-core needs a tokio runtime (with timers) to serve profiles".to_owned(),
+            ));
+        }
         let (parts, body) = request.into_parts();
+        let mut body = Some(body);
+        let is_form = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        let posts_profile_form = parts.method == Method::POST
+            && is_form
+            && parts.uri.path() == format!("{}/profile", self.config.prefix);
+        let form = if posts_profile_form {
+            match read_body(body.take(), self.config.max_body_bytes).await {
+                Ok(form) => Some(form),
+                Err(error) => return error_response(&error),
+            }
+        } else {
+            None
+        };
         let parsed = match request::parse(
             &self.config,
             &parts.method,
             parts.uri.path(),
             parts.uri.query(),
+            form.as_deref(),
         ) {
             Ok(parsed) => parsed,
             Err(error) => return error_response(&error),
@@ -108,9 +134,14 @@ impl Pprof {
                 filename: "profile".to_owned(),
             }),
             Route::Cpu { duration, hz } => cpu_profile(duration, hz).await,
-            Route::Named { profile, delta, .. } if head_only => Ok(Reply::ProfileHead {
-                filename: filename(profile, delta),
-            }),
+            Route::Named { debug, .. } if head_only && debug > 0 => {
+                heap::check_enabled().map(|()| Reply::Text(String::new()))
+            }
+            Route::Named { profile, delta, .. } if head_only => {
+                heap::check_enabled().map(|()| Reply::ProfileHead {
+                    filename: filename(profile, delta),
+                })
+            }
             Route::Named {
                 profile,
                 debug,
@@ -178,8 +209,18 @@ async fn named(profile: Named, debug: u32, delta: Option<Duration>) -> Result<Re
         Named::Allocs => Some("alloc_space"),
         Named::Heap => None,
     };
-    let snapshot =
-        move || blocking(move || Ok(heap::to_profile(&heap::dump()?, default_sample_type)));
+    // Text carries jemalloc's sampled counts, as Go's text carries its raw
+    // records: pprof scales `heap/N` text itself. The proto carries estimates.
+    let scaled = debug == 0;
+    let snapshot = move || {
+        blocking(move || {
+            Ok(heap::to_profile(
+                &heap::dump()?,
+                default_sample_type,
+                scaled,
+            ))
+        })
+    };
     let mut stack_profile = snapshot().await?;
     if let Some(wait) = delta {
         tokio::time::sleep(wait).await;
@@ -215,7 +256,7 @@ fn cmdline() -> String {
 async fn symbol<B>(
     method: &Method,
     query: Option<&str>,
-    body: B,
+    body: Option<B>,
     max_body: usize,
 ) -> Result<Reply, Error>
 where
@@ -223,14 +264,7 @@ where
     B::Error: Into<BoxError>,
 {
     let input = if method == Method::POST {
-        let collected = Limited::new(body, max_body).collect().await.map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                Error::BodyTooLarge { limit: max_body }
-            } else {
-                Error::BadBody
-            }
-        })?;
-        String::from_utf8_lossy(&collected.to_bytes()).into_owned()
+        read_body(body, max_body).await?
     } else {
         let query = query.unwrap_or_default();
         if query.len() > max_body {
@@ -250,6 +284,25 @@ where
         Ok(Reply::Text(out))
     })
     .await
+}
+
+/// The whole request body as text, at most `max` bytes.
+async fn read_body<B>(body: Option<B>, max: usize) -> Result<String, Error>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let Some(body) = body else {
+        return Ok(String::new());
+    };
+    let collected = Limited::new(body, max).collect().await.map_err(|e| {
+        if e.downcast_ref::<LengthLimitError>().is_some() {
+            Error::BodyTooLarge { limit: max }
+        } else {
+            Error::BadBody
+        }
+    })?;
+    Ok(String::from_utf8_lossy(&collected.to_bytes()).into_owned())
 }
 
 /// An unsigned integer as Go's `strconv.ParseUint(s, 0, 64)` reads it; zero

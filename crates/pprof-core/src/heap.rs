@@ -52,6 +52,9 @@ macro_rules! jemalloc_heap_profiling {
 
         // jemalloc reads this `const char *` before `main`; the name is the
         // prefixed one `tikv-jemalloc-sys` builds jemalloc with.
+        // SAFETY: exactly one such symbol may exist in a binary (this macro
+        // goes once, in the binary); its value is a thin pointer to static,
+        // NUL-terminated bytes, which is what jemalloc's `malloc_conf` is.
         #[allow(unsafe_code)]
         #[unsafe(export_name = "_rjem_malloc_conf")]
         static PPROF_CORE_MALLOC_CONF: &u8 = {
@@ -157,16 +160,30 @@ pub(crate) fn unsample(objects: u64, bytes: u64, period: u64) -> (i64, i64) {
     ((o * scale).round() as i64, (b * scale).round() as i64)
 }
 
-/// The dump as a profile: the four Go sample types, unsampled, each
-/// sample labelled with the mean object size (`bytes`).
-pub(crate) fn to_profile(dump: &Dump, default_sample_type: Option<&'static str>) -> StackProfile {
+/// The dump as a profile: the four Go sample types, unsampled when `scaled`
+/// (raw sampled counts otherwise, for the text format), each sample labelled
+/// with the mean object size (`bytes`).
+pub(crate) fn to_profile(
+    dump: &Dump,
+    default_sample_type: Option<&'static str>,
+    scaled: bool,
+) -> StackProfile {
+    let estimate = |objects: u64, bytes: u64| {
+        if scaled {
+            unsample(objects, bytes, dump.period)
+        } else {
+            (
+                i64::try_from(objects).unwrap_or(i64::MAX),
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+            )
+        }
+    };
     let samples = dump
         .stacks
         .iter()
         .filter_map(|s| {
-            let (alloc_objects, alloc_bytes) =
-                unsample(s.total_objects, s.total_bytes, dump.period);
-            let (live_objects, live_bytes) = unsample(s.live_objects, s.live_bytes, dump.period);
+            let (alloc_objects, alloc_bytes) = estimate(s.total_objects, s.total_bytes);
+            let (live_objects, live_bytes) = estimate(s.live_objects, s.live_bytes);
             let values = vec![alloc_objects, alloc_bytes, live_objects, live_bytes];
             if values.iter().all(|&v| v == 0) {
                 return None;
@@ -209,9 +226,21 @@ pub(crate) fn unsampled<T>(work: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Hand jemalloc's free dirty pages back to the OS now (like Go's
+/// `debug.FreeOSMemory`), instead of after its decay time; used after the
+/// profilers free their large tables. A no-op without jemalloc.
+pub(crate) fn release_free_memory() {
+    imp::purge_all_arenas();
+}
+
 /// Allocator statistics for the text format's trailing block.
 pub(crate) fn stats() -> Vec<(&'static str, u64)> {
     imp::stats()
+}
+
+/// `Ok` when jemalloc's heap profiler is on in this process.
+pub(crate) fn check_enabled() -> Result<(), Error> {
+    imp::check_enabled()
 }
 
 /// Dump jemalloc's profile now (blocking; call from a blocking thread).
@@ -223,8 +252,12 @@ pub(crate) fn dump() -> Result<Dump, Error> {
 #[cfg(feature = "tikv-jemallocator")]
 mod imp {
     use std::ffi::CString;
+    use std::fs::DirBuilder;
+    use std::os::unix::fs::DirBuilderExt;
+    use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Mutex, PoisonError};
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     use tikv_jemalloc_ctl::{epoch, profiling, raw, stats as jstats};
 
@@ -233,17 +266,51 @@ mod imp {
     /// jemalloc writes one dump at a time anyway; this keeps our files apart.
     static DUMP_LOCK: Mutex<()> = Mutex::new(());
 
-    pub(super) fn dump_text() -> Result<String, Error> {
-        if !profiling::prof::read().unwrap_or(false) {
-            return Err(Error::HeapProfilingDisabled);
+    pub(super) fn check_enabled() -> Result<(), Error> {
+        if profiling::prof::read().unwrap_or(false) {
+            Ok(())
+        } else {
+            Err(Error::HeapProfilingDisabled)
         }
+    }
+
+    /// A directory only this process's user can enter, made once per process
+    /// with a name nobody else chose: jemalloc opens the dump file with
+    /// `O_CREAT|O_TRUNC`, so it must not be somewhere another user can plant
+    /// a link, and the dump (addresses) must not be readable by others.
+    fn private_dir() -> Result<&'static Path, Error> {
+        static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+        let made = DIR.get_or_init(|| {
+            let base = std::env::temp_dir();
+            let mut last = String::new();
+            for attempt in 0..16u32 {
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                let dir = base.join(format!(
+                    "pprof-core-{}-{nanos:08x}{attempt}",
+                    std::process::id()
+                ));
+                match DirBuilder::new().mode(0o700).create(&dir) {
+                    Ok(()) => return Ok(dir),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(last)
+        });
+        made.as_deref().map_err(|e| {
+            Error::Profiler(format!(
+                "cannot create a private directory for heap dumps: {e}"
+            ))
+        })
+    }
+
+    pub(super) fn dump_text() -> Result<String, Error> {
+        check_enabled()?;
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let _one_at_a_time = DUMP_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-        let path = std::env::temp_dir().join(format!(
-            "pprof-core-{}-{}.heap",
-            std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path =
+            private_dir()?.join(format!("{}.heap", SEQUENCE.fetch_add(1, Ordering::Relaxed)));
         let c_path = CString::new(path.to_string_lossy().as_bytes())
             .map_err(|_| Error::Profiler("temporary path contains a NUL byte".to_owned()))?;
         // SAFETY: `prof.dump` takes a `const char *` file name; `c_path` is a
@@ -251,9 +318,9 @@ mod imp {
         // only reads it during the call.
         #[allow(unsafe_code)]
         let written = unsafe { raw::write(b"prof.dump\0", c_path.as_ptr()) };
-        written.map_err(|e| Error::Profiler(format!("jemalloc prof.dump failed: {e}")))?;
         let text = std::fs::read_to_string(&path);
         let _ = std::fs::remove_file(&path);
+        written.map_err(|e| Error::Profiler(format!("jemalloc prof.dump failed: {e}")))?;
         text.map_err(|e| Error::Profiler(format!("could not read jemalloc's dump: {e}")))
     }
 
@@ -265,6 +332,24 @@ mod imp {
         #[allow(unsafe_code)]
         let previous = unsafe { raw::update(b"thread.prof.active\0", active) };
         previous.ok()
+    }
+
+    pub(super) fn purge_all_arenas() {
+        // `MALLCTL_ARENAS_ALL` (4096) addresses every arena at once.
+        const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
+        // SAFETY: `arena.<i>.purge` takes no input and gives no output, so
+        // every pointer is null and both lengths are zero; the name is a
+        // NUL-terminated static string.
+        #[allow(unsafe_code)]
+        unsafe {
+            tikv_jemalloc_sys::mallctl(
+                PURGE_ALL.as_ptr().cast(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            );
+        }
     }
 
     pub(super) fn stats() -> Vec<(&'static str, u64)> {
@@ -285,11 +370,15 @@ mod imp {
 mod imp {
     use crate::Error;
 
-    pub(super) fn dump_text() -> Result<String, Error> {
+    pub(super) fn check_enabled() -> Result<(), Error> {
         Err(Error::FeatureDisabled {
             profile: "heap",
             feature: "tikv-jemallocator",
         })
+    }
+
+    pub(super) fn dump_text() -> Result<String, Error> {
+        check_enabled().map(|()| String::new())
     }
 
     pub(super) fn stats() -> Vec<(&'static str, u64)> {
@@ -299,6 +388,8 @@ mod imp {
     pub(super) fn set_thread_sampling(_: bool) -> Option<bool> {
         None
     }
+
+    pub(super) fn purge_all_arenas() {}
 }
 
 #[cfg(test)]
@@ -351,7 +442,9 @@ MAPPED_LIBRARIES:
     #[test]
     fn profile_has_go_heap_types_and_size_label() {
         let dump = parse_dump(DUMP).expect("parses");
-        let p = to_profile(&dump, Some("alloc_space"));
+        let p = to_profile(&dump, Some("alloc_space"), true);
+        let raw = to_profile(&dump, None, false);
+        assert_eq!(raw.samples[1].values, vec![2, 1_048_576, 2, 1_048_576]);
         assert_eq!(p.sample_types.len(), 4);
         assert_eq!(p.period, 524_288);
         assert_eq!(p.samples[0].values, vec![4, 67_108_864, 1, 16_777_216]);

@@ -74,18 +74,19 @@ impl StackProfile {
                 .collect();
             (s.pcs.clone(), labels)
         }
-        let mut before: HashMap<Key, Vec<i64>> = HashMap::new();
+        // Per key: the summed earlier values and the earlier sample's labels.
+        let mut before: HashMap<Key, (Vec<i64>, Vec<Label>)> = HashMap::new();
         for s in &self.samples {
-            let values = before
+            let (values, _) = before
                 .entry(key(s))
-                .or_insert_with(|| vec![0; s.values.len()]);
+                .or_insert_with(|| (vec![0; s.values.len()], s.labels.clone()));
             for (acc, v) in values.iter_mut().zip(&s.values) {
                 *acc += v;
             }
         }
         let mut samples = Vec::with_capacity(later.samples.len());
         for mut s in later.samples {
-            if let Some(old) = before.remove(&key(&s)) {
+            if let Some((old, _)) = before.remove(&key(&s)) {
                 for (v, o) in s.values.iter_mut().zip(old) {
                     *v -= o;
                 }
@@ -94,8 +95,8 @@ impl StackProfile {
                 samples.push(s);
             }
         }
-        // Stacks that disappeared give negative deltas.
-        for ((pcs, labels), old) in before {
+        // Stacks that disappeared give negative deltas, with all their labels.
+        for ((pcs, _), (old, labels)) in before {
             if old.iter().any(|&v| v != 0) {
                 samples.push(Sample {
                     pcs,

@@ -65,12 +65,15 @@ pub(crate) struct Parsed {
     pub(crate) head_only: bool,
 }
 
-/// Parse one request line. `query` is the raw query string without `?`.
+/// Parse one request line. `query` is the raw query string without `?`;
+/// `form` a POSTed `application/x-www-form-urlencoded` body, whose values
+/// win over the query's (Go's `ParseForm`).
 pub(crate) fn parse(
     config: &Config,
     method: &Method,
     path: &str,
     query: Option<&str>,
+    form: Option<&str>,
 ) -> Result<Parsed, Error> {
     let rest = path
         .strip_prefix(config.prefix.as_str())
@@ -89,7 +92,7 @@ pub(crate) fn parse(
         });
     }
     let name = rest.strip_prefix('/').ok_or(Error::UnknownProfile)?;
-    let params = Params::new(query.unwrap_or_default());
+    let params = Params::new(form.unwrap_or_default(), query.unwrap_or_default());
     let accepts_post = matches!(name, "profile" | "symbol");
     let method_ok =
         method == Method::GET || method == Method::HEAD || (accepts_post && method == Method::POST);
@@ -101,7 +104,7 @@ pub(crate) fn parse(
         "profile" => Route::Cpu {
             duration: params
                 .seconds(config.max_duration)?
-                .unwrap_or(config.default_duration),
+                .unwrap_or(config.default_duration.min(config.max_duration)),
             hz: params.hz(config)?,
         },
         other => {
@@ -131,9 +134,10 @@ pub(crate) fn parse(
 struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn new(query: &str) -> Self {
+    fn new(form: &str, query: &str) -> Self {
         Self(
-            form_urlencoded::parse(query.as_bytes())
+            form_urlencoded::parse(form.as_bytes())
+                .chain(form_urlencoded::parse(query.as_bytes()))
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect(),
         )
@@ -196,7 +200,7 @@ mod tests {
     use super::*;
 
     fn route(method: Method, path: &str, query: Option<&str>) -> Result<Route, Error> {
-        parse(&Config::default(), &method, path, query).map(|p| p.route)
+        parse(&Config::default(), &method, path, query, None).map(|p| p.route)
     }
 
     fn get(path: &str, query: Option<&str>) -> Result<Route, Error> {
@@ -244,6 +248,33 @@ mod tests {
             get("/debug/pprof/profile", Some("seconds=2&seconds=abc")),
             Ok(Route::Cpu {
                 duration: Duration::from_secs(2),
+                hz: 100
+            })
+        );
+    }
+
+    #[test]
+    fn posted_form_values_win_and_default_respects_the_limit() {
+        let parsed = parse(
+            &Config::default(),
+            &Method::POST,
+            "/debug/pprof/profile",
+            Some("seconds=9"),
+            Some("seconds=2"),
+        )
+        .map(|p| p.route);
+        assert_eq!(
+            parsed,
+            Ok(Route::Cpu {
+                duration: Duration::from_secs(2),
+                hz: 100
+            })
+        );
+        let short = Config::default().max_duration(Duration::from_secs(10));
+        assert_eq!(
+            parse(&short, &Method::GET, "/debug/pprof/profile", None, None).map(|p| p.route),
+            Ok(Route::Cpu {
+                duration: Duration::from_secs(10),
                 hz: 100
             })
         );
@@ -319,7 +350,7 @@ mod tests {
         );
         let config = Config::default().prefix("/internal/prof/");
         assert_eq!(
-            parse(&config, &Method::GET, "/internal/prof", None).map(|p| p.route),
+            parse(&config, &Method::GET, "/internal/prof", None, None).map(|p| p.route),
             Ok(Route::Redirect {
                 location: "prof/".into()
             })

@@ -66,6 +66,7 @@ impl Symbolizer {
     ) -> HashMap<u64, Arc<[Frame]>> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = HashMap::new();
+        let mut read_debug_info = false;
         for pc in pcs {
             if out.contains_key(&pc) {
                 continue;
@@ -75,6 +76,7 @@ impl Symbolizer {
                 None => {
                     // The debug-info reader's caches are ours, not the user's.
                     let frames = crate::heap::unsampled(|| resolve_uncached(pc, &mut cache));
+                    read_debug_info = true;
                     if cache.frames.len() >= MAX_CACHED_ADDRESSES {
                         cache.frames.clear();
                         cache.strings.clear();
@@ -84,6 +86,14 @@ impl Symbolizer {
                 }
             };
             out.insert(pc, frames);
+        }
+        if read_debug_info {
+            // The parsed debug info behind `backtrace` (tens of MiB for a
+            // large binary) is dropped once a batch is done: our own cache
+            // keeps the answers, and a later batch with new addresses pays
+            // the parse again (~150 ms) rather than the process holding it.
+            backtrace::clear_symbol_cache();
+            crate::heap::release_free_memory();
         }
         out
     }
