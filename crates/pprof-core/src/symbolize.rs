@@ -7,6 +7,7 @@ use std::ffi::c_void;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 /// One function frame at an address. Inlined calls give several frames for
 /// one address, innermost first.
@@ -32,6 +33,45 @@ const MAX_CACHED_ADDRESSES: usize = 1 << 16;
 struct Cache {
     frames: HashMap<u64, Arc<[Frame]>>,
     strings: HashSet<Arc<str>>,
+    /// When `backtrace`'s parsed debug info was last used, while it is held.
+    debug_info_used: Option<Instant>,
+}
+
+/// How long `backtrace`'s parsed debug info (tens of MiB for a large binary)
+/// is kept after its last use. Requests in a burst share one parse (~150 ms
+/// in release); an idle process gives the memory back.
+const DEBUG_INFO_IDLE: Duration = Duration::from_secs(10);
+
+/// One background thread per process that drops the parsed debug info once
+/// it has been idle for [`DEBUG_INFO_IDLE`]; our own address cache keeps
+/// the answers.
+fn start_debug_info_janitor() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("pprof-symbols".to_owned())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(DEBUG_INFO_IDLE / 2);
+                    let symbolizer = symbolizer();
+                    let mut cache = symbolizer
+                        .cache
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if cache
+                        .debug_info_used
+                        .is_some_and(|t| t.elapsed() >= DEBUG_INFO_IDLE)
+                    {
+                        backtrace::clear_symbol_cache();
+                        cache.debug_info_used = None;
+                        drop(cache);
+                        crate::heap::release_free_memory();
+                    }
+                }
+            });
+        // Without the thread the debug info simply stays cached.
+        drop(spawned);
+    });
 }
 
 impl Cache {
@@ -88,12 +128,9 @@ impl Symbolizer {
             out.insert(pc, frames);
         }
         if read_debug_info {
-            // The parsed debug info behind `backtrace` (tens of MiB for a
-            // large binary) is dropped once a batch is done: our own cache
-            // keeps the answers, and a later batch with new addresses pays
-            // the parse again (~150 ms) rather than the process holding it.
-            backtrace::clear_symbol_cache();
-            crate::heap::release_free_memory();
+            cache.debug_info_used = Some(Instant::now());
+            drop(cache);
+            start_debug_info_janitor();
         }
         out
     }
