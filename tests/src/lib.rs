@@ -15,21 +15,27 @@ pub use pprof::protos::Profile;
 /// A framework the conformance suite runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Adapter {
-    /// `pprof_axum::routes()` merged into an axum `Router`.
+    /// `pprof_axum::routes_with(config)` merged into an axum `Router`.
     Axum,
+    /// `pprof_actix::scope_with(mount, config)` on an actix-web `App`.
+    Actix,
+    /// `pprof_warp::routes_with(config)` after an app filter in an `or` chain.
+    Warp,
+    /// `pprof_core::PprofLayer` around a tower service, served by plain hyper 1.
+    Tower,
 }
 
 impl Adapter {
     /// Every adapter; adding a framework means adding it here.
-    pub const ALL: &'static [Adapter] = &[Adapter::Axum];
+    pub const ALL: &'static [Adapter] =
+        &[Adapter::Axum, Adapter::Actix, Adapter::Warp, Adapter::Tower];
 
-    /// Start a service with the pprof routes (under `prefix`, default when
-    /// `None`) next to an app route `/hello`, on 127.0.0.1, on its own runtime.
+    /// Start a service with the pprof routes (under `prefix`, which must end
+    /// in `/pprof`; `/debug/pprof` when `None`) next to an app route
+    /// `/hello`, on 127.0.0.1, on its own runtime.
     pub fn start(self, prefix: Option<&str>) -> SocketAddr {
-        let config = match prefix {
-            Some(p) => pprof_core::Config::default().prefix(p),
-            None => pprof_core::Config::default(),
-        };
+        let prefix = prefix.unwrap_or("/debug/pprof").to_owned();
+        let config = pprof_core::Config::default().prefix(prefix.clone());
         match self {
             Adapter::Axum => {
                 let app = axum::Router::new()
@@ -39,7 +45,76 @@ impl Adapter {
                     let _ = axum::serve(listener, app).await;
                 })
             }
+            Adapter::Actix => start_actix(&prefix, config),
+            Adapter::Warp => {
+                use warp::Filter;
+                let hello = warp::path("hello").and(warp::path::end()).map(|| "hello\n");
+                let routes = hello.or(pprof_warp::routes_with(config));
+                serve_on_own_runtime(move |listener| async move {
+                    warp::serve(routes).incoming(listener).run().await;
+                })
+            }
+            Adapter::Tower => serve_on_own_runtime(move |listener| serve_tower(listener, config)),
         }
+    }
+}
+
+fn start_actix(prefix: &str, config: pprof_core::Config) -> SocketAddr {
+    let mount = prefix
+        .strip_suffix("/pprof")
+        .unwrap_or_else(|| panic!("actix mounts at {{mount}}/pprof; {prefix} does not end so"))
+        .to_owned();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::Builder::new()
+        .name("test-actix".into())
+        .spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = actix_web::HttpServer::new(move || {
+                    actix_web::App::new()
+                        .route("/hello", actix_web::web::get().to(|| async { "hello\n" }))
+                        .service(pprof_actix::scope_with(&mount, config.clone()))
+                })
+                .workers(2)
+                .on_connect(pprof_actix::on_connect)
+                .listen(listener)
+                .expect("listen")
+                .run();
+                let _ = server.await;
+            });
+        })
+        .expect("spawn actix");
+    addr
+}
+
+async fn serve_tower(listener: tokio::net::TcpListener, config: pprof_core::Config) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    let hello = tower::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+        let (status, body) = if request.uri().path() == "/hello" {
+            (200, "hello\n")
+        } else {
+            (404, "not found\n")
+        };
+        let mut response = http::Response::new(http_body_util::Full::new(
+            bytes::Bytes::from_static(body.as_bytes()),
+        ));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let service = tower::ServiceBuilder::new()
+        .layer(pprof_core::PprofLayer::new(config))
+        .service(hello);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 

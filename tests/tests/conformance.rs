@@ -372,7 +372,7 @@ fn client_hanging_up_stops_the_profile_at_once() {
             std::thread::sleep(Duration::from_millis(200));
         }
         let r =
-            last.unwrap_or_else(|| panic!("{adapter:?}: profiler still busy 20 s after hang-up"));
+            last.unwrap_or_else(|| panic!("{adapter:?}: profiler still busy 5 s after hang-up"));
         assert_profile_headers(&r, "profile", &format!("{adapter:?} after hang-up"));
     }
 }
@@ -528,14 +528,52 @@ fn heap_text_and_delta_forms() {
 #[test]
 fn routes_follow_a_custom_prefix() {
     for adapter in Adapter::ALL {
-        let addr = adapter.start(Some("/internal/prof"));
-        assert_eq!(get(addr, "/debug/pprof/").status, 404);
-        let index = get(addr, "/internal/prof/");
+        let addr = adapter.start(Some("/internal/pprof"));
+        assert_eq!(get(addr, "/debug/pprof/").status, 404, "{adapter:?}");
+        let index = get(addr, "/internal/pprof/");
         assert_eq!(index.status, 200, "{adapter:?}");
-        assert!(index.text().contains("<title>/internal/prof/</title>"));
+        assert!(index.text().contains("<title>/internal/pprof/</title>"));
         // The index's relative links resolve under the prefix.
-        assert_eq!(get(addr, "/internal/prof/cmdline?debug=1").status, 200);
-        let r = get(addr, "/internal/prof");
-        assert_eq!((r.status, r.header("location")), (301, Some("prof/")));
+        assert_eq!(get(addr, "/internal/pprof/cmdline?debug=1").status, 200);
+        let r = get(addr, "/internal/pprof");
+        assert_eq!(
+            (r.status, r.header("location")),
+            (301, Some("pprof/")),
+            "{adapter:?}"
+        );
+        assert_eq!(get(addr, "/hello").text(), "hello\n", "{adapter:?}");
+    }
+}
+
+#[test]
+fn go_tool_pprof_reads_every_profile_from_every_adapter() {
+    let _cpu = cpu_profiler_lock();
+    for (adapter, addr) in servers() {
+        for (path, types) in [
+            ("profile?seconds=1", "samples/count cpu/nanoseconds"),
+            (
+                "heap",
+                "alloc_objects/count alloc_space/bytes inuse_objects/count inuse_space/bytes",
+            ),
+            (
+                "allocs",
+                // [dflt]: allocs names alloc_space its default sample type.
+                "alloc_objects/count alloc_space/bytes[dflt] inuse_objects/count inuse_space/bytes",
+            ),
+            (
+                "heap?seconds=1",
+                "alloc_objects/count alloc_space/bytes inuse_objects/count inuse_space/bytes",
+            ),
+        ] {
+            let url = format!("http://{addr}/debug/pprof/{path}");
+            let Some(raw) = pprof_tests::go_tool_pprof(&["-raw", &url]) else {
+                return;
+            };
+            assert!(raw.contains(types), "{adapter:?} {path}: {raw}");
+        }
+        // A bare host:port makes go tool pprof fetch /debug/pprof/profile.
+        let top = pprof_tests::go_tool_pprof(&["-seconds", "1", "-top", &addr.to_string()])
+            .unwrap_or_default();
+        assert!(top.contains("Type: cpu"), "{adapter:?}: {top}");
     }
 }

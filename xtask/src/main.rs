@@ -122,10 +122,15 @@ fn ci(skip_lint: bool) -> ExitCode {
         ));
     }
     steps.push(("tests", vec!["test", "--workspace"]));
+    let mut totals = Totals::default();
     for (name, args) in steps {
         eprintln!("xtask: {name}: cargo {}", args.join(" "));
         let step = Instant::now();
-        let status = cargo().args(&args).status();
+        let status = if name == "tests" {
+            run_counting(cargo().args(&args), &mut totals)
+        } else {
+            cargo().args(&args).status()
+        };
         match status {
             Ok(s) if s.success() => {
                 eprintln!("xtask: {name} passed in {:.0?}", step.elapsed());
@@ -141,5 +146,50 @@ fn ci(skip_lint: bool) -> ExitCode {
         }
     }
     eprintln!("xtask: ci passed in {:.0?}", started.elapsed());
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     ExitCode::SUCCESS
+}
+
+/// Test counts summed over every `test result:` line cargo printed.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Run a `cargo test` command, echoing its output and summing its counts,
+/// so that one closing line can say how many tests ran in all.
+fn run_counting(
+    command: &mut Command,
+    totals: &mut Totals,
+) -> std::io::Result<std::process::ExitStatus> {
+    use std::io::{BufRead, BufReader};
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn()?;
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |word: &str| {
+                    rest.split(';')
+                        .find_map(|part| {
+                            part.trim()
+                                .trim_start_matches("ok. ")
+                                .trim_start_matches("FAILED. ")
+                                .strip_suffix(word)
+                        })
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                totals.passed += count("passed");
+                totals.failed += count("failed");
+                totals.ignored += count("ignored");
+            }
+        }
+    }
+    child.wait()
 }

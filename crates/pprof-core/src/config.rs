@@ -85,4 +85,9 @@ impl Config {
     pub fn get_prefix(&self) -> &str {
         &self.prefix
     }
+
+    /// The largest request body the handler reads.
+    pub fn get_max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
 }

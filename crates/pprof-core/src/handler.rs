@@ -1,10 +1,6 @@
 //! The framework-free handler: `http::Request` in, `http::Response` out.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -70,6 +66,13 @@ impl Pprof {
     /// The settings this handler serves with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// True when `path` is this handler's: the prefix itself or below it.
+    /// Everything else is some other service's (see [`PprofLayer`](crate::PprofLayer)).
+    pub fn serves(&self, path: &str) -> bool {
+        path.strip_prefix(self.config.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 
     /// Answer one request. Never panics on bad input: every failure becomes a
@@ -152,6 +155,32 @@ impl Pprof {
             Ok(reply) => response(reply),
             Err(error) => error_response(&error),
         }
+    }
+
+    /// Like [`Pprof::handle`], but gives up, stopping whatever profile the
+    /// request started, as soon as `client_gone` completes; `None` then.
+    ///
+    /// For servers that keep running a handler after its client hung up
+    /// (actix-web does): the adapter supplies a future that completes when
+    /// the connection is closed.
+    pub async fn handle_until<B>(
+        &self,
+        request: Request<B>,
+        client_gone: impl std::future::Future<Output = ()>,
+    ) -> Option<Response<ResponseBody>>
+    where
+        B: http_body::Body,
+        B::Error: Into<BoxError>,
+    {
+        let mut answer = std::pin::pin!(self.handle(request));
+        let mut gone = std::pin::pin!(client_gone);
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(response) = answer.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(response));
+            }
+            gone.as_mut().poll(cx).map(|()| None)
+        })
+        .await
     }
 
     async fn index(&self) -> Result<Reply, Error> {
@@ -370,26 +399,6 @@ fn fallback() -> Response<ResponseBody> {
     let mut response = Response::new(Full::new(Bytes::from_static(b"internal error\n")));
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     response
-}
-
-impl<B> tower_service::Service<Request<B>> for Pprof
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle(request).await) })
-    }
 }
 
 #[cfg(test)]

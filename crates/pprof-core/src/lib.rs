@@ -9,9 +9,11 @@ pub mod heap;
 mod index;
 mod profile;
 mod request;
+mod service;
 mod symbolize;
 mod text;
 
 pub use config::Config;
 pub use error::Error;
 pub use handler::{BoxError, Pprof, ResponseBody};
+pub use service::{PprofLayer, PprofService};

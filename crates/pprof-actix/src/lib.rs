@@ -1,0 +1,115 @@
+#![doc = include_str!("../README.md")]
+
+use std::any::Any;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use actix_web::dev::Extensions;
+use actix_web::{HttpRequest, HttpResponse, Scope, web};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+#[cfg(feature = "tikv-jemallocator")]
+pub use pprof_core::jemalloc_heap_profiling;
+pub use pprof_core::{self, Config};
+
+/// Go's pprof routes under `{mount}/pprof/`, as chi's `r.Mount("/debug", middleware.Profiler())`:
+/// `scope("/debug")` serves `/debug/pprof/...`.
+pub fn scope(mount: &str) -> Scope {
+    scope_with(mount, Config::default())
+}
+
+/// The routes under `{mount}/pprof/` with the given settings; the config's
+/// own prefix is replaced by `{mount}/pprof`.
+pub fn scope_with(mount: &str, config: Config) -> Scope {
+    let mount = mount.trim_end_matches('/');
+    let pprof = pprof_core::Pprof::new(config.prefix(format!("{mount}/pprof")));
+    web::scope(mount).service(web::resource(["/pprof", "/pprof/", "/pprof/{tail:.*}"]).to(
+        move |req, payload| {
+            let pprof = pprof.clone();
+            async move { serve(&pprof, req, payload).await }
+        },
+    ))
+}
+
+async fn serve(pprof: &pprof_core::Pprof, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    // actix-web speaks http 0.2; the core speaks http 1. Convert here only.
+    let mut request = http::Request::builder()
+        .method(req.method().as_str())
+        .uri(req.uri().to_string());
+    for (name, value) in req.headers() {
+        request = request.header(name.as_str(), value.as_bytes());
+    }
+    // Read at most one byte past the core's limit: it says what was too large.
+    let body = read_at_most(payload, pprof.config().get_max_body_bytes() + 1).await;
+    // A request actix accepted always converts; a default one would get 404.
+    let request = request.body(Full::new(body)).unwrap_or_default();
+    // actix-web keeps running a handler after its client hung up; with
+    // `on_connect` installed we watch the socket and stop the profile then.
+    let peer = req.conn_data::<PeerSocket>().cloned();
+    let Some(response) = pprof.handle_until(request, client_gone(peer)).await else {
+        return HttpResponse::new(actix_web::http::StatusCode::NO_CONTENT); // nobody reads it
+    };
+    let (parts, body) = response.into_parts();
+    let status = actix_web::http::StatusCode::from_u16(parts.status.as_u16())
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let mut out = HttpResponse::build(status);
+    for (name, value) in &parts.headers {
+        out.insert_header((name.as_str(), value.as_bytes()));
+    }
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    out.body(body)
+}
+
+/// A second handle on a connection's socket, kept in its connection data.
+#[derive(Clone, Debug)]
+pub struct PeerSocket(Arc<std::net::TcpStream>);
+
+/// Let the pprof routes notice a client that hangs up in the middle of a
+/// profile, so the profile stops at once and the profiler is free again
+/// (actix-web itself keeps running the handler until it ends). Add it to
+/// the server: `HttpServer::new(..).on_connect(pprof_actix::on_connect)`.
+/// Without it everything works, but a profile whose client left runs to
+/// the end of its `seconds`.
+pub fn on_connect(connection: &dyn Any, data: &mut Extensions) {
+    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
+        && let Ok(fd) = tcp.as_fd().try_clone_to_owned()
+    {
+        data.insert(PeerSocket(Arc::new(std::net::TcpStream::from(fd))));
+    }
+}
+
+/// Completes once the peer has closed the connection (checked every 200 ms);
+/// never without a socket to watch.
+async fn client_gone(peer: Option<PeerSocket>) {
+    let Some(PeerSocket(socket)) = peer else {
+        return std::future::pending().await;
+    };
+    let mut probe = [0u8; 1];
+    loop {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+        // The socket is non-blocking (it is tokio's): 0 bytes means FIN,
+        // WouldBlock means open and quiet, data means open.
+        match socket.peek(&mut probe) {
+            Ok(0) => return,
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return,
+            _ => {}
+        }
+    }
+}
+
+async fn read_at_most(mut payload: web::Payload, limit: usize) -> Bytes {
+    use futures_core::Stream;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut payload).poll_next(cx)).await;
+        match next {
+            Some(Ok(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(limit - out.len())]),
+            _ => break,
+        }
+    }
+    Bytes::from(out)
+}

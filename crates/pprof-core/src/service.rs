@@ -1,0 +1,108 @@
+//! The tower face of the handler: [`Pprof`] as a `Service`, and a `Layer`
+//! that answers the pprof prefix and passes every other request through.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use http_body_util::Either;
+
+use crate::handler::{BoxError, ResponseBody};
+use crate::{Config, Pprof};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<B> tower_service::Service<Request<B>> for Pprof
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(request).await) })
+    }
+}
+
+/// A `tower::Layer` that serves the pprof routes in front of any service:
+/// requests under the prefix are answered by [`Pprof`], all others go to
+/// the inner service untouched. Put your own auth layer outside it to guard
+/// the routes with the app's existing auth.
+///
+/// ```
+/// use tower_layer::Layer;
+///
+/// # #[derive(Clone)] struct App;
+/// let layer = pprof_core::PprofLayer::new(pprof_core::Config::default());
+/// let service = layer.layer(App); // a PprofService<App>
+/// # let _ = service;
+/// ```
+#[derive(Clone, Debug)]
+pub struct PprofLayer {
+    pprof: Pprof,
+}
+
+impl PprofLayer {
+    /// A layer serving the routes with these settings.
+    pub fn new(config: Config) -> Self {
+        Self {
+            pprof: Pprof::new(config),
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for PprofLayer {
+    type Service = PprofService<S>;
+
+    fn layer(&self, inner: S) -> PprofService<S> {
+        PprofService {
+            pprof: self.pprof.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service [`PprofLayer`] makes: pprof under its prefix, `S` elsewhere.
+/// Its responses carry either body (`Either::Left` for pprof's).
+#[derive(Clone, Debug)]
+pub struct PprofService<S> {
+    pprof: Pprof,
+    inner: S,
+}
+
+impl<S, B, ResBody> tower_service::Service<Request<B>> for PprofService<S>
+where
+    S: tower_service::Service<Request<B>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Either<ResponseBody, ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if self.pprof.serves(request.uri().path()) {
+            let pprof = self.pprof.clone();
+            Box::pin(async move { Ok(pprof.handle(request).await.map(Either::Left)) })
+        } else {
+            let response = self.inner.call(request);
+            Box::pin(async move { Ok(response.await?.map(Either::Right)) })
+        }
+    }
+}
