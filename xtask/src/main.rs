@@ -1,14 +1,20 @@
 //! `cargo xtask ci`: formatting, lints and every test, exactly as CI runs them.
 //! `cargo xtask practice`: the tutorial in one command.
 
+mod bench;
+
 use std::net::TcpStream;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: cargo xtask ci [--no-lint] | cargo xtask practice
+const USAGE: &str =
+    "usage: cargo xtask ci [--no-lint] | cargo xtask practice | cargo xtask bench [--quick]
 
-  ci         cargo fmt --check, cargo clippy (warnings are errors), cargo test --workspace
+  ci         cargo fmt --check, cargo clippy (warnings are errors), cargo test --workspace,
+             then bench --quick (proves the bench harness works; its numbers mean little)
   --no-lint  skip fmt and clippy (quicker local runs)
+  bench      release builds, wrk load on loopback: the cost of being profiled, next to Go
+  --quick    every bench case, briefly
   practice   start the practice zoo on 127.0.0.1:6060 and run go tool pprof -top
              on its CPU (10 s), heap and allocs profiles";
 
@@ -17,6 +23,13 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("ci") => ci(args.iter().any(|a| a == "--no-lint")),
         Some("practice") => practice(),
+        Some("bench") => match bench::run(args.iter().any(|a| a == "--quick")) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask: bench failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
@@ -144,6 +157,11 @@ fn ci(skip_lint: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    eprintln!("xtask: bench --quick (the harness, not the numbers)");
+    if let Err(e) = bench::run(true) {
+        eprintln!("xtask: bench --quick failed: {e}");
+        return ExitCode::FAILURE;
     }
     eprintln!("xtask: ci passed in {:.0?}", started.elapsed());
     println!(

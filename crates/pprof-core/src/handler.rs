@@ -391,7 +391,10 @@ fn attachment(filename: &str) -> http::response::Builder {
 pub(crate) fn error_response(error: &Error) -> Response<ResponseBody> {
     base(error.status(), TEXT)
         .header("x-go-pprof", "1")
-        .body(Full::new(Bytes::from(format!("{error}\n"))))
+        .body(Full::new(Bytes::from(format!(
+            "{}\n",
+            error.to_string().replace(['\r', '\n'], " ")
+        ))))
         .unwrap_or_else(|_| fallback())
 }
 

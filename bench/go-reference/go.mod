@@ -1,0 +1,3 @@
+module pprofbench/goreference
+
+go 1.19

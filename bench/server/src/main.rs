@@ -1,0 +1,288 @@
+//! What `cargo xtask bench` measures.
+//!
+//! ```text
+//! bench-server serve --framework axum|actix|warp [--pprof] [--addr HOST:PORT]
+//! bench-server accuracy [--seconds N]
+//! ```
+//!
+//! `serve`: `/` answers `hello`, `/alloc` allocates about 100 KiB in small
+//! and large pieces per request; `--pprof` mounts the pprof routes.
+//! jemalloc is the allocator in every run; its heap profiler follows
+//! `_RJEM_MALLOC_CONF` (`prof:false` turns it off), so "routes mounted" and
+//! "heap profiling on" are measured separately.
+//!
+//! `accuracy`: two threads burn CPU in a 3:1 ratio while a CPU profile runs
+//! in process; prints the profile's shares and total next to what the
+//! kernel accounted.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+pprof_core::jemalloc_heap_profiling!();
+
+fn flag(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
+fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("serve") => serve(),
+        Some("accuracy") => accuracy(),
+        _ => {
+            eprintln!(
+                "usage: bench-server serve --framework axum|actix|warp [--pprof] [--addr A] | accuracy [--seconds N]"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+/// About 100 KiB a request: a large buffer and many small strings, like a
+/// handler that parses and builds a response.
+#[inline(never)]
+fn allocation_heavy() -> String {
+    let buffer = vec![1u8; 64 * 1024];
+    let words: Vec<String> = (0..512).map(|i| format!("word-{i}")).collect();
+    let total = buffer.iter().map(|&b| u64::from(b)).sum::<u64>() + words.len() as u64;
+    black_box(&words);
+    format!("{total}\n")
+}
+
+fn serve() {
+    let addr = flag("--addr").unwrap_or_else(|| "127.0.0.1:6071".to_owned());
+    let framework = flag("--framework").unwrap_or_else(|| "axum".to_owned());
+    let with_pprof = std::env::args().any(|a| a == "--pprof");
+    let listener = std::net::TcpListener::bind(&addr).unwrap_or_else(|e| {
+        eprintln!("bench-server: cannot listen on {addr}: {e}");
+        std::process::exit(1);
+    });
+    match framework.as_str() {
+        "actix" => serve_actix(listener, with_pprof),
+        "axum" | "warp" => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| {
+                    eprintln!("bench-server: runtime: {e}");
+                    std::process::exit(1);
+                });
+            runtime.block_on(async move {
+                let _ = listener.set_nonblocking(true);
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("bench-server: {e}");
+                        std::process::exit(1);
+                    }
+                };
+                if framework == "axum" {
+                    serve_axum(listener, with_pprof).await;
+                } else {
+                    serve_warp(listener, with_pprof).await;
+                }
+            });
+        }
+        other => {
+            eprintln!("bench-server: unknown framework {other}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn serve_axum(listener: tokio::net::TcpListener, with_pprof: bool) {
+    use axum::routing::get;
+    let mut app = axum::Router::new()
+        .route("/", get(|| async { "hello\n" }))
+        .route("/alloc", get(|| async { allocation_heavy() }));
+    if with_pprof {
+        app = app.merge(pprof_axum::routes());
+    }
+    let _ = axum::serve(listener, app).await;
+}
+
+async fn serve_warp(listener: tokio::net::TcpListener, with_pprof: bool) {
+    use warp::Filter;
+    let hello = warp::path::end().map(|| "hello\n");
+    let alloc = warp::path("alloc")
+        .and(warp::path::end())
+        .map(allocation_heavy);
+    let app = hello.or(alloc);
+    if with_pprof {
+        warp::serve(app.or(pprof_warp::routes()))
+            .incoming(listener)
+            .run()
+            .await;
+    } else {
+        warp::serve(app).incoming(listener).run().await;
+    }
+}
+
+fn serve_actix(listener: std::net::TcpListener, with_pprof: bool) {
+    use actix_web::{App, HttpServer, web};
+    let result = actix_web::rt::System::new().block_on(async move {
+        HttpServer::new(move || {
+            let app = App::new()
+                .route("/", web::get().to(|| async { "hello\n" }))
+                .route("/alloc", web::get().to(|| async { allocation_heavy() }));
+            let scope = with_pprof.then(|| pprof_actix::scope("/debug"));
+            app.configure(|cfg| {
+                if let Some(scope) = scope {
+                    cfg.service(scope);
+                }
+            })
+        })
+        .on_connect(pprof_actix::on_connect)
+        .listen(listener)?
+        .run()
+        .await
+    });
+    if let Err(e) = result {
+        eprintln!("bench-server: {e}");
+    }
+}
+
+/// CPU time (user + system) from a `/proc/.../stat` line, in seconds.
+fn cpu_seconds(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the `)` that closes the command name: utime is the 12th, stime the 13th.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+fn this_thread_cpu_seconds() -> f64 {
+    let link = std::fs::read_link("/proc/thread-self").unwrap_or_default();
+    cpu_seconds(&format!("/proc/{}/stat", link.display()))
+}
+
+/// Spins for `busy` out of every `busy + idle` until `until`; returns the
+/// thread's CPU seconds as the kernel counted them. Inlined into each
+/// burner, so that the burner's own frame is on every sampled stack (a
+/// tail call would otherwise remove it).
+#[inline(always)]
+fn burn(until: Instant, busy: Duration, idle: Duration) -> f64 {
+    let mut x = black_box(0x9e37_79b9_7f4a_7c15_u64);
+    while Instant::now() < until {
+        let start = Instant::now();
+        while start.elapsed() < busy {
+            for _ in 0..1000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+            }
+        }
+        std::thread::sleep(idle);
+    }
+    black_box(x);
+    this_thread_cpu_seconds()
+}
+
+#[inline(never)]
+fn burn_three(until: Instant) -> f64 {
+    burn(until, Duration::from_millis(30), Duration::ZERO)
+}
+
+#[inline(never)]
+fn burn_one(until: Instant) -> f64 {
+    burn(until, Duration::from_millis(10), Duration::from_millis(20))
+}
+
+fn accuracy() {
+    use prost::Message;
+    use std::io::Read;
+    let seconds: u64 = flag("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("bench-server: runtime: {e}");
+            std::process::exit(1);
+        });
+    let pprof = pprof_core::Pprof::new(pprof_core::Config::default());
+    let profile_for = |secs: u64| {
+        let request = http::Request::get(format!("/debug/pprof/profile?seconds={secs}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap_or_default();
+        runtime.block_on(pprof.handle(request))
+    };
+    // A first short profile pays the one-time set-up (sampler table, debug
+    // info), so the measured window holds only the burners and sampling.
+    drop(profile_for(1));
+    let process_before = cpu_seconds("/proc/self/stat");
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let three = std::thread::spawn(move || burn_three(until));
+    let one = std::thread::spawn(move || burn_one(until));
+    let response = profile_for(seconds);
+    let process_after = cpu_seconds("/proc/self/stat");
+    let (three_cpu, one_cpu) = (three.join().unwrap_or(0.0), one.join().unwrap_or(0.0));
+    let body = runtime.block_on(async {
+        use http_body_util::BodyExt;
+        response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default()
+    });
+    if let Some(path) = flag("--save") {
+        let _ = std::fs::write(path, &body);
+    }
+    let mut raw = Vec::new();
+    let _ = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut raw);
+    let profile = pprof::protos::Profile::decode(raw.as_slice()).unwrap_or_default();
+    let name_of = |id: u64| {
+        profile
+            .function
+            .iter()
+            .find(|f| f.id == id)
+            .and_then(|f| {
+                profile
+                    .string_table
+                    .get(usize::try_from(f.name).unwrap_or(0))
+            })
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (mut three_ns, mut one_ns, mut total_ns) = (0i64, 0i64, 0i64);
+    for sample in &profile.sample {
+        let value = sample.value.get(1).copied().unwrap_or(0);
+        total_ns += value;
+        let names: Vec<String> = sample
+            .location_id
+            .iter()
+            .filter_map(|id| profile.location.iter().find(|l| l.id == *id))
+            .flat_map(|l| l.line.iter().map(|line| name_of(line.function_id)))
+            .collect();
+        if names.iter().any(|n| n.ends_with("burn_three")) {
+            three_ns += value;
+        } else if names.iter().any(|n| n.ends_with("burn_one")) {
+            one_ns += value;
+        }
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let secs = |ns: i64| ns as f64 / 1e9;
+    let burners = secs(three_ns + one_ns).max(1e-9);
+    println!("accuracy.seconds={seconds}");
+    println!("accuracy.kernel_three_s={three_cpu:.2}");
+    println!("accuracy.kernel_one_s={one_cpu:.2}");
+    println!(
+        "accuracy.kernel_share_three={:.1}",
+        100.0 * three_cpu / (three_cpu + one_cpu).max(1e-9)
+    );
+    println!("accuracy.profile_three_s={:.2}", secs(three_ns));
+    println!("accuracy.profile_one_s={:.2}", secs(one_ns));
+    println!(
+        "accuracy.profile_share_three={:.1}",
+        100.0 * secs(three_ns) / burners
+    );
+    println!("accuracy.profile_total_s={:.2}", secs(total_ns));
+    println!(
+        "accuracy.kernel_process_s={:.2}",
+        process_after - process_before
+    );
+}

@@ -1,0 +1,440 @@
+//! `cargo xtask bench [--quick]`: the cost of being profiled, measured as
+//! ratios in one run (A/B alternating, several rounds, median), next to Go's
+//! net/http/pprof on the same machine. Not a test: nothing here asserts a
+//! speed; it prints a table for docs/BENCHMARKS.md.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Plan {
+    rounds: usize,
+    seconds: u64,
+    accuracy_seconds: u64,
+}
+
+pub(crate) fn run(quick: bool) -> Result<(), String> {
+    let plan = if quick {
+        Plan {
+            rounds: 1,
+            seconds: 1,
+            accuracy_seconds: 2,
+        }
+    } else {
+        Plan {
+            rounds: 5,
+            seconds: 5,
+            accuracy_seconds: 10,
+        }
+    };
+    require("wrk", &["--version"], "apt-get install -y wrk")?;
+    let status = super::cargo()
+        .args(["build", "--release", "-p", "bench-server"])
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !status.success() {
+        return Err("building bench-server failed".into());
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let server = format!("{target}/release/bench-server");
+    let go_server = build_go_reference(&target)?;
+
+    println!(
+        "## cargo xtask bench{}\n",
+        if quick { " --quick" } else { "" }
+    );
+    println!(
+        "{} rounds of {} s per side, A/B alternating; ratio = B / A requests per second, median over rounds.\n",
+        plan.rounds, plan.seconds
+    );
+    println!("| case | A | B | A req/s (median) | B req/s (median) | ratio B/A (median) |");
+    println!("|---|---|---|---|---|---|");
+
+    // Idle cost of mounted routes, per framework; heap sampling off in both.
+    for framework in ["axum", "actix", "warp"] {
+        let a = Server::start(&server, &["serve", "--framework", framework], 7101, false)?;
+        let b = Server::start(
+            &server,
+            &["serve", "--framework", framework, "--pprof"],
+            7102,
+            false,
+        )?;
+        compare(
+            &plan,
+            &format!("routes mounted, idle ({framework})"),
+            ("no routes", &a, "/"),
+            ("routes", &b, "/"),
+            None,
+        )?;
+    }
+
+    // CPU profiling at 100 Hz while under load, ours and Go's.
+    let ours = Server::start(
+        &server,
+        &["serve", "--framework", "axum", "--pprof"],
+        7103,
+        false,
+    )?;
+    compare(
+        &plan,
+        "CPU profile running (axum)",
+        ("not profiling", &ours, "/"),
+        ("profiling", &ours, "/"),
+        Some("/debug/pprof/profile"),
+    )?;
+    match &go_server {
+        Some(go) => {
+            let go = Server::start_go(go, 7104)?;
+            compare(
+                &plan,
+                "CPU profile running (Go net/http/pprof)",
+                ("not profiling", &go, "/"),
+                ("profiling", &go, "/"),
+                Some("/debug/pprof/profile"),
+            )?;
+        }
+        None => println!("| CPU profile running (Go) | skipped: go not installed | | | | |"),
+    }
+    drop(ours);
+
+    // jemalloc heap profiling on (default 512 KiB sampling) vs off.
+    let off = Server::start(&server, &["serve", "--framework", "axum"], 7105, false)?;
+    let on = Server::start(&server, &["serve", "--framework", "axum"], 7106, true)?;
+    compare(
+        &plan,
+        "heap profiling on, allocation-heavy handler (axum)",
+        ("prof:false", &off, "/alloc"),
+        ("prof:true", &on, "/alloc"),
+        None,
+    )?;
+    drop((off, on));
+
+    endpoint_costs(&server, quick)?;
+    accuracy(&server, plan.accuracy_seconds)
+}
+
+fn require(tool: &str, args: &[&str], install: &str) -> Result<(), String> {
+    let ok = Command::new(tool)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{tool} is needed: {install}"))
+    }
+}
+
+/// `go build` the reference server; `None` (loudly) without go, an error
+/// under CI.
+fn build_go_reference(target: &str) -> Result<Option<String>, String> {
+    if require("go", &["version"], "apt-get install -y golang-go").is_err() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            return Err("go is needed for the Go reference under CI".into());
+        }
+        eprintln!("\n!!! SKIPPED: the Go reference (go is not installed)\n");
+        return Ok(None);
+    }
+    let out = std::fs::canonicalize(target)
+        .map_err(|e| format!("{target}: {e}"))?
+        .join("go-reference");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir("bench/go-reference")
+        .status()
+        .map_err(|e| format!("go build: {e}"))?;
+    if !status.success() {
+        return Err("go build of bench/go-reference failed".into());
+    }
+    Ok(Some(out.display().to_string()))
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(binary: &str, args: &[&str], port: u16, heap_profiling: bool) -> Result<Self, String> {
+        let addr = format!("127.0.0.1:{port}");
+        let conf = if heap_profiling {
+            "prof:true,prof_active:true,lg_prof_sample:19,prof_accum:true"
+        } else {
+            "prof:false"
+        };
+        let child = Command::new(binary)
+            .args(args)
+            .args(["--addr", &addr])
+            .env("_RJEM_MALLOC_CONF", conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{binary}: {e}"))?;
+        Self::ready(child, addr)
+    }
+
+    fn start_go(binary: &str, port: u16) -> Result<Self, String> {
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .args(["-addr", &addr])
+            .spawn()
+            .map_err(|e| format!("{binary}: {e}"))?;
+        Self::ready(child, addr)
+    }
+
+    fn ready(child: Child, addr: String) -> Result<Self, String> {
+        let server = Self { child, addr };
+        let started = Instant::now();
+        while TcpStream::connect(&server.addr).is_err() {
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err(format!("no server on {}", server.addr));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Requests per second from one `wrk` run.
+fn wrk(addr: &str, path: &str, seconds: u64) -> Result<f64, String> {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            "-c16",
+            &format!("-d{seconds}s"),
+            &format!("http://{addr}{path}"),
+        ])
+        .output()
+        .map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Alternate A and B runs; B optionally runs while a CPU profile of the
+/// server is being taken (`profile_path`).
+fn compare(
+    plan: &Plan,
+    case: &str,
+    a: (&str, &Server, &str),
+    b: (&str, &Server, &str),
+    profile_path: Option<&str>,
+) -> Result<(), String> {
+    let (mut a_rps, mut b_rps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..plan.rounds {
+        // Alternate which side goes first, so drift hits both alike.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        let (mut ra, mut rb) = (0.0, 0.0);
+        for is_b in order {
+            let (_, server, path) = if is_b { b } else { a };
+            let profiling = match (is_b, profile_path) {
+                (true, Some(profile)) => {
+                    let target = format!("{profile}?seconds={}", plan.seconds + 1);
+                    let addr = server.addr.clone();
+                    let handle = std::thread::spawn(move || get(&addr, &target));
+                    std::thread::sleep(Duration::from_millis(300));
+                    Some(handle)
+                }
+                _ => None,
+            };
+            let rps = wrk(&server.addr, path, plan.seconds)?;
+            if let Some(handle) = profiling {
+                let (status, _, _) = handle.join().map_err(|_| "profile thread panicked")??;
+                if status != 200 {
+                    return Err(format!("{case}: CPU profile answered {status}"));
+                }
+            }
+            if is_b { rb = rps } else { ra = rps }
+        }
+        a_rps.push(ra);
+        b_rps.push(rb);
+        ratios.push(if ra > 0.0 { rb / ra } else { 0.0 });
+    }
+    println!(
+        "| {case} | {} | {} | {:.0} | {:.0} | {:.3} |",
+        a.0,
+        b.0,
+        median(a_rps),
+        median(b_rps),
+        median(ratios)
+    );
+    Ok(())
+}
+
+/// `GET target` with `Connection: close`: status, body, time to the end.
+fn get(addr: &str, target: &str) -> Result<(u16, Vec<u8>, Duration), String> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed();
+    let status = String::from_utf8_lossy(raw.get(9..12).unwrap_or_default())
+        .parse()
+        .unwrap_or(0);
+    let body = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| raw[i + 4..].to_vec())
+        .unwrap_or_default();
+    Ok((status, body, elapsed))
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Endpoint latency and process memory, release build, heap profiling on.
+fn endpoint_costs(server: &str, quick: bool) -> Result<(), String> {
+    let s = Server::start(
+        server,
+        &["serve", "--framework", "axum", "--pprof"],
+        7107,
+        true,
+    )?;
+    let pid = s.pid();
+    std::thread::sleep(Duration::from_millis(500));
+    let start_rss = rss_mib(pid);
+    let (_, _, cold) = get(&s.addr, "/debug/pprof/heap")?;
+    let mut warm = Vec::new();
+    for _ in 0..5 {
+        warm.push(millis(get(&s.addr, "/debug/pprof/heap")?.2));
+    }
+    let after_heap = rss_mib(pid);
+    let (status, _, one) = get(&s.addr, "/debug/pprof/profile?seconds=1")?;
+    if status != 200 {
+        return Err(format!("CPU profile answered {status}"));
+    }
+    let after_one = rss_mib(pid);
+    for _ in 1..10 {
+        get(&s.addr, "/debug/pprof/profile?seconds=1")?;
+    }
+    let after_ten = rss_mib(pid);
+    // The symbolizer drops its parsed debug info after 10 s idle.
+    if !quick {
+        std::thread::sleep(Duration::from_secs(16));
+    }
+    let idle = rss_mib(pid);
+    let (_, text, _) = get(&s.addr, "/debug/pprof/heap?debug=1")?;
+    let text = String::from_utf8_lossy(&text);
+    let cached = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# pprof_core_symbol_cache_addresses = "))
+        .unwrap_or("?");
+    println!("\n| endpoint or moment (release, axum) | value |");
+    println!("|---|---|");
+    println!(
+        "| heap, cold (first symbolization) | {:.1} ms |",
+        millis(cold)
+    );
+    println!("| heap, warm (median of 5) | {:.1} ms |", median(warm));
+    println!(
+        "| CPU profile report building (1 s profile, time past 1 s) | {:.1} ms |",
+        millis(one).max(1000.0) - 1000.0
+    );
+    println!("| goroutine dump | not served yet (goroutine issue) |");
+    println!("| RSS at start | {start_rss:.1} MiB |");
+    println!("| RSS after 6 heap requests | {after_heap:.1} MiB |");
+    println!("| RSS after the first CPU profile | {after_one:.1} MiB |");
+    println!("| RSS after ten CPU profiles | {after_ten:.1} MiB |");
+    println!(
+        "| RSS {} after that | {idle:.1} MiB (+{:.1} MiB over start) |",
+        if quick {
+            "right"
+        } else {
+            "16 s idle (debug info dropped)"
+        },
+        idle - start_rss
+    );
+    println!("| symbolization cache entries (addresses) | {cached} |");
+    Ok(())
+}
+
+fn accuracy(server: &str, seconds: u64) -> Result<(), String> {
+    let out = Command::new(server)
+        .args(["accuracy", "--seconds", &seconds.to_string()])
+        .env("_RJEM_MALLOC_CONF", "prof:false")
+        .output()
+        .map_err(|e| format!("{server}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("accuracy.{key}=")))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    println!("\n| CPU accuracy ({seconds} s, threads burning 3:1) | profile | kernel |");
+    println!("|---|---|---|");
+    println!(
+        "| share of the 3× thread | {} % | {} % |",
+        value("profile_share_three"),
+        value("kernel_share_three")
+    );
+    println!(
+        "| seconds, 3× thread / 1× thread | {} / {} | {} / {} |",
+        value("profile_three_s"),
+        value("profile_one_s"),
+        value("kernel_three_s"),
+        value("kernel_one_s")
+    );
+    println!(
+        "| total CPU seconds of the process | {} | {} |",
+        value("profile_total_s"),
+        value("kernel_process_s")
+    );
+    if !out.status.success() {
+        return Err(format!(
+            "accuracy run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
