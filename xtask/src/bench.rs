@@ -45,7 +45,7 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
         if quick { " --quick" } else { "" }
     );
     println!(
-        "{} rounds of {} s per side, A/B alternating; ratio = B / A requests per second, median over rounds.\n",
+        "{} rounds of {} s per side, each round with freshly started servers warmed up for 1 s, A/B alternating; ratio = B / A requests per second, median over rounds. Servers on core 0, wrk (1 thread, 16 connections) on core 1.\n",
         plan.rounds, plan.seconds
     );
     println!("| case | A | B | A req/s (median) | B req/s (median) | ratio B/A (median) |");
@@ -53,62 +53,104 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
 
     // Idle cost of mounted routes, per framework; heap sampling off in both.
     for framework in ["axum", "actix", "warp"] {
-        let a = Server::start(&server, &["serve", "--framework", framework], 7101, false)?;
-        let b = Server::start(
-            &server,
-            &["serve", "--framework", framework, "--pprof"],
-            7102,
-            false,
-        )?;
+        let plain = || Server::start(&server, &["serve", "--framework", framework], 7101, false);
+        let mounted = || {
+            Server::start(
+                &server,
+                &["serve", "--framework", framework, "--pprof"],
+                7102,
+                false,
+            )
+        };
         compare(
             &plan,
             &format!("routes mounted, idle ({framework})"),
-            ("no routes", &a, "/"),
-            ("routes", &b, "/"),
-            None,
+            &Side {
+                label: "no routes",
+                start: &plain,
+                path: "/",
+                profiling: false,
+            },
+            &Side {
+                label: "routes",
+                start: &mounted,
+                path: "/",
+                profiling: false,
+            },
+            false,
         )?;
     }
 
     // CPU profiling at 100 Hz while under load, ours and Go's.
-    let ours = Server::start(
-        &server,
-        &["serve", "--framework", "axum", "--pprof"],
-        7103,
-        false,
-    )?;
+    let ours = || {
+        Server::start(
+            &server,
+            &["serve", "--framework", "axum", "--pprof"],
+            7103,
+            false,
+        )
+    };
     compare(
         &plan,
         "CPU profile running (axum)",
-        ("not profiling", &ours, "/"),
-        ("profiling", &ours, "/"),
-        Some("/debug/pprof/profile"),
+        &Side {
+            label: "not profiling",
+            start: &ours,
+            path: "/",
+            profiling: false,
+        },
+        &Side {
+            label: "profiling",
+            start: &ours,
+            path: "/",
+            profiling: true,
+        },
+        true,
     )?;
     match &go_server {
         Some(go) => {
-            let go = Server::start_go(go, 7104)?;
+            let go = || Server::start_go(go, 7104);
             compare(
                 &plan,
                 "CPU profile running (Go net/http/pprof)",
-                ("not profiling", &go, "/"),
-                ("profiling", &go, "/"),
-                Some("/debug/pprof/profile"),
+                &Side {
+                    label: "not profiling",
+                    start: &go,
+                    path: "/",
+                    profiling: false,
+                },
+                &Side {
+                    label: "profiling",
+                    start: &go,
+                    path: "/",
+                    profiling: true,
+                },
+                true,
             )?;
         }
         None => println!("| CPU profile running (Go) | skipped: go not installed | | | | |"),
     }
-    drop(ours);
 
     // jemalloc heap profiling on (default 512 KiB sampling) vs off.
-    let off = Server::start(&server, &["serve", "--framework", "axum"], 7105, false)?;
-    let on = Server::start(&server, &["serve", "--framework", "axum"], 7106, true)?;
+    let off = || Server::start(&server, &["serve", "--framework", "axum"], 7105, false);
+    let on = || Server::start(&server, &["serve", "--framework", "axum"], 7106, true);
     compare(
         &plan,
         "heap profiling on, allocation-heavy handler (axum)",
-        ("prof:false", &off, "/alloc"),
-        ("prof:true", &on, "/alloc"),
-        None,
+        &Side {
+            label: "prof:false",
+            start: &off,
+            path: "/alloc",
+            profiling: false,
+        },
+        &Side {
+            label: "prof:true",
+            start: &on,
+            path: "/alloc",
+            profiling: false,
+        },
+        false,
     )?;
-    drop((off, on));
 
     endpoint_costs(&server, quick)?;
     accuracy(&server, plan.accuracy_seconds)
@@ -159,6 +201,18 @@ struct Server {
     addr: String,
 }
 
+/// The servers run on core 0 and wrk on core 1 when `taskset` is there, so
+/// load generator and server do not steal each other's core mid-run.
+fn pinned(core: &str, program: &str) -> Command {
+    if require("taskset", &["-V"], "").is_ok() {
+        let mut command = Command::new("taskset");
+        command.args(["-c", core, program]);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
 impl Server {
     fn start(binary: &str, args: &[&str], port: u16, heap_profiling: bool) -> Result<Self, String> {
         let addr = format!("127.0.0.1:{port}");
@@ -167,7 +221,7 @@ impl Server {
         } else {
             "prof:false"
         };
-        let child = Command::new(binary)
+        let child = pinned("0", binary)
             .args(args)
             .args(["--addr", &addr])
             .env("_RJEM_MALLOC_CONF", conf)
@@ -179,7 +233,7 @@ impl Server {
 
     fn start_go(binary: &str, port: u16) -> Result<Self, String> {
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(binary)
+        let child = pinned("0", binary)
             .args(["-addr", &addr])
             .spawn()
             .map_err(|e| format!("{binary}: {e}"))?;
@@ -240,17 +294,37 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// Alternate A and B runs; B optionally runs while a CPU profile of the
-/// server is being taken (`profile_path`).
+/// One side of a comparison: how to start its server, what to load.
+struct Side<'a> {
+    label: &'a str,
+    start: &'a dyn Fn() -> Result<Server, String>,
+    path: &'a str,
+    /// Load it while a CPU profile of the server runs.
+    profiling: bool,
+}
+
+/// Alternate A and B runs. Every round starts fresh server processes (one
+/// shared by both sides when `same_process`), so a process's own luck
+/// (memory layout, placement) is averaged out over rounds like the load's.
 fn compare(
     plan: &Plan,
     case: &str,
-    a: (&str, &Server, &str),
-    b: (&str, &Server, &str),
-    profile_path: Option<&str>,
+    a: &Side<'_>,
+    b: &Side<'_>,
+    same_process: bool,
 ) -> Result<(), String> {
     let (mut a_rps, mut b_rps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..plan.rounds {
+        let server_a = (a.start)()?;
+        let server_b = if same_process {
+            None
+        } else {
+            Some((b.start)()?)
+        };
+        let server_b = server_b.as_ref().unwrap_or(&server_a);
+        // Warm both up (connections, allocator, caches); not counted.
+        wrk(&server_a.addr, a.path, 1)?;
+        wrk(&server_b.addr, b.path, 1)?;
         // Alternate which side goes first, so drift hits both alike.
         let order = if round % 2 == 0 {
             [false, true]
@@ -259,18 +333,15 @@ fn compare(
         };
         let (mut ra, mut rb) = (0.0, 0.0);
         for is_b in order {
-            let (_, server, path) = if is_b { b } else { a };
-            let profiling = match (is_b, profile_path) {
-                (true, Some(profile)) => {
-                    let target = format!("{profile}?seconds={}", plan.seconds + 1);
-                    let addr = server.addr.clone();
-                    let handle = std::thread::spawn(move || get(&addr, &target));
-                    std::thread::sleep(Duration::from_millis(300));
-                    Some(handle)
-                }
-                _ => None,
-            };
-            let rps = wrk(&server.addr, path, plan.seconds)?;
+            let (side, server) = if is_b { (b, server_b) } else { (a, &server_a) };
+            let profiling = side.profiling.then(|| {
+                let target = format!("/debug/pprof/profile?seconds={}", plan.seconds + 1);
+                let addr = server.addr.clone();
+                let handle = std::thread::spawn(move || get(&addr, &target));
+                std::thread::sleep(Duration::from_millis(300));
+                handle
+            });
+            let rps = wrk(&server.addr, side.path, plan.seconds)?;
             if let Some(handle) = profiling {
                 let (status, _, _) = handle.join().map_err(|_| "profile thread panicked")??;
                 if status != 200 {
@@ -285,8 +356,8 @@ fn compare(
     }
     println!(
         "| {case} | {} | {} | {:.0} | {:.0} | {:.3} |",
-        a.0,
-        b.0,
+        a.label,
+        b.label,
         median(a_rps),
         median(b_rps),
         median(ratios)
