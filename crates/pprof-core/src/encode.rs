@@ -47,6 +47,7 @@ fn trim_leaf(stack: &mut Vec<(u64, Arc<[Frame]>)>, trim: LeafTrim) {
     let is_machinery: fn(&Frame) -> bool = match trim {
         LeafTrim::None => return,
         LeafTrim::Allocator => is_allocator_frame,
+        LeafTrim::Contention => is_contention_frame,
     };
     // Never trim everything: keep at least the outermost frame.
     let mut drop_pcs = 0;
@@ -127,6 +128,22 @@ fn is_allocator_name(name: &str) -> bool {
         "hashbrown::raw::",
     ];
     name.is_empty() || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Frames between a profiled lock's caller and the stack capture: our lock
+/// and contention code, the unwinder, and the drop glue that runs a guard's
+/// `Drop`. (Go's mutex profile likewise starts at `sync.(*Mutex).Unlock`.)
+fn is_contention_frame(frame: &Frame) -> bool {
+    const PREFIXES: &[&str] = &[
+        "pprof_core::sync::",
+        "pprof_core::contention::",
+        "backtrace::",
+        "_Unwind_",
+        "core::ptr::drop_in_place",
+        "core::mem::drop",
+    ];
+    let name = &*frame.name;
+    name.is_empty() || (PREFIXES.iter().any(|p| name.starts_with(p)) && !name.contains("::tests::"))
 }
 
 /// A function's identity: name, system name, file.

@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+#[allow(dead_code)] // wired to /mutex and /block in the next commit
+mod contention;
 mod cpu;
 mod encode;
 mod error;
@@ -11,6 +13,7 @@ mod profile;
 mod request;
 mod service;
 mod symbolize;
+pub mod sync;
 mod text;
 
 pub use config::Config;

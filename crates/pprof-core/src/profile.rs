@@ -37,6 +37,9 @@ pub(crate) enum LeafTrim {
     None,
     /// Allocator and `alloc::` plumbing above the allocating user frame.
     Allocator,
+    /// The profiled locks' own frames (`pprof_core::sync`, the stack
+    /// capture, drop glue) above the frame that locked or unlocked.
+    Contention,
 }
 
 #[derive(Debug, Clone)]

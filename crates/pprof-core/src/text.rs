@@ -7,7 +7,7 @@ use crate::profile::StackProfile;
 
 /// One `#\t0xPC\tfunction\tfile:line` line per frame, inlined frames
 /// included, then a blank line (Go's `printStackRecord`).
-fn write_frames(out: &mut String, stack: &Symbolized) {
+pub(crate) fn write_frames(out: &mut String, stack: &Symbolized) {
     for (pc, frames) in &stack.stack {
         if frames.is_empty() {
             let _ = writeln!(out, "#\t{pc:#x}");
@@ -22,7 +22,7 @@ fn write_frames(out: &mut String, stack: &Symbolized) {
 }
 
 /// The `@ 0x… 0x…` stack of a record: return addresses, as Go prints them.
-fn write_addresses(out: &mut String, stack: &Symbolized) {
+pub(crate) fn write_addresses(out: &mut String, stack: &Symbolized) {
     out.push_str(" @");
     for (pc, _) in &stack.stack {
         let _ = write!(out, " {:#x}", pc + 1);

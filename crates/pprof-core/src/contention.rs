@@ -1,0 +1,328 @@
+//! The mutex and block profiles: process-wide tables of contention events
+//! keyed by raw stack, fed by [`crate::sync`]'s locks (and by poll watching),
+//! with Go's sampling rules, read out as [`StackProfile`]s and Go's text.
+//!
+//! Values are scaled when they are recorded, as Go (≥ 1.21) does: a mutex
+//! event sampled at fraction `n` adds `n` contentions and `n ×` its delay; a
+//! block event shorter than the rate `r` is kept with probability
+//! `delay / r` and then adds `r / delay` contentions and `r` nanoseconds.
+//! The tables hold at most [`MAX_STACKS`] stacks each; events on further
+//! stacks are counted as dropped and otherwise ignored.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::profile::{LeafTrim, Sample, StackProfile, ValueType, vt};
+
+pub(crate) const SAMPLE_TYPES: &[ValueType] =
+    &[vt("contentions", "count"), vt("delay", "nanoseconds")];
+
+/// Distinct stacks each table keeps.
+pub(crate) const MAX_STACKS: usize = 4096;
+
+/// Frames kept per stack (leaf first); deeper callers are cut.
+const MAX_DEPTH: usize = 64;
+
+/// Which of the two profiles an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Delay charged to the critical section that caused it (`/mutex`).
+    Mutex,
+    /// Time a thread (or a runtime worker) spent blocked (`/block`).
+    Block,
+}
+
+/// Default mutex profile fraction: every contention event is recorded.
+pub const DEFAULT_MUTEX_PROFILE_FRACTION: u64 = 1;
+/// Default block profile rate in nanoseconds: every blocking event of 10 µs
+/// or more is recorded, shorter ones with probability `duration / 10 µs`.
+pub const DEFAULT_BLOCK_PROFILE_RATE: u64 = 10_000;
+
+static MUTEX_FRACTION: AtomicU64 = AtomicU64::new(DEFAULT_MUTEX_PROFILE_FRACTION);
+static BLOCK_RATE: AtomicU64 = AtomicU64::new(DEFAULT_BLOCK_PROFILE_RATE);
+
+/// Like Go's `runtime.SetMutexProfileFraction`: on average 1 in `fraction`
+/// contention events of [`sync`](crate::sync) locks is recorded in the mutex
+/// profile (its values scaled up by `fraction`); `0` turns the mutex profile
+/// off. Returns the previous fraction. The default is
+/// [`DEFAULT_MUTEX_PROFILE_FRACTION`].
+pub fn set_mutex_profile_fraction(fraction: u64) -> u64 {
+    MUTEX_FRACTION.swap(fraction, Ordering::Relaxed)
+}
+
+/// The current mutex profile fraction (see [`set_mutex_profile_fraction`]).
+pub fn mutex_profile_fraction() -> u64 {
+    MUTEX_FRACTION.load(Ordering::Relaxed)
+}
+
+/// Like Go's `runtime.SetBlockProfileRate`: blocking events of at least
+/// `rate_ns` nanoseconds are all recorded in the block profile, shorter
+/// ones with probability `duration / rate_ns` (and then scaled back up);
+/// `1` records every event, `0` turns the block profile off. Returns the
+/// previous rate. The default is [`DEFAULT_BLOCK_PROFILE_RATE`].
+pub fn set_block_profile_rate(rate_ns: u64) -> u64 {
+    BLOCK_RATE.swap(rate_ns, Ordering::Relaxed)
+}
+
+/// The current block profile rate in nanoseconds (see [`set_block_profile_rate`]).
+pub fn block_profile_rate() -> u64 {
+    BLOCK_RATE.load(Ordering::Relaxed)
+}
+
+pub(crate) fn mutex_enabled() -> bool {
+    mutex_profile_fraction() > 0
+}
+
+pub(crate) fn block_enabled() -> bool {
+    block_profile_rate() > 0
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    count: f64,
+    delay: f64,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    stacks: Mutex<HashMap<Box<[u64]>, Totals>>,
+    dropped: AtomicU64,
+}
+
+fn table(kind: Kind) -> &'static Table {
+    static MUTEX: OnceLock<Table> = OnceLock::new();
+    static BLOCK: OnceLock<Table> = OnceLock::new();
+    match kind {
+        Kind::Mutex => MUTEX.get_or_init(Table::default),
+        Kind::Block => BLOCK.get_or_init(Table::default),
+    }
+}
+
+impl Table {
+    fn add(&self, pcs: &[u64], count: f64, delay: f64) {
+        let mut stacks = self.stacks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(totals) = stacks.get_mut(pcs) {
+            totals.count += count;
+            totals.delay += delay;
+        } else if stacks.len() < MAX_STACKS {
+            stacks.insert(pcs.into(), Totals { count, delay });
+        } else {
+            drop(stacks);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A fast per-thread random number in `[0, 1)` (xorshift64*), for sampling.
+fn random_unit() -> f64 {
+    thread_local! {
+        static STATE: Cell<u64> = const { Cell::new(0) };
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        if x == 0 {
+            // Seed from the clock and this thread's slot address.
+            let nanos = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            x = (u64::from(nanos) << 20) ^ (state as *const Cell<u64> as u64) | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        #[allow(clippy::cast_precision_loss)]
+        let unit = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+        unit
+    })
+}
+
+/// Monotonic nanoseconds since the first call in this process.
+pub(crate) fn now_nanos() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let nanos = EPOCH.get_or_init(Instant::now).elapsed().as_nanos();
+    u64::try_from(nanos).unwrap_or(u64::MAX)
+}
+
+/// The calling thread's stack as lookup addresses (return address − 1),
+/// leaf first, at most [`MAX_DEPTH`] frames. The first frames are the
+/// capture machinery itself; the encoder trims them after symbolization.
+#[inline(never)]
+fn capture(buf: &mut [u64; MAX_DEPTH]) -> usize {
+    let mut n = 0;
+    backtrace::trace(|frame| {
+        let ip = frame.ip() as usize as u64;
+        if ip > 1 {
+            buf[n] = ip - 1;
+            n += 1;
+        }
+        n < MAX_DEPTH
+    });
+    n
+}
+
+/// Record, at unlock, that the critical section just left delayed waiters
+/// by `delay_ns` in total, `count` of them for the first time. Sampled at
+/// the mutex fraction; the caller's stack is the one charged.
+#[inline(never)]
+pub(crate) fn record_mutex(count: u64, delay_ns: u64) {
+    let fraction = mutex_profile_fraction();
+    if fraction == 0 || (count == 0 && delay_ns == 0) {
+        return;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let scale = fraction as f64;
+    if fraction > 1 && random_unit() * scale >= 1.0 {
+        return;
+    }
+    let mut buf = [0; MAX_DEPTH];
+    let n = capture(&mut buf);
+    #[allow(clippy::cast_precision_loss)]
+    table(Kind::Mutex).add(&buf[..n], count as f64 * scale, delay_ns as f64 * scale);
+}
+
+/// Record that the caller was blocked for `waited`, with Go's block rate
+/// rule; the caller's stack is the one charged.
+#[inline(never)]
+pub(crate) fn record_block(waited: Duration) {
+    let Some((count, delay)) = block_sample(waited, block_profile_rate(), random_unit) else {
+        return;
+    };
+    let mut buf = [0; MAX_DEPTH];
+    let n = capture(&mut buf);
+    table(Kind::Block).add(&buf[..n], count, delay);
+}
+
+/// Record a blocking event with a stack captured elsewhere (a worker's stack
+/// taken by the poll watchdog); `pcs` are lookup addresses, leaf first.
+pub(crate) fn record_block_stack(pcs: &[u64], waited: Duration) {
+    if let Some((count, delay)) = block_sample(waited, block_profile_rate(), random_unit) {
+        table(Kind::Block).add(&pcs[..pcs.len().min(MAX_DEPTH)], count, delay);
+    }
+}
+
+/// Go's `blockevent` rule: `None` when not sampled, else the scaled
+/// `(contentions, delay ns)` to add.
+fn block_sample(waited: Duration, rate: u64, random: impl FnOnce() -> f64) -> Option<(f64, f64)> {
+    if rate == 0 {
+        return None;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let (nanos, rate) = (waited.as_nanos().max(1) as f64, rate as f64);
+    if nanos >= rate {
+        Some((1.0, nanos))
+    } else if random() * rate < nanos {
+        Some((rate / nanos, rate))
+    } else {
+        None
+    }
+}
+
+/// Number of distinct stacks recorded so far (the index page's count).
+pub(crate) fn stack_count(kind: Kind) -> usize {
+    table(kind)
+        .stacks
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .len()
+}
+
+/// Events not recorded because the table was full.
+pub(crate) fn dropped(kind: Kind) -> u64 {
+    table(kind).dropped.load(Ordering::Relaxed)
+}
+
+/// The cumulative profile so far (delta profiles subtract two of these).
+pub(crate) fn profile(kind: Kind) -> StackProfile {
+    let samples = table(kind)
+        .stacks
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|(pcs, totals)| Sample {
+            pcs: pcs.to_vec(),
+            #[allow(clippy::cast_possible_truncation)]
+            values: vec![totals.count.round() as i64, totals.delay.round() as i64],
+            labels: vec![],
+        })
+        .collect();
+    StackProfile {
+        sample_types: SAMPLE_TYPES,
+        period_type: vt("contentions", "count"),
+        period: 1,
+        default_sample_type: None,
+        time: SystemTime::now(),
+        duration: Duration::ZERO,
+        samples,
+        leaf_trim: LeafTrim::Contention,
+    }
+}
+
+/// Go's `debug=1` text: `--- mutex:` (or `--- contention:` for block),
+/// `cycles/second=`, then `<cycles> <count> @ addresses` and frame lines per
+/// stack, most delay first. Our "cycles" are nanoseconds, so the rate is
+/// 10^9 per second and pprof converts them back exactly. Values are already
+/// scaled by the sampling rate, so no `sampling period` line is written
+/// (pprof would scale them again).
+pub(crate) fn text(kind: Kind, profile: &StackProfile) -> String {
+    let symbolized = crate::encode::symbolize(profile);
+    let mut records: Vec<_> = profile.samples.iter().zip(&symbolized).collect();
+    records.sort_by_key(|(s, _)| std::cmp::Reverse(s.values[1]));
+    let mut out = String::new();
+    let name = match kind {
+        Kind::Mutex => "mutex",
+        Kind::Block => "contention",
+    };
+    let _ = writeln!(out, "--- {name}:");
+    let _ = writeln!(out, "cycles/second=1000000000");
+    for (s, stack) in records {
+        let _ = write!(out, "{} {}", s.values[1], s.values[0]);
+        crate::text::write_addresses(&mut out, stack);
+        crate::text::write_frames(&mut out, stack);
+    }
+    let _ = writeln!(out, "# dropped events (table full) = {}", dropped(kind));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_sampling_follows_go() {
+        let ms = Duration::from_millis;
+        // Off.
+        assert_eq!(block_sample(ms(5), 0, || 0.0), None);
+        // At or above the rate: always, unscaled.
+        assert_eq!(block_sample(ms(5), 1_000, || 0.99), Some((1.0, 5e6)));
+        // Below: kept when random × rate < duration, then scaled to the rate.
+        let short = Duration::from_nanos(250);
+        assert_eq!(block_sample(short, 1_000, || 0.2), Some((4.0, 1_000.0)));
+        assert_eq!(block_sample(short, 1_000, || 0.3), None);
+    }
+
+    #[test]
+    fn random_unit_is_in_range_and_varies() {
+        let draws: Vec<f64> = (0..1000).map(|_| random_unit()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        let mean = draws.iter().sum::<f64>() / 1000.0;
+        assert!((0.4..0.6).contains(&mean), "{mean}");
+    }
+
+    #[test]
+    fn table_is_bounded_and_counts_what_it_drops() {
+        let t = Table::default();
+        for i in 0..(MAX_STACKS as u64 + 10) {
+            t.add(&[i, 1], 1.0, 10.0);
+        }
+        t.add(&[0, 1], 1.0, 10.0);
+        let stacks = t.stacks.lock().unwrap_or_else(PoisonError::into_inner);
+        assert_eq!(stacks.len(), MAX_STACKS);
+        assert_eq!(stacks.get(&[0u64, 1][..]).map(|t| t.count), Some(2.0));
+        assert_eq!(t.dropped.load(Ordering::Relaxed), 10);
+    }
+}

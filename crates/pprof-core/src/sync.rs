@@ -1,0 +1,514 @@
+//! Drop-in replacements for [`std::sync::Mutex`] and [`std::sync::RwLock`]
+//! that feed the `/mutex` and `/block` profiles, as Go's `sync.Mutex` does.
+//!
+//! ```
+//! use pprof_core::sync::Mutex;
+//!
+//! let counter = Mutex::new(0);
+//! *counter.lock().unwrap() += 1;
+//! assert_eq!(counter.into_inner().unwrap(), 1);
+//! ```
+//!
+//! The API is std's (`lock` returns a [`LockResult`], poisoning included),
+//! so replacing `std::sync::Mutex` with `pprof_core::sync::Mutex` is a
+//! one-line change. Each lock wraps the std lock of the same kind.
+//!
+//! # What is recorded
+//!
+//! - **Uncontended** (`try_lock` succeeds at once): nothing. Locking costs one
+//!   `try_lock`; unlocking costs the std unlock plus one atomic load that
+//!   finds no waiters.
+//! - **Contended**: the waiter times its wait. The **block** profile charges
+//!   the wait to the waiter's stack. The **mutex** profile charges it, like
+//!   Go, to the critical section that caused it: each unlock that finds
+//!   waiters records, on the unlocker's stack (where the guard is dropped),
+//!   the time those waiters have waited since they started or since the
+//!   previous unlock, whichever is later; each waiter counts as one
+//!   contention at the first unlock that finds it waiting. Stacks are raw
+//!   return addresses (no symbolization on this path), captured after the
+//!   lock is released.
+//!
+//! # Rates
+//!
+//! [`set_mutex_profile_fraction`] and [`set_block_profile_rate`] mirror Go's
+//! `runtime.SetMutexProfileFraction` and `runtime.SetBlockProfileRate`;
+//! recorded values are scaled back up by the rate. Unlike Go, both are on by
+//! default ([`DEFAULT_MUTEX_PROFILE_FRACTION`], [`DEFAULT_BLOCK_PROFILE_RATE`]):
+//! using these locks is already the opt-in, and the cost is paid only when a
+//! thread has to wait anyway (see `docs/LOCKS.md`).
+//!
+//! There is no `Condvar` for these guards yet; use std's locks with a
+//! `Condvar`.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
+use std::time::Instant;
+
+use crate::contention::{self, now_nanos};
+pub use crate::contention::{
+    DEFAULT_BLOCK_PROFILE_RATE, DEFAULT_MUTEX_PROFILE_FRACTION, block_profile_rate,
+    mutex_profile_fraction, set_block_profile_rate, set_mutex_profile_fraction,
+};
+
+/// Who is waiting on one lock, for charging their delay at unlock.
+///
+/// Only the contended path touches `book`; the unlock path reads `waiters`.
+#[derive(Default)]
+struct Waiters {
+    /// Mirrors `book.waiters`; read without the book's lock at every unlock.
+    waiters: AtomicU32,
+    book: std::sync::Mutex<Book>,
+}
+
+#[derive(Default)]
+struct Book {
+    /// Threads registered as waiting.
+    waiters: u32,
+    /// Of those, the ones no unlock has charged yet.
+    new_waiters: u32,
+    /// Sum over waiters of the time from which their delay is still owed:
+    /// their start, or the last charge if later.
+    owed_since_sum: u64,
+    /// Time of the last charge, and how many charges there were.
+    last_charge: u64,
+    generation: u64,
+}
+
+/// A waiter's registration: when it started and which charge it saw.
+struct Ticket {
+    start: u64,
+    generation: u64,
+}
+
+impl Waiters {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn register(&self) -> Ticket {
+        let mut book = self.book();
+        let start = now_nanos();
+        book.waiters += 1;
+        book.new_waiters += 1;
+        book.owed_since_sum += start;
+        self.waiters.store(book.waiters, Ordering::SeqCst);
+        Ticket {
+            start,
+            generation: book.generation,
+        }
+    }
+
+    fn deregister(&self, ticket: Ticket) {
+        let mut book = self.book();
+        book.waiters = book.waiters.saturating_sub(1);
+        if ticket.generation == book.generation {
+            // Never charged: it got the lock before any unlock saw it (its
+            // wait stays in the block profile only).
+            book.new_waiters = book.new_waiters.saturating_sub(1);
+            book.owed_since_sum = book.owed_since_sum.saturating_sub(ticket.start);
+        } else {
+            book.owed_since_sum = book.owed_since_sum.saturating_sub(book.last_charge);
+        }
+        self.waiters.store(book.waiters, Ordering::SeqCst);
+    }
+
+    /// At unlock: take what the waiters are owed, `(new waiters, delay ns)`.
+    #[inline]
+    fn take_charge(&self) -> Option<(u64, u64)> {
+        if self.waiters.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        self.take_charge_slow()
+    }
+
+    #[cold]
+    fn take_charge_slow(&self) -> Option<(u64, u64)> {
+        let mut book = self.book();
+        if book.waiters == 0 {
+            return None;
+        }
+        let now = now_nanos();
+        let owed_until_now = u64::from(book.waiters).saturating_mul(now);
+        let delay = owed_until_now.saturating_sub(book.owed_since_sum);
+        let count = u64::from(book.new_waiters);
+        book.new_waiters = 0;
+        book.owed_since_sum = owed_until_now;
+        book.last_charge = now;
+        book.generation += 1;
+        Some((count, delay))
+    }
+
+    /// Wait with `wait`, timing it and keeping the books, when a profile is on.
+    #[cold]
+    #[inline(never)]
+    fn wait<G>(&self, wait: impl FnOnce() -> G) -> G {
+        let mutex = contention::mutex_enabled();
+        let block = contention::block_enabled();
+        if !mutex && !block {
+            return wait();
+        }
+        let started = Instant::now();
+        let ticket = mutex.then(|| self.register());
+        let guard = wait();
+        let waited = started.elapsed();
+        if let Some(ticket) = ticket {
+            self.deregister(ticket);
+        }
+        if block {
+            contention::record_block(waited);
+        }
+        guard
+    }
+}
+
+/// Charge waiters at unlock: `unlock` releases the lock, then the caller's
+/// stack is recorded (outside the critical section).
+#[inline]
+fn release(waiters: &Waiters, unlock: impl FnOnce()) {
+    let charge = waiters.take_charge();
+    unlock();
+    if let Some((count, delay)) = charge {
+        contention::record_mutex(count, delay);
+    }
+}
+
+/// A mutual exclusion lock that records contention: [`std::sync::Mutex`]'s
+/// API (poisoning included). See the [module docs](self).
+pub struct Mutex<T: ?Sized> {
+    waiters: Waiters,
+    inner: std::sync::Mutex<T>,
+}
+
+/// The guard of a [`Mutex`]; the lock is released when it is dropped.
+#[must_use = "if unused the Mutex will immediately unlock"]
+pub struct MutexGuard<'a, T: ?Sized> {
+    waiters: &'a Waiters,
+    /// Always `Some` until drop.
+    inner: Option<std::sync::MutexGuard<'a, T>>,
+}
+
+impl<T> Mutex<T> {
+    /// A new unlocked mutex holding `value`.
+    pub fn new(value: T) -> Self {
+        Self {
+            waiters: Waiters::default(),
+            inner: std::sync::Mutex::new(value),
+        }
+    }
+
+    /// Consume the mutex and return its value (`Err` if poisoned).
+    pub fn into_inner(self) -> LockResult<T> {
+        self.inner.into_inner()
+    }
+}
+
+impl<T: ?Sized> Mutex<T> {
+    /// Acquire the lock, blocking until it is free. A wait is recorded in
+    /// the block profile (this stack) and the mutex profile (the holder's).
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
+        let result = match self.inner.try_lock() {
+            Ok(guard) => Ok(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Err(poisoned),
+            Err(TryLockError::WouldBlock) => self.waiters.wait(|| self.inner.lock()),
+        };
+        map_result(result, |guard| MutexGuard {
+            waiters: &self.waiters,
+            inner: Some(guard),
+        })
+    }
+
+    /// Acquire the lock if it is free now; records nothing.
+    pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
+        let wrap = |guard| MutexGuard {
+            waiters: &self.waiters,
+            inner: Some(guard),
+        };
+        match self.inner.try_lock() {
+            Ok(guard) => Ok(wrap(guard)),
+            Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
+            Err(TryLockError::Poisoned(p)) => Err(TryLockError::Poisoned(PoisonError::new(wrap(
+                p.into_inner(),
+            )))),
+        }
+    }
+
+    /// Whether a thread panicked while holding the lock.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.is_poisoned()
+    }
+
+    /// Clear the poisoned state.
+    pub fn clear_poison(&self) {
+        self.inner.clear_poison();
+    }
+
+    /// A mutable reference to the value; no locking needed.
+    pub fn get_mut(&mut self) -> LockResult<&mut T> {
+        self.inner.get_mut()
+    }
+}
+
+fn map_result<G, H>(result: LockResult<G>, wrap: impl FnOnce(G) -> H) -> LockResult<H> {
+    match result {
+        Ok(guard) => Ok(wrap(guard)),
+        Err(poisoned) => Err(PoisonError::new(wrap(poisoned.into_inner()))),
+    }
+}
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T> From<T> for Mutex<T> {
+    fn from(value: T) -> Self {
+        Self::new(value)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // std's format: `Mutex { data: .., poisoned: .., .. }`.
+        self.inner.fmt(f)
+    }
+}
+
+impl<T: ?Sized> MutexGuard<'_, T> {
+    fn get(&self) -> &std::sync::MutexGuard<'_, T> {
+        match &self.inner {
+            Some(guard) => guard,
+            None => unreachable!("a MutexGuard is only emptied by drop"),
+        }
+    }
+}
+
+impl<T: ?Sized> Deref for MutexGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.get()
+    }
+}
+
+impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        match &mut self.inner {
+            Some(guard) => guard,
+            None => unreachable!("a MutexGuard is only emptied by drop"),
+        }
+    }
+}
+
+impl<T: ?Sized> Drop for MutexGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        let inner = &mut self.inner;
+        release(self.waiters, || drop(inner.take()));
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+/// A reader-writer lock that records contention: [`std::sync::RwLock`]'s
+/// API (poisoning included). Readers waiting on a writer and writers waiting
+/// on readers are both recorded; each release that finds waiters is charged
+/// the time they waited since the previous release. See the [module docs](self).
+pub struct RwLock<T: ?Sized> {
+    waiters: Waiters,
+    inner: std::sync::RwLock<T>,
+}
+
+/// Shared access to an [`RwLock`]'s value, released on drop.
+#[must_use = "if unused the RwLock will immediately unlock"]
+pub struct RwLockReadGuard<'a, T: ?Sized> {
+    waiters: &'a Waiters,
+    inner: Option<std::sync::RwLockReadGuard<'a, T>>,
+}
+
+/// Exclusive access to an [`RwLock`]'s value, released on drop.
+#[must_use = "if unused the RwLock will immediately unlock"]
+pub struct RwLockWriteGuard<'a, T: ?Sized> {
+    waiters: &'a Waiters,
+    inner: Option<std::sync::RwLockWriteGuard<'a, T>>,
+}
+
+impl<T> RwLock<T> {
+    /// A new unlocked lock holding `value`.
+    pub fn new(value: T) -> Self {
+        Self {
+            waiters: Waiters::default(),
+            inner: std::sync::RwLock::new(value),
+        }
+    }
+
+    /// Consume the lock and return its value (`Err` if poisoned).
+    pub fn into_inner(self) -> LockResult<T> {
+        self.inner.into_inner()
+    }
+}
+
+impl<T: ?Sized> RwLock<T> {
+    /// Shared access, blocking while a writer holds the lock.
+    pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
+        let result = match self.inner.try_read() {
+            Ok(guard) => Ok(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Err(poisoned),
+            Err(TryLockError::WouldBlock) => self.waiters.wait(|| self.inner.read()),
+        };
+        map_result(result, |guard| RwLockReadGuard {
+            waiters: &self.waiters,
+            inner: Some(guard),
+        })
+    }
+
+    /// Exclusive access, blocking while anyone holds the lock.
+    pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
+        let result = match self.inner.try_write() {
+            Ok(guard) => Ok(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Err(poisoned),
+            Err(TryLockError::WouldBlock) => self.waiters.wait(|| self.inner.write()),
+        };
+        map_result(result, |guard| RwLockWriteGuard {
+            waiters: &self.waiters,
+            inner: Some(guard),
+        })
+    }
+
+    /// Shared access if available now; records nothing.
+    pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, T>> {
+        let wrap = |guard| RwLockReadGuard {
+            waiters: &self.waiters,
+            inner: Some(guard),
+        };
+        match self.inner.try_read() {
+            Ok(guard) => Ok(wrap(guard)),
+            Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
+            Err(TryLockError::Poisoned(p)) => Err(TryLockError::Poisoned(PoisonError::new(wrap(
+                p.into_inner(),
+            )))),
+        }
+    }
+
+    /// Exclusive access if available now; records nothing.
+    pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, T>> {
+        let wrap = |guard| RwLockWriteGuard {
+            waiters: &self.waiters,
+            inner: Some(guard),
+        };
+        match self.inner.try_write() {
+            Ok(guard) => Ok(wrap(guard)),
+            Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
+            Err(TryLockError::Poisoned(p)) => Err(TryLockError::Poisoned(PoisonError::new(wrap(
+                p.into_inner(),
+            )))),
+        }
+    }
+
+    /// Whether a thread panicked while holding the write lock.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.is_poisoned()
+    }
+
+    /// Clear the poisoned state.
+    pub fn clear_poison(&self) {
+        self.inner.clear_poison();
+    }
+
+    /// A mutable reference to the value; no locking needed.
+    pub fn get_mut(&mut self) -> LockResult<&mut T> {
+        self.inner.get_mut()
+    }
+}
+
+impl<T: Default> Default for RwLock<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T> From<T> for RwLock<T> {
+    fn from(value: T) -> Self {
+        Self::new(value)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl<T: ?Sized> Deref for RwLockReadGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match &self.inner {
+            Some(guard) => guard,
+            None => unreachable!("a guard is only emptied by drop"),
+        }
+    }
+}
+
+impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        let inner = &mut self.inner;
+        release(self.waiters, || drop(inner.take()));
+    }
+}
+
+impl<T: ?Sized> Deref for RwLockWriteGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match &self.inner {
+            Some(guard) => guard,
+            None => unreachable!("a guard is only emptied by drop"),
+        }
+    }
+}
+
+impl<T: ?Sized> DerefMut for RwLockWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        match &mut self.inner {
+            Some(guard) => guard,
+            None => unreachable!("a guard is only emptied by drop"),
+        }
+    }
+}
+
+impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        let inner = &mut self.inner;
+        release(self.waiters, || drop(inner.take()));
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockReadGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockWriteGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::contention::Kind;
+
+/// The function names, leaf first, of every recorded stack of `kind`
+/// (after the encoder's trimming), with the stack's values.
+fn recorded(kind: Kind) -> Vec<(Vec<String>, Vec<i64>)> {
+    let profile = contention::profile(kind);
+    crate::encode::symbolize(&profile)
+        .into_iter()
+        .zip(&profile.samples)
+        .map(|(sym, sample)| {
+            let names = sym
+                .stack
+                .iter()
+                .flat_map(|(_, frames)| frames.iter().map(|f| f.name.to_string()))
+                .collect();
+            (names, sample.values.clone())
+        })
+        .collect()
+}
+
+/// Values of the stacks whose leaf function ends with `leaf`.
+fn with_leaf(kind: Kind, leaf: &str) -> Vec<Vec<i64>> {
+    recorded(kind)
+        .into_iter()
+        .filter(|(names, _)| names.first().is_some_and(|n| n.ends_with(leaf)))
+        .map(|(_, values)| values)
+        .collect()
+}
+
+const HOLD: Duration = Duration::from_millis(300);
+
+#[inline(never)]
+fn hold_the_mutex(lock: &Mutex<u32>, holding: &std::sync::Barrier) {
+    let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    holding.wait();
+    std::thread::sleep(HOLD);
+    *guard += 1;
+}
+
+#[inline(never)]
+fn wait_for_the_mutex(lock: &Mutex<u32>) {
+    let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    *guard += 1;
+}
+
+#[test]
+fn contention_is_charged_to_the_holder_and_the_waiter() {
+    let lock = Arc::new(Mutex::new(0));
+    let holding = Arc::new(std::sync::Barrier::new(2));
+    let holder = {
+        let (lock, holding) = (lock.clone(), holding.clone());
+        std::thread::spawn(move || hold_the_mutex(&lock, &holding))
+    };
+    holding.wait();
+    wait_for_the_mutex(&lock);
+    holder.join().expect("holder");
+    assert_eq!(*lock.lock().expect("not poisoned"), 2);
+
+    // The waiter waited for (most of) the holder's sleep: between 0.5× and
+    // 3× of it, generous for a loaded machine.
+    let in_range = |delay: i64| (150_000_000..900_000_000).contains(&delay);
+    let mutex = with_leaf(Kind::Mutex, "sync::tests::hold_the_mutex");
+    assert_eq!(mutex.len(), 1, "{:#?}", recorded(Kind::Mutex));
+    assert_eq!(mutex[0][0], 1, "one contention");
+    assert!(in_range(mutex[0][1]), "mutex delay {}", mutex[0][1]);
+    let block = with_leaf(Kind::Block, "sync::tests::wait_for_the_mutex");
+    assert_eq!(block.len(), 1, "{:#?}", recorded(Kind::Block));
+    assert_eq!(block[0][0], 1);
+    assert!(in_range(block[0][1]), "block delay {}", block[0][1]);
+    // The waiter's own unlock found nobody waiting: not in the mutex profile.
+    assert!(with_leaf(Kind::Mutex, "sync::tests::wait_for_the_mutex").is_empty());
+
+    // Go's text form: header, cycles (= ns) and count, addresses, frame lines.
+    let text = contention::text(Kind::Mutex, &contention::profile(Kind::Mutex));
+    assert!(
+        text.starts_with("--- mutex:\ncycles/second=1000000000\n"),
+        "{text}"
+    );
+    let record = format!("{} {} @ 0x", mutex[0][1], mutex[0][0]);
+    assert!(text.contains(&record), "{text}");
+    assert!(
+        text.contains("\tpprof_core::sync::tests::hold_the_mutex\t"),
+        "{text}"
+    );
+    let text = contention::text(Kind::Block, &contention::profile(Kind::Block));
+    assert!(
+        text.starts_with("--- contention:\ncycles/second=1000000000\n"),
+        "{text}"
+    );
+}
+
+#[inline(never)]
+fn lock_alone_many_times(lock: &Mutex<u64>, rw: &RwLock<u64>) {
+    for _ in 0..10_000 {
+        *lock.lock().expect("not poisoned") += 1;
+        *rw.write().expect("not poisoned") += 1;
+        let _ = *rw.read().expect("not poisoned");
+    }
+}
+
+#[test]
+fn uncontended_locking_records_nothing() {
+    let lock = Mutex::new(0);
+    let rw = RwLock::new(0);
+    lock_alone_many_times(&lock, &rw);
+    for kind in [Kind::Mutex, Kind::Block] {
+        assert!(
+            !recorded(kind)
+                .iter()
+                .any(|(names, _)| names.iter().any(|n| n.contains("lock_alone_many_times"))),
+            "{kind:?}"
+        );
+    }
+}
+
+#[inline(never)]
+fn write_and_hold(lock: &RwLock<u32>, holding: &std::sync::Barrier) {
+    let mut guard = lock.write().unwrap_or_else(PoisonError::into_inner);
+    holding.wait();
+    std::thread::sleep(HOLD);
+    *guard += 1;
+}
+
+#[inline(never)]
+fn read_after_the_writer(lock: &RwLock<u32>) -> u32 {
+    *lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[test]
+fn rwlock_readers_waiting_on_a_writer_are_recorded() {
+    let lock = Arc::new(RwLock::new(0));
+    let holding = Arc::new(std::sync::Barrier::new(2));
+    let writer = {
+        let (lock, holding) = (lock.clone(), holding.clone());
+        std::thread::spawn(move || write_and_hold(&lock, &holding))
+    };
+    holding.wait();
+    assert_eq!(read_after_the_writer(&lock), 1);
+    writer.join().expect("writer");
+    let mutex = with_leaf(Kind::Mutex, "sync::tests::write_and_hold");
+    assert_eq!(mutex.len(), 1, "{:#?}", recorded(Kind::Mutex));
+    assert!(mutex[0][1] >= 150_000_000, "{}", mutex[0][1]);
+    let block = with_leaf(Kind::Block, "sync::tests::read_after_the_writer");
+    assert_eq!(block.len(), 1, "{:#?}", recorded(Kind::Block));
+}
+
+#[test]
+fn std_api_poisoning_and_try_lock() {
+    let lock = Arc::new(Mutex::new(vec![1]));
+    {
+        let held = lock.lock().expect("first lock");
+        assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
+        drop(held);
+    }
+    let poisoner = lock.clone();
+    let _ = std::thread::spawn(move || {
+        let _guard = poisoner.lock();
+        panic!("poison it");
+    })
+    .join();
+    assert!(lock.is_poisoned());
+    let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    assert_eq!(*guard, [1]);
+    drop(guard);
+    assert!(matches!(lock.try_lock(), Err(TryLockError::Poisoned(_))));
+    lock.clear_poison();
+    assert!(lock.try_lock().is_ok());
+    let mut owned = Mutex::new(String::from("a"));
+    owned.get_mut().expect("not poisoned").push('b');
+    assert_eq!(
+        format!("{owned:?}"),
+        r#"Mutex { data: "ab", poisoned: false, .. }"#
+    );
+    assert_eq!(owned.into_inner().expect("not poisoned"), "ab");
+    let rw: RwLock<Vec<u8>> = RwLock::default();
+    rw.write().expect("write").push(3);
+    assert_eq!(rw.try_read().expect("read").len(), 1);
+    assert_eq!(rw.into_inner().expect("not poisoned"), [3]);
+}
+
+#[test]
+fn send_and_sync_as_std() {
+    fn send_sync<T: Send + Sync>() {}
+    fn sync<T: Sync>() {}
+    send_sync::<Mutex<Vec<u8>>>();
+    send_sync::<RwLock<Vec<u8>>>();
+    sync::<MutexGuard<'static, Vec<u8>>>();
+    sync::<RwLockReadGuard<'static, Vec<u8>>>();
+    // Unsized values, as std allows.
+    let slice: &Mutex<[u8]> = &Mutex::new([1u8, 2]);
+    assert_eq!(slice.lock().expect("lock").len(), 2);
+}
