@@ -47,6 +47,7 @@ fn trim_leaf(stack: &mut Vec<(u64, Arc<[Frame]>)>, trim: LeafTrim) {
     let is_machinery: fn(&Frame) -> bool = match trim {
         LeafTrim::None => return,
         LeafTrim::Allocator => is_allocator_frame,
+        LeafTrim::Wait => crate::goroutine::is_wait_frame,
     };
     // Never trim everything: keep at least the outermost frame.
     let mut drop_pcs = 0;

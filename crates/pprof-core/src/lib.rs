@@ -4,6 +4,7 @@ mod config;
 mod cpu;
 mod encode;
 mod error;
+mod goroutine;
 mod handler;
 pub mod heap;
 mod index;
@@ -12,6 +13,7 @@ mod request;
 mod service;
 mod symbolize;
 mod text;
+mod threads;
 
 pub use config::Config;
 pub use error::Error;

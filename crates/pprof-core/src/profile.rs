@@ -37,6 +37,9 @@ pub(crate) enum LeafTrim {
     None,
     /// Allocator and `alloc::` plumbing above the allocating user frame.
     Allocator,
+    /// Waiting machinery (libc's blocking calls, std's sleep and lock
+    /// internals) above the frame that waits.
+    Wait,
 }
 
 #[derive(Debug, Clone)]
