@@ -25,6 +25,8 @@ pub struct Config {
     pub(crate) min_hz: u32,
     pub(crate) max_hz: u32,
     pub(crate) max_body_bytes: usize,
+    pub(crate) thread_signal: i32,
+    pub(crate) thread_timeout: Duration,
 }
 
 impl Default for Config {
@@ -37,6 +39,8 @@ impl Default for Config {
             min_hz: 1,
             max_hz: 1000,
             max_body_bytes: 64 * 1024,
+            thread_signal: libc::SIGURG,
+            thread_timeout: Duration::from_millis(250),
         }
     }
 }
@@ -78,6 +82,28 @@ impl Config {
     /// The largest request body `/symbol` reads (default 64 KiB).
     pub fn max_body_bytes(mut self, max: usize) -> Self {
         self.max_body_bytes = max;
+        self
+    }
+
+    /// The signal that interrupts each thread for the goroutine and
+    /// threadcreate profiles (default `SIGURG`, whose default action is to
+    /// ignore it, so a stray one never kills the process). pprof-core
+    /// installs a handler for it on the first dump and keeps it; if the
+    /// application already handles that signal, dumps fail with a message
+    /// saying so. Threads interrupted in a system call resume it
+    /// (`SA_RESTART`); calls the kernel never restarts (`epoll_wait`,
+    /// `nanosleep`, timed futex waits) return `EINTR` once, as they do under
+    /// the CPU profiler's `SIGPROF`.
+    pub fn thread_signal(mut self, signal: i32) -> Self {
+        self.thread_signal = signal;
+        self
+    }
+
+    /// How long a thread dump waits for all threads to answer (default
+    /// 250 ms). A thread that has the signal blocked, or is stuck in the
+    /// kernel, is listed without a stack.
+    pub fn thread_timeout(mut self, timeout: Duration) -> Self {
+        self.thread_timeout = timeout;
         self
     }
 

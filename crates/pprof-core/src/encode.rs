@@ -48,6 +48,7 @@ fn trim_leaf(stack: &mut Vec<(u64, Arc<[Frame]>)>, trim: LeafTrim) {
         LeafTrim::None => return,
         LeafTrim::Allocator => is_allocator_frame,
         LeafTrim::Contention => is_contention_frame,
+        LeafTrim::Wait => crate::goroutine::is_wait_frame,
     };
     // Never trim everything: keep at least the outermost frame.
     let mut drop_pcs = 0;

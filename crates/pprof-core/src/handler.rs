@@ -7,8 +7,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 
+use crate::profile::StackProfile;
 use crate::request::{self, Named, Route};
-use crate::{Config, Error, cpu, encode, heap, index, text};
+use crate::{Config, Error, cpu, encode, goroutine, heap, index, text, threads};
 
 /// The body of every response: the whole answer at once.
 pub type ResponseBody = Full<Bytes>;
@@ -137,11 +138,11 @@ impl Pprof {
                 filename: "profile".to_owned(),
             }),
             Route::Cpu { duration, hz } => cpu_profile(duration, hz).await,
-            Route::Named { debug, .. } if head_only && debug > 0 => {
-                heap::check_enabled().map(|()| Reply::Text(String::new()))
+            Route::Named { profile, debug, .. } if head_only && debug > 0 => {
+                available(profile).map(|()| Reply::Text(String::new()))
             }
             Route::Named { profile, delta, .. } if head_only => {
-                heap::check_enabled().map(|()| Reply::ProfileHead {
+                available(profile).map(|()| Reply::ProfileHead {
                     filename: filename(profile, delta),
                 })
             }
@@ -149,7 +150,7 @@ impl Pprof {
                 profile,
                 debug,
                 delta,
-            } => named(profile, debug, delta).await,
+            } => self.named(profile, debug, delta).await,
         };
         match reply {
             Ok(reply) => response(reply),
@@ -184,7 +185,8 @@ impl Pprof {
     }
 
     async fn index(&self) -> Result<Reply, Error> {
-        let heap_stacks = blocking(|| Ok(heap::dump().map_or(0, |d| d.stacks.len()))).await?;
+        let (heap_stacks, threads) =
+            blocking(|| Ok((heap::dump().map_or(0, |d| d.stacks.len()), threads::count()))).await?;
         let mut entries = vec![
             index::Entry {
                 name: "cmdline",
@@ -201,6 +203,7 @@ impl Pprof {
             name: p.name(),
             count: match p {
                 Named::Heap | Named::Allocs => heap_stacks,
+                Named::Goroutine | Named::Threadcreate => threads,
             },
             description: p.description(),
         }));
@@ -233,43 +236,70 @@ async fn cpu_profile(duration: Duration, hz: u32) -> Result<Reply, Error> {
     })
 }
 
-async fn named(profile: Named, debug: u32, delta: Option<Duration>) -> Result<Reply, Error> {
-    let default_sample_type = match profile {
-        Named::Allocs => Some("alloc_space"),
-        Named::Heap => None,
-    };
-    // Text carries jemalloc's sampled counts, as Go's text carries its raw
-    // records: pprof scales `heap/N` text itself. The proto carries estimates.
-    let scaled = debug == 0;
-    let snapshot = move || {
-        blocking(move || {
-            Ok(heap::to_profile(
-                &heap::dump()?,
-                default_sample_type,
-                scaled,
-            ))
-        })
-    };
-    let mut stack_profile = snapshot().await?;
-    if let Some(wait) = delta {
-        tokio::time::sleep(wait).await;
-        stack_profile = stack_profile.delta_to(snapshot().await?);
+/// Whether a named profile can be served at all (HEAD answers without collecting).
+fn available(profile: Named) -> Result<(), Error> {
+    match profile {
+        Named::Heap | Named::Allocs => heap::check_enabled(),
+        Named::Goroutine | Named::Threadcreate => Ok(()),
     }
-    let name = filename(profile, delta);
-    blocking(move || {
-        if debug > 0 {
-            let mut stats = heap::stats();
-            let cached = crate::symbolize::symbolizer().cached_addresses();
-            stats.push(("pprof_core_symbol_cache_addresses", cached as u64));
-            Ok(Reply::Text(text::heap(&stack_profile, &stats)))
-        } else {
-            Ok(Reply::Profile {
-                filename: name,
-                body: encode::gzip_proto(&encode::to_proto(&stack_profile)),
-            })
+}
+
+impl Pprof {
+    /// One snapshot of a named profile, collected on a blocking thread.
+    /// Text (`debug>0`) carries raw counts where the profile is sampled, as
+    /// Go's text carries its raw records; the proto carries estimates.
+    async fn snapshot(&self, profile: Named, debug: u32) -> Result<StackProfile, Error> {
+        let (signal, timeout) = (self.config.thread_signal, self.config.thread_timeout);
+        blocking(move || match profile {
+            Named::Heap => Ok(heap::to_profile(&heap::dump()?, None, debug == 0)),
+            Named::Allocs => Ok(heap::to_profile(
+                &heap::dump()?,
+                Some("alloc_space"),
+                debug == 0,
+            )),
+            Named::Goroutine if debug >= 2 => goroutine::goroutine(signal, timeout),
+            Named::Goroutine => goroutine::goroutine(signal, timeout).map(goroutine::grouped),
+            Named::Threadcreate => goroutine::threadcreate(signal, timeout).map(goroutine::grouped),
+        })
+        .await
+    }
+
+    async fn named(
+        &self,
+        profile: Named,
+        debug: u32,
+        delta: Option<Duration>,
+    ) -> Result<Reply, Error> {
+        let mut stack_profile = self.snapshot(profile, debug).await?;
+        if let Some(wait) = delta {
+            tokio::time::sleep(wait).await;
+            stack_profile = stack_profile.delta_to(self.snapshot(profile, debug).await?);
         }
-    })
-    .await
+        let name = filename(profile, delta);
+        blocking(move || {
+            if debug == 0 {
+                return Ok(Reply::Profile {
+                    filename: name,
+                    body: encode::gzip_proto(&encode::to_proto(&stack_profile)),
+                });
+            }
+            Ok(Reply::Text(match profile {
+                Named::Heap | Named::Allocs => {
+                    let mut stats = heap::stats();
+                    let cached = crate::symbolize::symbolizer().cached_addresses();
+                    stats.push(("pprof_core_symbol_cache_addresses", cached as u64));
+                    text::heap(&stack_profile, &stats)
+                }
+                Named::Goroutine if debug >= 2 => {
+                    text::thread_dump(&stack_profile, text::MAX_THREAD_DUMP_BYTES)
+                }
+                Named::Goroutine | Named::Threadcreate => {
+                    text::counts(profile.name(), &stack_profile)
+                }
+            }))
+        })
+        .await
+    }
 }
 
 /// Process arguments joined by NUL bytes, as Go's `/cmdline`.

@@ -25,7 +25,7 @@ pub(crate) fn page(prefix: &str, mut entries: Vec<Entry>) -> String {
             e.count, e.name, e.name
         );
     }
-    out.push_str("</table>\n<br>\n<p>\nProfile Descriptions:\n<ul>\n");
+    out.push_str("</table>\n<a href='goroutine?debug=2'>full goroutine stack dump</a>\n<br>\n<p>\nProfile Descriptions:\n<ul>\n");
     for e in &entries {
         let _ = writeln!(
             out,

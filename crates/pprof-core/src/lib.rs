@@ -6,6 +6,7 @@ mod contention;
 mod cpu;
 mod encode;
 mod error;
+mod goroutine;
 mod handler;
 pub mod heap;
 mod index;
@@ -15,6 +16,7 @@ mod service;
 mod symbolize;
 pub mod sync;
 mod text;
+mod threads;
 
 pub use config::Config;
 pub use error::Error;

@@ -40,6 +40,9 @@ pub(crate) enum LeafTrim {
     /// The profiled locks' own frames (`pprof_core::sync`, the stack
     /// capture, drop glue) above the frame that locked or unlocked.
     Contention,
+    /// Waiting machinery (libc's blocking calls, std's sleep and lock
+    /// internals) above the frame that waits.
+    Wait,
 }
 
 #[derive(Debug, Clone)]

@@ -12,15 +12,24 @@ use crate::{Config, Error};
 pub(crate) enum Named {
     Heap,
     Allocs,
+    Goroutine,
+    Threadcreate,
 }
 
 impl Named {
-    pub(crate) const ALL: [Named; 2] = [Named::Allocs, Named::Heap];
+    pub(crate) const ALL: [Named; 4] = [
+        Named::Allocs,
+        Named::Goroutine,
+        Named::Heap,
+        Named::Threadcreate,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Heap => "heap",
             Self::Allocs => "allocs",
+            Self::Goroutine => "goroutine",
+            Self::Threadcreate => "threadcreate",
         }
     }
 
@@ -35,6 +44,10 @@ impl Named {
             Self::Heap => {
                 "A sampling of memory allocations of live objects. You can specify the gc GET parameter to run GC before taking the heap sample."
             }
+            Self::Goroutine => {
+                "Stack traces of all current goroutines (here: every OS thread). Use debug=2 as a query parameter to export in the same format as an unrecovered panic."
+            }
+            Self::Threadcreate => "Stack traces that led to the creation of new OS threads",
         }
     }
 }

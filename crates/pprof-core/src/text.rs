@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::encode::{Symbolized, symbolize};
-use crate::profile::StackProfile;
+use crate::profile::{Label, LeafTrim, StackProfile};
 
 /// One `#\t0xPC\tfunction\tfile:line` line per frame, inlined frames
 /// included, then a blank line (Go's `printStackRecord`).
@@ -61,6 +61,103 @@ pub(crate) fn heap(profile: &StackProfile, stats: &[(&str, u64)]) -> String {
     out.push_str("\n# jemalloc stats\n");
     for (name, value) in stats {
         let _ = writeln!(out, "# {name} = {value}");
+    }
+    out
+}
+
+/// `goroutine profile: total N` text (goroutine and threadcreate
+/// `debug=1`): one record per distinct stack and labels, most frequent first.
+/// Stacks are whole (no leaf trimming), as Go prints them.
+pub(crate) fn counts(name: &str, profile: &StackProfile) -> String {
+    let whole = StackProfile {
+        leaf_trim: LeafTrim::None,
+        ..profile.clone()
+    };
+    let profile = &whole;
+    let symbolized = symbolize(profile);
+    let mut records: Vec<_> = profile.samples.iter().zip(&symbolized).collect();
+    records.sort_by_key(|(s, _)| std::cmp::Reverse(s.values[0]));
+    let total: i64 = profile.samples.iter().map(|s| s.values[0]).sum();
+    let mut out = String::new();
+    let _ = writeln!(out, "{name} profile: total {total}");
+    for (s, stack) in records {
+        let _ = write!(out, "{}", s.values[0]);
+        write_addresses(&mut out, stack);
+        let labels: Vec<String> = s
+            .labels
+            .iter()
+            .filter_map(|l| match l {
+                Label::Str(k, v) => Some(format!("{k:?}:{v:?}")),
+                Label::Num(..) => None,
+            })
+            .collect();
+        if !labels.is_empty() {
+            let _ = writeln!(out, "# labels: {{{}}}", labels.join(", "));
+        }
+        write_frames(&mut out, stack);
+    }
+    out
+}
+
+/// The most a `goroutine?debug=2` dump writes before it stops.
+pub(crate) const MAX_THREAD_DUMP_BYTES: usize = 16 << 20;
+
+/// `goroutine?debug=2`: every thread, whole stack (nothing trimmed), like a
+/// panic dump: `thread TID "name" [state, wait channel]:`, then each frame's
+/// function and `\tfile:line`. Stops, saying so, after `max_bytes`.
+pub(crate) fn thread_dump(profile: &StackProfile, max_bytes: usize) -> String {
+    let whole = StackProfile {
+        leaf_trim: LeafTrim::None,
+        ..profile.clone()
+    };
+    let symbolized = symbolize(&whole);
+    let mut out = String::new();
+    for (shown, (s, stack)) in whole.samples.iter().zip(&symbolized).enumerate() {
+        let mut block = String::new();
+        let tid = s
+            .labels
+            .iter()
+            .find_map(|l| match l {
+                Label::Num("thread_id", v) => Some(*v),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let label = |key: &str| {
+            s.labels.iter().find_map(|l| match l {
+                Label::Str(k, v) if *k == key => Some(v.as_str()),
+                _ => None,
+            })
+        };
+        let mut state = label("state").unwrap_or("unknown").to_owned();
+        if let Some(wait) = label("wchan") {
+            state = format!("{state}, {wait}");
+        }
+        let _ = writeln!(
+            block,
+            "thread {tid} {:?} [{state}]:",
+            label("thread").unwrap_or_default()
+        );
+        if let Some(why) = label("stack") {
+            let _ = writeln!(block, "\t({why})");
+        }
+        for (pc, frames) in &stack.stack {
+            if frames.is_empty() {
+                let _ = writeln!(block, "{pc:#x}\n\t?");
+            }
+            for f in frames.iter() {
+                let _ = writeln!(block, "{}\n\t{}:{}", f.name, f.file, f.line);
+            }
+        }
+        block.push('\n');
+        if out.len() + block.len() > max_bytes {
+            let _ = writeln!(
+                out,
+                "... dump stopped at {max_bytes} bytes: {shown} of {} threads shown",
+                whole.samples.len()
+            );
+            break;
+        }
+        out.push_str(&block);
     }
     out
 }

@@ -7,6 +7,7 @@
 //! | [`Tiger::eat`] | burns CPU | `/debug/pprof/profile` |
 //! | [`Mouse::steal`] | keeps a growing buffer alive | `/debug/pprof/heap` |
 //! | [`Dog::run`] | allocates and drops 16 MiB per call | `/debug/pprof/allocs` |
+//! | [`Wolf::drink`] | starts 10 threads per call that sleep for 30 s | `/debug/pprof/goroutine` |
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ pub struct Sizes {
     pub steal_limit: usize,
     /// Bytes `Dog::run` allocates (and drops) per round.
     pub run_bytes: usize,
+    /// How long each thread `Wolf::drink` starts sleeps.
+    pub drink: Duration,
 }
 
 impl Default for Sizes {
@@ -39,6 +42,7 @@ impl Default for Sizes {
             steal_bytes: 1 << 20,
             steal_limit: 1 << 30,
             run_bytes: 16 << 20,
+            drink: Duration::from_secs(30),
         }
     }
 }
@@ -125,13 +129,43 @@ impl Animal for Dog {
     }
 }
 
+/// Leaks threads.
+#[derive(Debug, Default)]
+pub struct Wolf;
+
+impl Wolf {
+    /// The planted thread leak: every call starts 10 threads (the Rust
+    /// analog of Go's goroutines) that each sleep for `sizes.drink`, so
+    /// with the defaults about 300 of them are alive at any time.
+    #[inline(never)]
+    pub fn drink(&self, sizes: &Sizes) {
+        for _ in 0..10 {
+            let nap = sizes.drink;
+            // A thread that cannot start is simply not leaked this round.
+            let _ = std::thread::Builder::new()
+                .name("wolf".to_owned())
+                .spawn(move || std::thread::sleep(nap));
+        }
+    }
+}
+
+impl Animal for Wolf {
+    fn live(&mut self, sizes: &Sizes) {
+        self.drink(sizes);
+    }
+}
+
 /// Start the zoo on its own thread (named `zoo`); it lives until the process ends.
 pub fn spawn_zoo(sizes: Sizes) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("zoo".to_owned())
         .spawn(move || {
-            let mut zoo: Vec<Box<dyn Animal>> =
-                vec![Box::new(Tiger), Box::new(Mouse::default()), Box::new(Dog)];
+            let mut zoo: Vec<Box<dyn Animal>> = vec![
+                Box::new(Tiger),
+                Box::new(Mouse::default()),
+                Box::new(Dog),
+                Box::new(Wolf),
+            ];
             loop {
                 for animal in &mut zoo {
                     animal.live(&sizes);

@@ -1,0 +1,490 @@
+//! Every OS thread's stack, captured in process (the goroutine profile).
+//!
+//! The dumping thread lists `/proc/self/task`, gives each thread a slot of
+//! preallocated memory and sends it a signal (`SIGURG` by default, see
+//! [`Config::thread_signal`](crate::Config::thread_signal)). The handler finds
+//! its slot by thread id, unwinds its own stack into the slot's fixed array
+//! of raw return addresses and marks the slot done: it allocates nothing,
+//! takes no lock and only stores into atomics. Symbolization happens later,
+//! on the dumping thread. A thread that does not answer within the timeout
+//! (the signal is blocked, or it is stuck in the kernel) is reported without
+//! a stack, and the dump completes.
+//!
+//! Slots live in pools that are never freed, so a handler that runs late
+//! (after its dump gave up on it) still writes into valid memory; it finds
+//! its slot no longer waiting and returns without writing.
+//!
+//! Unwinding uses libgcc's `_Unwind_Backtrace` (through `backtrace`), the
+//! same unwinder the CPU sampler runs in its SIGPROF handler. With glibc ≥
+//! 2.35 and GCC ≥ 12 it finds unwind tables through `_dl_find_object`,
+//! which takes no lock; its one-time initialisation is run outside any
+//! handler before the first signal is sent.
+
+use std::fs;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+
+/// Deepest stack recorded per thread; deeper stacks keep their innermost frames.
+pub(crate) const MAX_FRAMES: usize = 128;
+
+/// A slot's life: free → waiting (the dumper signalled its thread) →
+/// writing (the handler claimed it) → done (the dumper reads it), or
+/// waiting → abandoned (the dumper gave up).
+const FREE: u8 = 0;
+const WAITING: u8 = 1;
+const WRITING: u8 = 2;
+const DONE: u8 = 3;
+const ABANDONED: u8 = 4;
+
+struct Slot {
+    tid: AtomicI32,
+    state: AtomicU8,
+    len: AtomicUsize,
+    /// Leaf first: the interrupted pc, then return addresses.
+    pcs: [AtomicUsize; MAX_FRAMES],
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self {
+            tid: AtomicI32::new(0),
+            state: AtomicU8::new(FREE),
+            len: AtomicUsize::new(0),
+            pcs: std::array::from_fn(|_| AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// Leaked on creation: handlers may read a pool at any time, forever.
+struct Pool {
+    slots: Box<[Slot]>,
+}
+
+/// The pool handlers look in; null until the first dump.
+static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
+
+/// One dump at a time; holds the current pool and the installed signal.
+static DUMPER: Mutex<Dumper> = Mutex::new(Dumper {
+    pool: None,
+    installed: None,
+});
+
+struct Dumper {
+    pool: Option<&'static Pool>,
+    installed: Option<i32>,
+}
+
+/// What one thread looked like at the dump.
+#[derive(Debug, Clone)]
+pub(crate) struct ThreadStack {
+    pub(crate) tid: i32,
+    /// `comm` of the thread (15 bytes at most, as the kernel keeps it).
+    pub(crate) name: String,
+    /// The kernel's scheduler state (`running`, `sleeping`, …).
+    pub(crate) state: &'static str,
+    /// The kernel function the thread waits in, where `/proc` shows it.
+    pub(crate) wait_channel: Option<String>,
+    /// Lookup addresses, leaf first: the interrupted pc, then return
+    /// addresses minus one. `None`: the thread did not answer.
+    pub(crate) pcs: Option<Vec<u64>>,
+}
+
+/// Live thread ids of this process.
+pub(crate) fn thread_ids() -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut tids: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    tids
+}
+
+/// The number of live threads (the index page's count).
+pub(crate) fn count() -> usize {
+    thread_ids().len()
+}
+
+/// Name, state and wait channel of a thread from `/proc`.
+fn describe(tid: i32) -> (String, &'static str, Option<String>) {
+    let task = format!("/proc/self/task/{tid}");
+    let name = fs::read_to_string(format!("{task}/comm"))
+        .map(|s| s.trim_end().to_owned())
+        .unwrap_or_default();
+    let state = fs::read_to_string(format!("{task}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // `pid (comm) S …`: comm may contain spaces and parentheses.
+            let after = &stat[stat.rfind(')')? + 1..];
+            after.split_whitespace().next()?.chars().next()
+        })
+        .map_or("unknown", state_name);
+    let wait_channel = fs::read_to_string(format!("{task}/wchan"))
+        .ok()
+        .map(|w| w.trim().to_owned())
+        .filter(|w| !w.is_empty() && w != "0");
+    (name, state, wait_channel)
+}
+
+fn state_name(code: char) -> &'static str {
+    match code {
+        'R' => "running",
+        'S' => "sleeping",
+        'D' => "disk sleep",
+        'T' => "stopped",
+        't' => "tracing stop",
+        'Z' => "zombie",
+        'X' => "dead",
+        'I' => "idle",
+        _ => "unknown",
+    }
+}
+
+/// True when `tid` has `signal` blocked (`SigBlk` in its status), so sending
+/// it would only leave a pending signal behind.
+fn blocks(tid: i32, signal: i32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/self/task/{tid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| (1..=64).contains(&signal) && mask & (1 << (signal - 1)) != 0)
+}
+
+fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions, cannot fail and is async-signal-safe.
+    #[allow(unsafe_code)]
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    i32::try_from(tid).unwrap_or(0)
+}
+
+/// Capture every thread's stack. `signal` is the signal used to interrupt
+/// threads, `timeout` how long to wait for all of them.
+///
+/// Blocking: call it from a blocking thread.
+pub(crate) fn dump(signal: i32, timeout: Duration) -> Result<Vec<ThreadStack>, Error> {
+    let mut dumper = DUMPER
+        .lock()
+        .map_err(|_| Error::Profiler("thread dump state poisoned".to_owned()))?;
+    install(&mut dumper, signal)?;
+    let me = gettid();
+    let tids: Vec<i32> = thread_ids().into_iter().filter(|t| *t != me).collect();
+    let pool = pool_for(&mut dumper, tids.len());
+
+    // Assign a slot per thread, skipping slots a late handler may still be
+    // writing into.
+    let mut assigned: Vec<(i32, Option<&Slot>)> = Vec::with_capacity(tids.len());
+    let mut free_slots = pool
+        .slots
+        .iter()
+        .filter(|s| s.state.load(Ordering::Acquire) != WRITING);
+    for &tid in &tids {
+        if blocks(tid, signal) {
+            assigned.push((tid, None));
+            continue;
+        }
+        let slot = free_slots.next();
+        if let Some(slot) = slot {
+            slot.len.store(0, Ordering::Relaxed);
+            slot.tid.store(tid, Ordering::Relaxed);
+            slot.state.store(WAITING, Ordering::Release);
+        }
+        assigned.push((tid, slot));
+    }
+    // SAFETY: getpid has no preconditions.
+    #[allow(unsafe_code)]
+    let pid = unsafe { libc::getpid() };
+    for (tid, slot) in &mut assigned {
+        let Some(s) = slot else { continue };
+        // SAFETY: tgkill only sends a signal; a handler for it is installed
+        // (so it cannot kill the thread) and the target is one of our
+        // threads (or gone, which tgkill reports).
+        #[allow(unsafe_code)]
+        let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, *tid, signal) };
+        if sent != 0 {
+            s.state.store(FREE, Ordering::Release);
+            *slot = None;
+        }
+    }
+
+    let deadline = Instant::now() + timeout;
+    let pending = |assigned: &[(i32, Option<&Slot>)]| {
+        assigned.iter().any(|(_, s)| {
+            s.is_some_and(|s| matches!(s.state.load(Ordering::Acquire), WAITING | WRITING))
+        })
+    };
+    while pending(&assigned) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+
+    let mut stacks = Vec::with_capacity(assigned.len() + 1);
+    stacks.push(own_stack(me));
+    for (tid, slot) in assigned {
+        let pcs = slot.and_then(|s| collect(s, deadline + timeout));
+        let (name, state, wait_channel) = describe(tid);
+        if name.is_empty() && state == "unknown" {
+            continue; // exited during the dump
+        }
+        stacks.push(ThreadStack {
+            tid,
+            name,
+            state,
+            wait_channel,
+            pcs,
+        });
+    }
+    Ok(stacks)
+}
+
+/// The stack a slot holds, or `None` (and the slot abandoned) if its thread
+/// never answered. A handler caught mid-write gets until `hard_deadline`.
+fn collect(slot: &Slot, hard_deadline: Instant) -> Option<Vec<u64>> {
+    loop {
+        match slot
+            .state
+            .compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => return None,
+            Err(DONE) => break,
+            Err(WRITING) if Instant::now() < hard_deadline => std::thread::yield_now(),
+            Err(_) => return None,
+        }
+    }
+    let len = slot.len.load(Ordering::Acquire).min(MAX_FRAMES);
+    let pcs = slot.pcs[..len]
+        .iter()
+        .enumerate()
+        .map(|(i, pc)| {
+            let pc = pc.load(Ordering::Relaxed) as u64;
+            // The leaf is the interrupted instruction itself; the others are
+            // return addresses, looked up one byte earlier (inside the call).
+            if i == 0 { pc } else { pc.saturating_sub(1) }
+        })
+        .filter(|pc| *pc != 0) // the outermost frame of a thread ends at address 0
+        .collect();
+    slot.state.store(FREE, Ordering::Release);
+    Some(pcs)
+}
+
+/// The dumping thread's own stack, taken directly.
+fn own_stack(tid: i32) -> ThreadStack {
+    let mut pcs = Vec::new();
+    backtrace::trace(|frame| {
+        let pc = (frame.ip() as u64).saturating_sub(1);
+        if pc != 0 {
+            pcs.push(pc);
+        }
+        pcs.len() < MAX_FRAMES
+    });
+    let (name, state, wait_channel) = describe(tid);
+    ThreadStack {
+        tid,
+        name,
+        state,
+        wait_channel,
+        pcs: Some(pcs),
+    }
+}
+
+/// A pool with at least `threads` slots (a new, larger one is leaked when
+/// needed: growth doubles, so all pools together stay under twice the largest).
+fn pool_for(dumper: &mut Dumper, threads: usize) -> &'static Pool {
+    let wanted = (threads + 16).next_power_of_two().max(64);
+    match dumper.pool {
+        Some(pool) if pool.slots.len() >= wanted => pool,
+        _ => {
+            let pool: &'static Pool = Box::leak(Box::new(Pool {
+                slots: (0..wanted).map(|_| Slot::new()).collect(),
+            }));
+            POOL.store(std::ptr::from_ref(pool).cast_mut(), Ordering::Release);
+            dumper.pool = Some(pool);
+            pool
+        }
+    }
+}
+
+/// Install the handler for `signal` once. Refuses a signal the application
+/// handles itself; never restores the default action, so a late signal finds
+/// a harmless handler.
+fn install(dumper: &mut Dumper, signal: i32) -> Result<(), Error> {
+    if dumper.installed == Some(signal) {
+        return Ok(());
+    }
+    if signal <= 0 || signal == libc::SIGKILL || signal == libc::SIGSTOP || signal > 64 {
+        return Err(Error::Profiler(format!(
+            "thread dump signal {signal} cannot be handled"
+        )));
+    }
+    // Run the unwinder's one-time set-up here, outside any signal handler.
+    backtrace::trace(|_| true);
+
+    #[allow(unsafe_code)]
+    // SAFETY: sigaction with a null new action only reads the current one
+    // into `old`, a zeroed sigaction we own.
+    let current = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
+            return Err(Error::Profiler(format!(
+                "cannot read the action of signal {signal}"
+            )));
+        }
+        old.sa_sigaction
+    };
+    let ours = on_signal as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+        as libc::sighandler_t;
+    if current != libc::SIG_DFL && current != libc::SIG_IGN && current != ours {
+        return Err(Error::Profiler(format!(
+            "signal {signal} already has a handler in this process; choose another with Config::thread_signal"
+        )));
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: `action` is fully initialised (zeroed, then handler, flags and
+    // an empty mask set); the handler is async-signal-safe (see `on_signal`).
+    let installed = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ours;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signal, &action, std::ptr::null_mut())
+    };
+    if installed != 0 {
+        return Err(Error::Profiler(format!(
+            "cannot install a handler for signal {signal}"
+        )));
+    }
+    dumper.installed = Some(signal);
+    Ok(())
+}
+
+/// The interrupted instruction's address, from the signal's machine context.
+#[allow(unsafe_code)]
+fn interrupted_pc(context: *mut libc::c_void) -> Option<usize> {
+    if context.is_null() {
+        return None;
+    }
+    let context = context.cast::<libc::ucontext_t>();
+    // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler;
+    // we only read the saved program counter.
+    #[cfg(target_arch = "x86_64")]
+    let pc = unsafe { (*context).uc_mcontext.gregs[libc::REG_RIP as usize] as usize };
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    let pc = unsafe { (*context).uc_mcontext.pc as usize };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let pc = {
+        let _ = context;
+        0
+    };
+    (pc != 0).then_some(pc)
+}
+
+/// The signal handler: record this thread's stack into its slot, if a dump
+/// is waiting for it. Async-signal-safe: atomics, `gettid`, the unwinder.
+extern "C" fn on_signal(_: libc::c_int, _: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: __errno_location returns this thread's errno slot; saving and
+    // restoring it keeps the interrupted code's errno intact.
+    #[allow(unsafe_code)]
+    let errno = unsafe { *libc::__errno_location() };
+    record_stack(interrupted_pc(context));
+    // SAFETY: as above.
+    #[allow(unsafe_code)]
+    unsafe {
+        *libc::__errno_location() = errno;
+    }
+}
+
+fn record_stack(interrupted: Option<usize>) {
+    let pool = POOL.load(Ordering::Acquire);
+    if pool.is_null() {
+        return;
+    }
+    // SAFETY: pools are leaked (`pool_for`), so a non-null pointer is valid
+    // for the rest of the process.
+    #[allow(unsafe_code)]
+    let pool = unsafe { &*pool };
+    let tid = gettid();
+    let Some(slot) = pool.slots.iter().find(|s| {
+        s.tid.load(Ordering::Relaxed) == tid
+            && s.state
+                .compare_exchange(WAITING, WRITING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }) else {
+        return;
+    };
+    let mut len = 0;
+    // Frames above the interrupted one are this handler and the kernel's
+    // signal trampoline: skip them until the interrupted pc appears.
+    let mut recording = interrupted.is_none();
+    // SAFETY: unwinds only the current thread; the unwinder does not
+    // allocate or lock (see the module docs) and its initialisation ran in
+    // `install`. The closure only stores into atomics.
+    #[allow(unsafe_code)]
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            let ip = frame.ip() as usize;
+            if !recording && Some(ip) == interrupted {
+                recording = true;
+            }
+            if recording {
+                slot.pcs[len].store(ip, Ordering::Relaxed);
+                len += 1;
+            }
+            len < MAX_FRAMES
+        });
+    }
+    if len == 0 {
+        // The unwinder did not get past the trampoline: the pc alone.
+        if let Some(pc) = interrupted {
+            slot.pcs[0].store(pc, Ordering::Relaxed);
+            len = 1;
+        }
+    }
+    slot.len.store(len, Ordering::Release);
+    slot.state.store(DONE, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[inline(never)]
+    fn park_here_for_the_test(stop: &mpsc::Receiver<()>) {
+        let _ = stop.recv_timeout(Duration::from_secs(30));
+    }
+
+    #[test]
+    fn every_thread_answers_with_its_stack_and_name() {
+        let (tx, rx) = mpsc::channel();
+        let parked = std::thread::Builder::new()
+            .name("parked-test".to_owned())
+            .spawn(move || park_here_for_the_test(&rx))
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(50));
+        let stacks = dump(libc::SIGURG, Duration::from_secs(2)).expect("dump");
+        let thread = stacks
+            .iter()
+            .find(|t| t.name == "parked-test")
+            .expect("the parked thread is listed");
+        assert_eq!(thread.state, "sleeping");
+        let pcs = thread.pcs.clone().expect("it answered");
+        let resolved = crate::symbolize::symbolizer().resolve_all(pcs.iter().copied());
+        let names: Vec<String> = pcs
+            .iter()
+            .filter_map(|pc| resolved.get(pc))
+            .flat_map(|frames| frames.iter().map(|f| f.name.to_string()))
+            .collect();
+        assert!(
+            names.iter().any(|n| n.ends_with("park_here_for_the_test")),
+            "{names:?}"
+        );
+        let _ = tx.send(());
+        parked.join().expect("join");
+    }
+}
