@@ -133,8 +133,13 @@ fn is_allocator_name(name: &str) -> bool {
 
 /// Frames between a profiled lock's caller and the stack capture: our lock
 /// and contention code, the unwinder, and the drop glue that runs a guard's
-/// `Drop`. (Go's mutex profile likewise starts at `sync.(*Mutex).Unlock`.)
+/// `Drop`; for a worker caught in a long poll, the waiting machinery (libc,
+/// std's sleep and lock internals) above the frame that blocks.
 fn is_contention_frame(frame: &Frame) -> bool {
+    crate::goroutine::is_wait_frame(frame) || is_lock_frame(frame)
+}
+
+fn is_lock_frame(frame: &Frame) -> bool {
     const PREFIXES: &[&str] = &[
         "pprof_core::sync::",
         "pprof_core::contention::",

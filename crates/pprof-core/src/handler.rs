@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 
+use crate::contention::{self, Kind};
 use crate::profile::StackProfile;
 use crate::request::{self, Named, Route};
 use crate::{Config, Error, cpu, encode, goroutine, heap, index, text, threads};
@@ -204,6 +205,8 @@ impl Pprof {
             count: match p {
                 Named::Heap | Named::Allocs => heap_stacks,
                 Named::Goroutine | Named::Threadcreate => threads,
+                Named::Mutex => contention::stack_count(Kind::Mutex),
+                Named::Block => contention::stack_count(Kind::Block),
             },
             description: p.description(),
         }));
@@ -240,7 +243,7 @@ async fn cpu_profile(duration: Duration, hz: u32) -> Result<Reply, Error> {
 fn available(profile: Named) -> Result<(), Error> {
     match profile {
         Named::Heap | Named::Allocs => heap::check_enabled(),
-        Named::Goroutine | Named::Threadcreate => Ok(()),
+        Named::Goroutine | Named::Threadcreate | Named::Mutex | Named::Block => Ok(()),
     }
 }
 
@@ -260,6 +263,8 @@ impl Pprof {
             Named::Goroutine if debug >= 2 => goroutine::goroutine(signal, timeout),
             Named::Goroutine => goroutine::goroutine(signal, timeout).map(goroutine::grouped),
             Named::Threadcreate => goroutine::threadcreate(signal, timeout).map(goroutine::grouped),
+            Named::Mutex => Ok(contention::profile(Kind::Mutex)),
+            Named::Block => Ok(contention::profile(Kind::Block)),
         })
         .await
     }
@@ -296,6 +301,8 @@ impl Pprof {
                 Named::Goroutine | Named::Threadcreate => {
                     text::counts(profile.name(), &stack_profile)
                 }
+                Named::Mutex => contention::text(Kind::Mutex, &stack_profile),
+                Named::Block => contention::text(Kind::Block, &stack_profile),
             }))
         })
         .await

@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
-#[allow(dead_code)] // wired to /mutex and /block in the next commit
 mod contention;
 mod cpu;
 mod encode;

@@ -14,13 +14,17 @@ pub(crate) enum Named {
     Allocs,
     Goroutine,
     Threadcreate,
+    Mutex,
+    Block,
 }
 
 impl Named {
-    pub(crate) const ALL: [Named; 4] = [
+    pub(crate) const ALL: [Named; 6] = [
         Named::Allocs,
+        Named::Block,
         Named::Goroutine,
         Named::Heap,
+        Named::Mutex,
         Named::Threadcreate,
     ];
 
@@ -30,6 +34,8 @@ impl Named {
             Self::Allocs => "allocs",
             Self::Goroutine => "goroutine",
             Self::Threadcreate => "threadcreate",
+            Self::Mutex => "mutex",
+            Self::Block => "block",
         }
     }
 
@@ -48,6 +54,10 @@ impl Named {
                 "Stack traces of all current goroutines (here: every OS thread). Use debug=2 as a query parameter to export in the same format as an unrecovered panic."
             }
             Self::Threadcreate => "Stack traces that led to the creation of new OS threads",
+            Self::Block => {
+                "Stack traces that led to blocking on synchronization primitives (pprof_core::sync locks, and polls that blocked a runtime worker)"
+            }
+            Self::Mutex => "Stack traces of holders of contended mutexes (pprof_core::sync locks)",
         }
     }
 }
