@@ -26,6 +26,7 @@ fn practice() -> SocketAddr {
             steal_limit: 96 << 20,
             run_bytes: 4 << 20,
             drink: Duration::from_millis(300),
+            howl: Duration::from_millis(100),
         };
         practice::spawn_zoo(sizes).expect("zoo");
         let addr = serve_on_own_runtime(|listener| async move {

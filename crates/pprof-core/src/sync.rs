@@ -55,14 +55,12 @@ pub use crate::contention::{
 /// Who is waiting on one lock, for charging their delay at unlock.
 ///
 /// Only the contended path touches `book`; the unlock path reads `waiters`.
-#[derive(Default)]
 struct Waiters {
     /// Mirrors `book.waiters`; read without the book's lock at every unlock.
     waiters: AtomicU32,
     book: std::sync::Mutex<Book>,
 }
 
-#[derive(Default)]
 struct Book {
     /// Threads registered as waiting.
     waiters: u32,
@@ -83,6 +81,19 @@ struct Ticket {
 }
 
 impl Waiters {
+    const fn new() -> Self {
+        Self {
+            waiters: AtomicU32::new(0),
+            book: std::sync::Mutex::new(Book {
+                waiters: 0,
+                new_waiters: 0,
+                owed_since_sum: 0,
+                last_charge: 0,
+                generation: 0,
+            }),
+        }
+    }
+
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -190,10 +201,10 @@ pub struct MutexGuard<'a, T: ?Sized> {
 }
 
 impl<T> Mutex<T> {
-    /// A new unlocked mutex holding `value`.
-    pub fn new(value: T) -> Self {
+    /// A new unlocked mutex holding `value`; `const`, so it can be a `static`.
+    pub const fn new(value: T) -> Self {
         Self {
-            waiters: Waiters::default(),
+            waiters: Waiters::new(),
             inner: std::sync::Mutex::new(value),
         }
     }
@@ -346,10 +357,10 @@ pub struct RwLockWriteGuard<'a, T: ?Sized> {
 }
 
 impl<T> RwLock<T> {
-    /// A new unlocked lock holding `value`.
-    pub fn new(value: T) -> Self {
+    /// A new unlocked lock holding `value`; `const`, so it can be a `static`.
+    pub const fn new(value: T) -> Self {
         Self {
-            waiters: Waiters::default(),
+            waiters: Waiters::new(),
             inner: std::sync::RwLock::new(value),
         }
     }

@@ -8,8 +8,12 @@
 //! | [`Mouse::steal`] | keeps a growing buffer alive | `/debug/pprof/heap` |
 //! | [`Dog::run`] | allocates and drops 16 MiB per call | `/debug/pprof/allocs` |
 //! | [`Wolf::drink`] | starts 10 threads per call that sleep for 30 s | `/debug/pprof/goroutine` |
+//! | [`Wolf::howl`] | holds the den's lock for a second while the cat waits | `/debug/pprof/mutex` |
+//! | [`Cat::pee`] | waits a second for the den the wolf holds | `/debug/pprof/block` |
 
 use std::hint::black_box;
+use std::sync::PoisonError;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -32,6 +36,8 @@ pub struct Sizes {
     pub run_bytes: usize,
     /// How long each thread `Wolf::drink` starts sleeps.
     pub drink: Duration,
+    /// How long `Wolf::howl` holds the den (while the cat waits for it).
+    pub howl: Duration,
 }
 
 impl Default for Sizes {
@@ -43,6 +49,7 @@ impl Default for Sizes {
             steal_limit: 1 << 30,
             run_bytes: 16 << 20,
             drink: Duration::from_secs(30),
+            howl: Duration::from_secs(1),
         }
     }
 }
@@ -129,11 +136,36 @@ impl Animal for Dog {
     }
 }
 
-/// Leaks threads.
+/// Leaks threads and hogs the den.
 #[derive(Debug, Default)]
-pub struct Wolf;
+pub struct Wolf {
+    /// Tells the cat the den is taken; see [`spawn_zoo`].
+    cat: Option<Sender<()>>,
+}
+
+/// The den wolf and cat share: a profiled lock, a drop-in for
+/// `std::sync::Mutex`, so its contention shows in `/mutex` and `/block`.
+static DEN: pprof_core::sync::Mutex<()> = pprof_core::sync::Mutex::new(());
 
 impl Wolf {
+    /// A wolf that calls `cat` each time it takes the den.
+    pub fn new(cat: Sender<()>) -> Self {
+        Self { cat: Some(cat) }
+    }
+
+    /// The planted lock hog: takes the den, calls the cat (who then waits
+    /// for the den) and howls for `sizes.howl` before leaving. The mutex
+    /// profile charges the cat's wait to this critical section, as Go does.
+    #[inline(never)]
+    pub fn howl(&self, sizes: &Sizes) {
+        let den = DEN.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cat) = &self.cat {
+            let _ = cat.send(());
+        }
+        std::thread::sleep(sizes.howl);
+        drop(den);
+    }
+
     /// The planted thread leak: every call starts 10 threads (the Rust
     /// analog of Go's goroutines) that each sleep for `sizes.drink`, so
     /// with the defaults about 300 of them are alive at any time.
@@ -152,11 +184,38 @@ impl Wolf {
 impl Animal for Wolf {
     fn live(&mut self, sizes: &Sizes) {
         self.drink(sizes);
+        self.howl(sizes);
+    }
+}
+
+/// Waits on locks.
+#[derive(Debug, Default)]
+pub struct Cat;
+
+impl Cat {
+    /// The planted blocked thread: needs the den, which the wolf holds, so
+    /// it waits (blocks its thread) until the wolf stops howling.
+    #[inline(never)]
+    pub fn pee(&self) {
+        let den = DEN.lock().unwrap_or_else(PoisonError::into_inner);
+        black_box(&*den);
+    }
+
+    /// The cat's life on its own thread: pee whenever the wolf calls.
+    fn live_on(self, calls: Receiver<()>) {
+        while calls.recv().is_ok() {
+            self.pee();
+        }
     }
 }
 
 /// Start the zoo on its own thread (named `zoo`); it lives until the process ends.
+/// The cat lives on a thread of its own (named `cat`), called by the wolf.
 pub fn spawn_zoo(sizes: Sizes) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (call_cat, cat_calls) = channel();
+    std::thread::Builder::new()
+        .name("cat".to_owned())
+        .spawn(move || Cat.live_on(cat_calls))?;
     std::thread::Builder::new()
         .name("zoo".to_owned())
         .spawn(move || {
@@ -164,7 +223,7 @@ pub fn spawn_zoo(sizes: Sizes) -> std::io::Result<std::thread::JoinHandle<()>> {
                 Box::new(Tiger),
                 Box::new(Mouse::default()),
                 Box::new(Dog),
-                Box::new(Wolf),
+                Box::new(Wolf::new(call_cat)),
             ];
             loop {
                 for animal in &mut zoo {

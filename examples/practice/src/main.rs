@@ -1,5 +1,5 @@
 //! `cargo run -p practice -- [--addr 127.0.0.1:6060] [--tick-ms N] [--eat-ms N]
-//! [--steal-kib N] [--steal-limit-mib N] [--run-kib N] [--drink-ms N]`
+//! [--steal-kib N] [--steal-limit-mib N] [--run-kib N] [--drink-ms N] [--howl-ms N]`
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use practice::Sizes;
 // jemalloc with its heap profiler on, so /heap and /allocs have data.
 pprof_axum::jemalloc_heap_profiling!();
 
-const USAGE: &str = "usage: practice [--addr HOST:PORT] [--tick-ms N] [--eat-ms N] [--steal-kib N] [--steal-limit-mib N] [--run-kib N] [--drink-ms N]";
+const USAGE: &str = "usage: practice [--addr HOST:PORT] [--tick-ms N] [--eat-ms N] [--steal-kib N] [--steal-limit-mib N] [--run-kib N] [--drink-ms N] [--howl-ms N]";
 
 fn parse_args() -> Result<(String, Sizes), String> {
     let mut addr = "127.0.0.1:6060".to_owned();
@@ -40,6 +40,7 @@ fn parse_args() -> Result<(String, Sizes), String> {
                 sizes.run_bytes = usize::try_from(number()? << 10).map_err(|e| e.to_string())?
             }
             "--drink-ms" => sizes.drink = Duration::from_millis(number()?),
+            "--howl-ms" => sizes.howl = Duration::from_millis(number()?),
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
