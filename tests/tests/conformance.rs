@@ -70,7 +70,7 @@ fn index_lists_every_served_profile_with_relative_links() {
         let html = r.text();
         assert!(html.contains("<title>/debug/pprof/</title>"), "{html}");
         let mut last = 0;
-        for name in ["allocs", "cmdline", "heap", "profile"] {
+        for name in ["allocs", "block", "cmdline", "heap", "mutex", "profile"] {
             let at = html
                 .find(&format!("<a href='{name}?debug=1'>{name}</a>"))
                 .unwrap_or_else(|| panic!("{adapter:?}: no link to {name}"));
@@ -564,6 +564,9 @@ fn go_tool_pprof_reads_every_profile_from_every_adapter() {
                 "heap?seconds=1",
                 "alloc_objects/count alloc_space/bytes inuse_objects/count inuse_space/bytes",
             ),
+            ("mutex", "contentions/count delay/nanoseconds"),
+            ("block", "contentions/count delay/nanoseconds"),
+            ("block?seconds=1", "contentions/count delay/nanoseconds"),
         ] {
             let url = format!("http://{addr}/debug/pprof/{path}");
             let Some(raw) = pprof_tests::go_tool_pprof(&["-raw", &url]) else {
@@ -575,5 +578,135 @@ fn go_tool_pprof_reads_every_profile_from_every_adapter() {
         let top = pprof_tests::go_tool_pprof(&["-seconds", "1", "-top", &addr.to_string()])
             .unwrap_or_default();
         assert!(top.contains("Type: cpu"), "{adapter:?}: {top}");
+    }
+}
+
+/// Hold a profiled lock for 200 ms while this thread waits for it: one
+/// contention charged to `hold_the_den` (mutex) and to `wait_for_the_den` (block).
+fn contend_once() {
+    static DEN: pprof_core::sync::Mutex<()> = pprof_core::sync::Mutex::new(());
+    let held = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let holder = {
+        let held = held.clone();
+        std::thread::spawn(move || hold_the_den(&DEN, &held))
+    };
+    held.wait();
+    wait_for_the_den(&DEN);
+    holder.join().expect("holder");
+}
+
+#[inline(never)]
+fn hold_the_den(den: &pprof_core::sync::Mutex<()>, held: &std::sync::Barrier) {
+    let guard = den.lock();
+    held.wait();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(guard);
+}
+
+#[inline(never)]
+fn wait_for_the_den(den: &pprof_core::sync::Mutex<()>) {
+    let _guard = den.lock();
+}
+
+/// The leaf function's name of every sample, with the sample's values.
+fn leaves(p: &pprof_tests::Profile) -> Vec<(String, Vec<i64>)> {
+    p.sample
+        .iter()
+        .map(|s| {
+            let leaf = p
+                .location
+                .iter()
+                .find(|l| Some(&l.id) == s.location_id.first())
+                .and_then(|l| l.line.first())
+                .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
+                .map(|f| string(p, f.name).to_owned())
+                .unwrap_or_default();
+            (leaf, s.value.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn mutex_and_block_are_go_shaped() {
+    contend_once();
+    for (adapter, addr) in servers() {
+        for (name, leaf, header) in [
+            ("mutex", "conformance::hold_the_den", "--- mutex:\n"),
+            (
+                "block",
+                "conformance::wait_for_the_den",
+                "--- contention:\n",
+            ),
+        ] {
+            let what = format!("{adapter:?} {name}");
+            let r = get(addr, &format!("/debug/pprof/{name}"));
+            assert_profile_headers(&r, name, &what);
+            let p = r.profile();
+            assert_eq!(
+                sample_types(&p),
+                ["contentions/count", "delay/nanoseconds"],
+                "{what}"
+            );
+            let period_type = p.period_type.clone().unwrap_or_default();
+            assert_eq!(
+                (string(&p, period_type.ty), string(&p, period_type.unit)),
+                ("contentions", "count"),
+                "{what}"
+            );
+            assert_eq!((p.period, p.default_sample_type), (1, 0), "{what}");
+            assert!(p.mapping[0].has_functions, "{what}");
+            // The known contention, on the known function, about 200 ms.
+            let ours: Vec<_> = leaves(&p).into_iter().filter(|(f, _)| f == leaf).collect();
+            assert_eq!(ours.len(), 1, "{what}: {:?}", leaves(&p));
+            let values = &ours[0].1;
+            assert_eq!(values[0], 1, "{what}: one contention");
+            assert!(
+                (100_000_000..2_000_000_000).contains(&values[1]),
+                "{what}: delay {}",
+                values[1]
+            );
+
+            let text = get(addr, &format!("/debug/pprof/{name}?debug=1"));
+            assert_eq!(text.status, 200, "{what}");
+            assert_eq!(
+                text.header("content-type"),
+                Some("text/plain; charset=utf-8")
+            );
+            let body = text.text();
+            assert!(body.starts_with(header), "{what}: {body}");
+            assert!(body.contains("\ncycles/second=1000000000\n"), "{what}");
+            assert!(body.contains(&format!("\t{leaf}\t")), "{what}: {body}");
+
+            let r = get(addr, &format!("/debug/pprof/{name}?seconds=1"));
+            assert_profile_headers(&r, &format!("{name}-delta"), &what);
+            let delta = r.profile();
+            assert!(delta.duration_nanos >= 1_000_000_000, "{what}");
+            // Nothing contended in between: the known event cancels out.
+            assert!(
+                !leaves(&delta).iter().any(|(f, _)| f == leaf),
+                "{what}: {:?}",
+                leaves(&delta)
+            );
+
+            let head = request(addr, "HEAD", &format!("/debug/pprof/{name}?seconds=5"), b"");
+            assert_eq!(head.status, 200, "{what}");
+            assert!(head.body.is_empty(), "{what}");
+            assert_eq!(
+                head.header("content-disposition"),
+                Some(format!("attachment; filename=\"{name}-delta\"").as_str())
+            );
+        }
+        // The index counts the recorded stacks.
+        let html = get(addr, "/debug/pprof/").text();
+        for name in ["mutex", "block"] {
+            let row = html
+                .lines()
+                .find(|l| l.contains(&format!("href='{name}?debug=1'")))
+                .unwrap_or_default();
+            assert!(
+                row.starts_with("<tr><td>") && !row.starts_with("<tr><td>0<"),
+                "{adapter:?}: {row}"
+            );
+        }
     }
 }

@@ -133,3 +133,41 @@ fn delta_profiles_read_in_go_tool_pprof() {
         "{top}"
     );
 }
+
+#[test]
+fn mutex_profile_puts_wolf_howl_on_top() {
+    let addr = practice();
+    let Some(top) = go_tool_pprof(&["-top", &url(addr, "mutex")]) else {
+        return;
+    };
+    assert!(top.contains("Type: delay"), "{top}");
+    assert_eq!(
+        top_function(&top).as_deref(),
+        Some("practice::Wolf::howl"),
+        "{top}"
+    );
+    let raw = go_tool_pprof(&["-raw", &url(addr, "mutex")]).unwrap_or_default();
+    assert!(raw.contains("contentions/count delay/nanoseconds"), "{raw}");
+}
+
+#[test]
+fn block_profile_puts_cat_pee_on_top() {
+    let addr = practice();
+    let Some(top) = go_tool_pprof(&["-top", &url(addr, "block")]) else {
+        return;
+    };
+    assert!(top.contains("Type: delay"), "{top}");
+    assert_eq!(
+        top_function(&top).as_deref(),
+        Some("practice::Cat::pee"),
+        "{top}"
+    );
+    // Over two seconds the wolf howled (100 ms each round): the cat's waits
+    // are in the delta too.
+    let top = go_tool_pprof(&["-top", &url(addr, "block?seconds=2")]).unwrap_or_default();
+    assert_eq!(
+        top_function(&top).as_deref(),
+        Some("practice::Cat::pee"),
+        "{top}"
+    );
+}
