@@ -609,8 +609,11 @@ fn wait_in_known_function_for_goroutine_test(stop: &std::sync::mpsc::Receiver<()
     let _ = stop.recv_timeout(Duration::from_secs(120));
 }
 
+/// A sample's leaf function, its string labels and its first value.
+type Leaf = (String, Vec<(String, String)>, i64);
+
 /// The leaf function of each sample, with the sample's string labels.
-fn leaf_functions(p: &pprof_tests::Profile) -> Vec<(String, Vec<(String, String)>, i64)> {
+fn leaf_functions(p: &pprof_tests::Profile) -> Vec<Leaf> {
     p.sample
         .iter()
         .map(|s| {
