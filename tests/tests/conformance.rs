@@ -70,7 +70,16 @@ fn index_lists_every_served_profile_with_relative_links() {
         let html = r.text();
         assert!(html.contains("<title>/debug/pprof/</title>"), "{html}");
         let mut last = 0;
-        for name in ["allocs", "block", "cmdline", "heap", "mutex", "profile"] {
+        for name in [
+            "allocs",
+            "block",
+            "cmdline",
+            "goroutine",
+            "heap",
+            "mutex",
+            "profile",
+            "threadcreate",
+        ] {
             let at = html
                 .find(&format!("<a href='{name}?debug=1'>{name}</a>"))
                 .unwrap_or_else(|| panic!("{adapter:?}: no link to {name}"));
@@ -564,6 +573,8 @@ fn go_tool_pprof_reads_every_profile_from_every_adapter() {
                 "heap?seconds=1",
                 "alloc_objects/count alloc_space/bytes inuse_objects/count inuse_space/bytes",
             ),
+            ("goroutine", "goroutine/count"),
+            ("threadcreate", "threadcreate/count"),
             ("mutex", "contentions/count delay/nanoseconds"),
             ("block", "contentions/count delay/nanoseconds"),
             ("block?seconds=1", "contentions/count delay/nanoseconds"),
@@ -579,6 +590,163 @@ fn go_tool_pprof_reads_every_profile_from_every_adapter() {
             .unwrap_or_default();
         assert!(top.contains("Type: cpu"), "{adapter:?}: {top}");
     }
+}
+
+/// A thread named `conf-park` waiting in a known function until the
+/// returned sender is dropped.
+fn park_a_thread() -> std::sync::mpsc::Sender<()> {
+    let (stop, parked) = std::sync::mpsc::channel::<()>();
+    let (started, ready) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("conf-park".to_owned())
+        .spawn(move || {
+            let _ = started.send(());
+            wait_in_known_function_for_goroutine_test(&parked);
+        })
+        .expect("spawn");
+    let _ = ready.recv();
+    std::thread::sleep(Duration::from_millis(20));
+    stop
+}
+
+#[inline(never)]
+fn wait_in_known_function_for_goroutine_test(stop: &std::sync::mpsc::Receiver<()>) {
+    let _ = stop.recv_timeout(Duration::from_secs(120));
+}
+
+/// A sample's leaf function, its string labels and its first value.
+type Leaf = (String, Vec<(String, String)>, i64);
+
+/// The leaf function of each sample, with the sample's string labels.
+fn leaf_functions(p: &pprof_tests::Profile) -> Vec<Leaf> {
+    p.sample
+        .iter()
+        .map(|s| {
+            let leaf = p
+                .location
+                .iter()
+                .find(|l| Some(&l.id) == s.location_id.first())
+                .and_then(|l| l.line.first())
+                .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
+                .map(|f| string(p, f.name).to_owned())
+                .unwrap_or_default();
+            let labels = s
+                .label
+                .iter()
+                .filter(|l| l.str != 0)
+                .map(|l| (string(p, l.key).to_owned(), string(p, l.str).to_owned()))
+                .collect();
+            (leaf, labels, s.value[0])
+        })
+        .collect()
+}
+
+#[test]
+fn goroutine_and_threadcreate_are_go_shaped() {
+    let stop = park_a_thread();
+    for (adapter, addr) in servers() {
+        let r = get(addr, "/debug/pprof/goroutine");
+        assert_profile_headers(&r, "goroutine", &format!("{adapter:?} goroutine"));
+        let p = r.profile();
+        assert_eq!(sample_types(&p), ["goroutine/count"]);
+        let period_type = p.period_type.clone().unwrap_or_default();
+        assert_eq!(
+            (
+                string(&p, period_type.ty),
+                string(&p, period_type.unit),
+                p.period
+            ),
+            ("goroutine", "count", 1)
+        );
+        assert!(p.mapping[0].has_functions);
+        let leaves = leaf_functions(&p);
+        // The parked thread, under its name, with the function it waits in on
+        // top (the channel and futex machinery above it is trimmed).
+        let parked = leaves
+            .iter()
+            .find(|(_, labels, _)| labels.contains(&("thread".to_owned(), "conf-park".to_owned())))
+            .unwrap_or_else(|| panic!("{adapter:?}: parked thread missing: {leaves:?}"));
+        assert_eq!(
+            parked.0, "conformance::wait_in_known_function_for_goroutine_test",
+            "{adapter:?}"
+        );
+        assert!(
+            parked
+                .1
+                .contains(&("state".to_owned(), "sleeping".to_owned())),
+            "{parked:?}"
+        );
+        // Every thread of the process is counted once.
+        let total: i64 = leaves.iter().map(|(_, _, n)| n).sum();
+        let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count()) as i64;
+        assert!(
+            (total - threads).abs() <= 3,
+            "{adapter:?}: {total} samples for {threads} threads"
+        );
+
+        let r = get(addr, "/debug/pprof/threadcreate");
+        assert_profile_headers(&r, "threadcreate", &format!("{adapter:?} threadcreate"));
+        let p = r.profile();
+        assert_eq!(sample_types(&p), ["threadcreate/count"]);
+        let created = leaf_functions(&p);
+        let parked = created
+            .iter()
+            .find(|(_, labels, _)| labels.contains(&("thread".to_owned(), "conf-park".to_owned())))
+            .unwrap_or_else(|| panic!("{adapter:?}: parked thread missing: {created:?}"));
+        // Cut to where the thread began: the closure passed to spawn.
+        assert_eq!(parked.0, "conformance::park_a_thread::{{closure}}");
+    }
+    drop(stop);
+}
+
+#[test]
+fn goroutine_text_forms_and_delta() {
+    let stop = park_a_thread();
+    for (adapter, addr) in servers() {
+        let r = get(addr, "/debug/pprof/goroutine?debug=1");
+        assert_eq!(r.status, 200, "{adapter:?}");
+        assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        let text = r.text();
+        assert!(text.starts_with("goroutine profile: total "), "{text}");
+        assert!(
+            text.contains("# labels: {\"thread\":\"conf-park\", \"state\":\"sleeping\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\tconformance::wait_in_known_function_for_goroutine_test\t"),
+            "{text}"
+        );
+
+        let text = get(addr, "/debug/pprof/goroutine?debug=2").text();
+        let block = text
+            .split("\n\n")
+            .find(|b| b.contains("\"conf-park\" [sleeping"))
+            .unwrap_or_else(|| panic!("{adapter:?}: no block for the parked thread: {text}"));
+        assert!(block.starts_with("thread "), "{block}");
+        assert!(
+            block.contains("\nconformance::wait_in_known_function_for_goroutine_test\n\t"),
+            "{block}"
+        );
+        assert!(block.contains("tests/tests/conformance.rs:"), "{block}");
+
+        let text = get(addr, "/debug/pprof/threadcreate?debug=1").text();
+        assert!(text.starts_with("threadcreate profile: total "), "{text}");
+
+        let r = get(addr, "/debug/pprof/goroutine?seconds=1");
+        assert_profile_headers(&r, "goroutine-delta", "goroutine delta");
+        assert!(r.profile().duration_nanos >= 1_000_000_000);
+        let index = get(addr, "/debug/pprof/").text();
+        assert!(
+            index.contains("<a href='goroutine?debug=2'>full goroutine stack dump</a>"),
+            "{index}"
+        );
+        let threads_row = index
+            .lines()
+            .find(|l| l.contains("href='goroutine?debug=1'"))
+            .unwrap_or_default();
+        assert!(!threads_row.starts_with("<tr><td>0<"), "{threads_row}");
+    }
+    drop(stop);
 }
 
 /// Hold a profiled lock for 200 ms while this thread waits for it: one
@@ -610,19 +778,10 @@ fn wait_for_the_den(den: &pprof_core::sync::Mutex<()>) {
 
 /// The leaf function's name of every sample, with the sample's values.
 fn leaves(p: &pprof_tests::Profile) -> Vec<(String, Vec<i64>)> {
-    p.sample
-        .iter()
-        .map(|s| {
-            let leaf = p
-                .location
-                .iter()
-                .find(|l| Some(&l.id) == s.location_id.first())
-                .and_then(|l| l.line.first())
-                .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
-                .map(|f| string(p, f.name).to_owned())
-                .unwrap_or_default();
-            (leaf, s.value.clone())
-        })
+    leaf_functions(p)
+        .into_iter()
+        .zip(&p.sample)
+        .map(|((leaf, ..), s)| (leaf, s.value.clone()))
         .collect()
 }
 

@@ -135,6 +135,43 @@ fn delta_profiles_read_in_go_tool_pprof() {
 }
 
 #[test]
+fn goroutine_profile_puts_wolf_drink_on_top() {
+    let addr = practice();
+    let Some(top) = go_tool_pprof(&["-top", &url(addr, "goroutine")]) else {
+        return;
+    };
+    assert!(top.contains("Type: goroutine"), "{top}");
+    assert_eq!(
+        top_function(&top).as_deref(),
+        Some("practice::Wolf::drink::{{closure}}"),
+        "{top}"
+    );
+    // The wolf's threads are labelled with their name; -traces shows it.
+    let traces = go_tool_pprof(&["-traces", &url(addr, "goroutine")]).unwrap_or_default();
+    let wolf = traces
+        .split("-----------+")
+        .find(|t| t.lines().any(|l| l.trim() == "thread:  wolf"))
+        .unwrap_or_else(|| panic!("no trace labelled thread wolf: {traces}"));
+    assert!(
+        wolf.lines().any(|l| l.trim() == "state:  sleeping"),
+        "{wolf}"
+    );
+    assert!(
+        wolf.contains("practice::Wolf::drink::{{closure}}"),
+        "{wolf}"
+    );
+
+    // threadcreate: the closure given to spawn, named after Wolf::drink.
+    let created = go_tool_pprof(&["-top", &url(addr, "threadcreate")]).unwrap_or_default();
+    assert!(created.contains("Type: threadcreate"), "{created}");
+    assert_eq!(
+        top_function(&created).as_deref(),
+        Some("practice::Wolf::drink::{{closure}}"),
+        "{created}"
+    );
+}
+
+#[test]
 fn mutex_profile_puts_wolf_howl_on_top() {
     let addr = practice();
     let Some(top) = go_tool_pprof(&["-top", &url(addr, "mutex")]) else {

@@ -169,6 +169,7 @@ pub(crate) fn is_wait_frame(frame: &Frame) -> bool {
         "core::",
         "alloc::",
         "parking_lot",
+        "tokio::loom::",
         "backtrace::",
         "pprof_core::threads::",
         "pprof_core::goroutine::",

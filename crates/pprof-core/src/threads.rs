@@ -169,12 +169,50 @@ fn gettid() -> i32 {
 ///
 /// Blocking: call it from a blocking thread.
 pub(crate) fn dump(signal: i32, timeout: Duration) -> Result<Vec<ThreadStack>, Error> {
+    let me = gettid();
+    let tids: Vec<i32> = thread_ids().into_iter().filter(|t| *t != me).collect();
+    let captured = capture_threads(&tids, signal, timeout)?;
+    let mut stacks = Vec::with_capacity(captured.len() + 1);
+    stacks.push(own_stack(me));
+    for (tid, pcs) in captured {
+        let (name, state, wait_channel) = describe(tid);
+        if name.is_empty() && state == "unknown" {
+            continue; // exited during the dump
+        }
+        stacks.push(ThreadStack {
+            tid,
+            name,
+            state,
+            wait_channel,
+            pcs,
+        });
+    }
+    Ok(stacks)
+}
+
+/// The stack of one thread of this process (lookup addresses, leaf first),
+/// or `None` if it did not answer within `timeout`. For watchdogs that
+/// sample a thread caught doing something; blocking.
+#[allow(
+    dead_code,
+    reason = "the poll watchdog of the block profile samples one worker"
+)]
+pub(crate) fn capture(tid: i32, signal: i32, timeout: Duration) -> Result<Option<Vec<u64>>, Error> {
+    Ok(capture_threads(&[tid], signal, timeout)?
+        .pop()
+        .and_then(|(_, pcs)| pcs))
+}
+
+/// A thread id and its stack, if it answered.
+type Captured = (i32, Option<Vec<u64>>);
+
+/// Signal each of `tids` (other threads of this process) and collect what
+/// their handlers recorded: `(tid, stack or None)`, in `tids`' order.
+fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<Captured>, Error> {
     let mut dumper = DUMPER
         .lock()
         .map_err(|_| Error::Profiler("thread dump state poisoned".to_owned()))?;
     install(&mut dumper, signal)?;
-    let me = gettid();
-    let tids: Vec<i32> = thread_ids().into_iter().filter(|t| *t != me).collect();
     let pool = pool_for(&mut dumper, tids.len());
 
     // Assign a slot per thread, skipping slots a late handler may still be
@@ -184,7 +222,7 @@ pub(crate) fn dump(signal: i32, timeout: Duration) -> Result<Vec<ThreadStack>, E
         .slots
         .iter()
         .filter(|s| s.state.load(Ordering::Acquire) != WRITING);
-    for &tid in &tids {
+    for &tid in tids {
         if blocks(tid, signal) {
             assigned.push((tid, None));
             continue;
@@ -222,24 +260,10 @@ pub(crate) fn dump(signal: i32, timeout: Duration) -> Result<Vec<ThreadStack>, E
     while pending(&assigned) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(100));
     }
-
-    let mut stacks = Vec::with_capacity(assigned.len() + 1);
-    stacks.push(own_stack(me));
-    for (tid, slot) in assigned {
-        let pcs = slot.and_then(|s| collect(s, deadline + timeout));
-        let (name, state, wait_channel) = describe(tid);
-        if name.is_empty() && state == "unknown" {
-            continue; // exited during the dump
-        }
-        stacks.push(ThreadStack {
-            tid,
-            name,
-            state,
-            wait_channel,
-            pcs,
-        });
-    }
-    Ok(stacks)
+    Ok(assigned
+        .into_iter()
+        .map(|(tid, slot)| (tid, slot.and_then(|s| collect(s, deadline + timeout))))
+        .collect())
 }
 
 /// The stack a slot holds, or `None` (and the slot abandoned) if its thread
@@ -486,5 +510,42 @@ mod tests {
         );
         let _ = tx.send(());
         parked.join().expect("join");
+    }
+
+    #[test]
+    fn a_thread_blocking_the_signal_is_listed_without_a_stack_and_the_dump_completes() {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let blocker = std::thread::Builder::new()
+            .name("blocks-signal".to_owned())
+            .spawn(move || {
+                #[allow(unsafe_code)]
+                // SAFETY: a zeroed sigset_t is filled by sigemptyset/sigaddset;
+                // pthread_sigmask changes only this thread's mask.
+                unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGURG);
+                    libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                }
+                let _ = ready_tx.send(gettid());
+                let _ = stop_rx.recv_timeout(Duration::from_secs(30));
+            })
+            .expect("spawn");
+        let tid = ready_rx.recv().expect("blocker started");
+        let stacks = dump(libc::SIGURG, Duration::from_millis(200)).expect("dump");
+        let blocked = stacks.iter().find(|t| t.tid == tid).expect("listed");
+        assert_eq!(blocked.name, "blocks-signal");
+        assert!(blocked.pcs.is_none());
+        assert!(
+            stacks.iter().filter(|t| t.pcs.is_some()).count() >= 2,
+            "the other threads answered"
+        );
+        assert_eq!(
+            capture(tid, libc::SIGURG, Duration::from_millis(50)).expect("capture"),
+            None
+        );
+        let _ = stop_tx.send(());
+        blocker.join().expect("join");
     }
 }
