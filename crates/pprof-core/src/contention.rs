@@ -199,7 +199,6 @@ pub(crate) fn record_block(waited: Duration) {
 
 /// Record a blocking event with a stack captured elsewhere (a worker's stack
 /// taken by the poll watchdog); `pcs` are lookup addresses, leaf first.
-#[allow(dead_code)] // used by poll watching, next
 pub(crate) fn record_block_stack(pcs: &[u64], waited: Duration) {
     if let Some((count, delay)) = block_sample(waited, block_profile_rate(), random_unit) {
         table(Kind::Block).add(&pcs[..pcs.len().min(MAX_DEPTH)], count, delay);

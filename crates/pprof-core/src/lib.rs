@@ -16,8 +16,13 @@ mod symbolize;
 pub mod sync;
 mod text;
 mod threads;
+mod watch;
 
 pub use config::Config;
 pub use error::Error;
 pub use handler::{BoxError, Pprof, ResponseBody};
 pub use service::{PprofLayer, PprofService};
+pub use watch::{
+    DEFAULT_SLOW_POLL_THRESHOLD, WatchPolls, WatchPollsLayer, WatchPollsService,
+    set_poll_watch_signal, set_slow_poll_threshold, watch_polls,
+};
