@@ -1,0 +1,244 @@
+//! `bench-locks [--quick]`: the cost of `pprof_core::sync` locks next to
+//! `std::sync::Mutex` and `parking_lot::Mutex`, and of a watched poll.
+//! Prints markdown tables (medians over rounds). Not a test: nothing is
+//! asserted. Run it in release (`cargo xtask bench` does).
+//!
+//! - uncontended: one thread locks, increments and unlocks, N times;
+//! - contended: T threads do the same on one lock (optionally spinning
+//!   inside and outside the critical section), wall time per operation;
+//! - polls: a task polled N times (`yield_now`), with and without
+//!   `pprof_core::watch_polls`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A lock the benchmark can use: run `f` on the value under the lock.
+trait Lock: Send + Sync + 'static {
+    fn with(&self, f: impl FnOnce(&mut u64));
+}
+
+impl Lock for std::sync::Mutex<u64> {
+    #[inline]
+    fn with(&self, f: impl FnOnce(&mut u64)) {
+        f(&mut self
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
+impl Lock for parking_lot::Mutex<u64> {
+    #[inline]
+    fn with(&self, f: impl FnOnce(&mut u64)) {
+        f(&mut self.lock());
+    }
+}
+
+impl Lock for pprof_core::sync::Mutex<u64> {
+    #[inline]
+    fn with(&self, f: impl FnOnce(&mut u64)) {
+        f(&mut self
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
+/// Profile settings of a pprof_core run: (label, mutex fraction, block rate ns).
+const SETTINGS: &[(&str, u64, u64)] = &[
+    ("pprof_core, profiles off", 0, 0),
+    (
+        "pprof_core, defaults (fraction 1, block rate 10 µs)",
+        pprof_core::sync::DEFAULT_MUTEX_PROFILE_FRACTION,
+        pprof_core::sync::DEFAULT_BLOCK_PROFILE_RATE,
+    ),
+    (
+        "pprof_core, every event (fraction 1, block rate 1 ns)",
+        1,
+        1,
+    ),
+    ("pprof_core, fraction 100, block rate 1 ms", 100, 1_000_000),
+];
+
+fn spin(iterations: u32) {
+    for i in 0..iterations {
+        black_box(i);
+    }
+}
+
+/// Nanoseconds per lock+unlock, one thread.
+fn uncontended<L: Lock>(lock: &L, n: u64) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        lock.with(|v| *v += 1);
+    }
+    black_box(lock);
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// Wall nanoseconds per operation with `threads` threads on one lock.
+fn contended<L: Lock>(
+    lock: Arc<L>,
+    threads: usize,
+    per_thread: u64,
+    inside: u32,
+    outside: u32,
+) -> f64 {
+    let barrier = Arc::new(std::sync::Barrier::new(threads + 1));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (lock, barrier) = (lock.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..per_thread {
+                    lock.with(|v| {
+                        *v += 1;
+                        spin(inside);
+                    });
+                    spin(outside);
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for w in workers {
+        let _ = w.join();
+    }
+    start.elapsed().as_nanos() as f64 / (threads as u64 * per_thread) as f64
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn rounds<F: FnMut() -> f64>(n: usize, mut f: F) -> f64 {
+    median((0..n).map(|_| f()).collect())
+}
+
+/// Each lock kind measured by `measure`, one table row per kind.
+fn table(title: &str, rounds_n: usize, measure: &dyn Fn(&dyn Fn() -> Kind) -> f64) {
+    println!("\n### {title}\n");
+    println!("| lock | ns per operation (median of {rounds_n}) | vs std |");
+    println!("|---|---|---|");
+    let std_ns = measure(&|| Kind::Std);
+    println!("| std::sync::Mutex | {std_ns:.1} | 1.00 |");
+    let pl = measure(&|| Kind::ParkingLot);
+    println!("| parking_lot::Mutex | {pl:.1} | {:.2} |", pl / std_ns);
+    for (label, fraction, rate) in SETTINGS {
+        pprof_core::sync::set_mutex_profile_fraction(*fraction);
+        pprof_core::sync::set_block_profile_rate(*rate);
+        let ours = measure(&|| Kind::Ours);
+        println!("| {label} | {ours:.1} | {:.2} |", ours / std_ns);
+    }
+    pprof_core::sync::set_mutex_profile_fraction(pprof_core::sync::DEFAULT_MUTEX_PROFILE_FRACTION);
+    pprof_core::sync::set_block_profile_rate(pprof_core::sync::DEFAULT_BLOCK_PROFILE_RATE);
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Std,
+    ParkingLot,
+    Ours,
+}
+
+fn run_uncontended(kind: Kind, n: u64) -> f64 {
+    match kind {
+        Kind::Std => uncontended(&std::sync::Mutex::new(0), n),
+        Kind::ParkingLot => uncontended(&parking_lot::Mutex::new(0), n),
+        Kind::Ours => uncontended(&pprof_core::sync::Mutex::new(0), n),
+    }
+}
+
+fn run_contended(kind: Kind, threads: usize, n: u64, inside: u32, outside: u32) -> f64 {
+    match kind {
+        Kind::Std => contended(
+            Arc::new(std::sync::Mutex::new(0)),
+            threads,
+            n,
+            inside,
+            outside,
+        ),
+        Kind::ParkingLot => contended(
+            Arc::new(parking_lot::Mutex::new(0)),
+            threads,
+            n,
+            inside,
+            outside,
+        ),
+        Kind::Ours => contended(
+            Arc::new(pprof_core::sync::Mutex::new(0)),
+            threads,
+            n,
+            inside,
+            outside,
+        ),
+    }
+}
+
+/// Nanoseconds per poll of a task that yields `n` times, on a
+/// current-thread runtime.
+fn polls(n: u32, watched: bool) -> f64 {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+        return f64::NAN;
+    };
+    let task = async move {
+        for _ in 0..n {
+            tokio::task::yield_now().await;
+        }
+    };
+    let start = Instant::now();
+    if watched {
+        runtime.block_on(pprof_core::watch_polls(task));
+    } else {
+        runtime.block_on(task);
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (r, n, m) = if quick {
+        (1, 1_000_000, 20_000)
+    } else {
+        (5, 20_000_000, 500_000)
+    };
+    println!(
+        "## bench-locks{}\n\n{} threads available; release build; medians of {r} rounds.",
+        if quick { " --quick" } else { "" },
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    table(
+        &format!("Uncontended: one thread, lock + increment + unlock, {n} times"),
+        r,
+        &|kind| rounds(r, || run_uncontended(kind(), n)),
+    );
+    table(
+        &format!("Contended, short critical section: 2 threads × {m} increments"),
+        r,
+        &|kind| rounds(r, || run_contended(kind(), 2, m, 0, 0)),
+    );
+    table(
+        &format!(
+            "Contended, 4 threads × {} increments, ~200 ns of work inside and outside the lock",
+            m / 4
+        ),
+        r,
+        &|kind| rounds(r, || run_contended(kind(), 4, m / 4, 200, 200)),
+    );
+
+    let n_polls = if quick { 100_000 } else { 5_000_000 };
+    println!(
+        "\n### Poll watching: one task polled {n_polls} times (yield_now), current-thread runtime\n"
+    );
+    println!("| future | ns per poll (median of {r}) |");
+    println!("|---|---|");
+    let plain = rounds(r, || polls(n_polls, false));
+    let watched = rounds(r, || polls(n_polls, true));
+    println!("| plain | {plain:.1} |");
+    println!(
+        "| pprof_core::watch_polls | {watched:.1} (+{:.1}) |",
+        watched - plain
+    );
+}
