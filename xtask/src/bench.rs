@@ -153,6 +153,7 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
     )?;
 
     endpoint_costs(&server, quick)?;
+    thread_dumps(&server, quick)?;
     accuracy(&server, plan.accuracy_seconds)
 }
 
@@ -451,7 +452,6 @@ fn endpoint_costs(server: &str, quick: bool) -> Result<(), String> {
         "| CPU profile report building (1 s profile, time past 1 s) | {:.1} ms |",
         millis(one).max(1000.0) - 1000.0
     );
-    println!("| goroutine dump | not served yet (goroutine issue) |");
     println!("| RSS at start | {start_rss:.1} MiB |");
     println!("| RSS after 6 heap requests | {after_heap:.1} MiB |");
     println!("| RSS after the first CPU profile | {after_one:.1} MiB |");
@@ -466,6 +466,43 @@ fn endpoint_costs(server: &str, quick: bool) -> Result<(), String> {
         idle - start_rss
     );
     println!("| symbolization cache entries (addresses) | {cached} |");
+    Ok(())
+}
+
+/// `/goroutine` with 10, 100 and 500 extra threads alive, in process.
+fn thread_dumps(server: &str, quick: bool) -> Result<(), String> {
+    let rounds = if quick { "3" } else { "20" };
+    let out = Command::new(server)
+        .args(["threads", "--counts", "10,100,500", "--rounds", rounds])
+        .output()
+        .map_err(|e| format!("{server}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "thread dump run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |key: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("threads.{key}=")))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    println!(
+        "\n| goroutine dump ({rounds} rounds) | proto median / max | debug=2 median / max | first (cold) |"
+    );
+    println!("|---|---|---|---|");
+    for count in [10, 100, 500] {
+        println!(
+            "| {count} extra threads | {} / {} ms | {} / {} ms | {} ms |",
+            value(format!("{count}.proto_median_ms")),
+            value(format!("{count}.proto_max_ms")),
+            value(format!("{count}.debug2_median_ms")),
+            value(format!("{count}.debug2_max_ms")),
+            value(format!("{count}.cold_ms")),
+        );
+    }
     Ok(())
 }
 

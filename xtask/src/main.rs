@@ -15,7 +15,7 @@ const USAGE: &str =
   --no-lint  skip fmt and clippy (quicker local runs)
   bench      release builds, wrk load on loopback: the cost of being profiled, next to Go
   --quick    every bench case, briefly
-  practice   start the practice zoo on 127.0.0.1:6060 and run go tool pprof -top
+  practice   start the practice zoo on 127.0.0.1:6060 and run go tool pprof -top on each profile
              on its CPU (10 s), heap and allocs profiles";
 
 fn main() -> ExitCode {
@@ -74,7 +74,7 @@ fn practice() -> ExitCode {
     }
     // Let the animals live a few rounds first.
     std::thread::sleep(Duration::from_secs(5));
-    let steps: [(&str, &[&str]); 3] = [
+    let steps: [(&str, &[&str]); 4] = [
         (
             "CPU: who burns it?",
             &[
@@ -93,6 +93,10 @@ fn practice() -> ExitCode {
                 "-top",
                 "http://127.0.0.1:6060/debug/pprof/allocs",
             ],
+        ),
+        (
+            "Threads: who leaks them?",
+            &["-top", "http://127.0.0.1:6060/debug/pprof/goroutine"],
         ),
     ];
     let mut ok = true;

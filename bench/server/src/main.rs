@@ -3,6 +3,7 @@
 //! ```text
 //! bench-server serve --framework axum|actix|warp [--pprof] [--addr HOST:PORT]
 //! bench-server accuracy [--seconds N]
+//! bench-server threads [--counts 10,100,500] [--rounds N]
 //! ```
 //!
 //! `serve`: `/` answers `hello`, `/alloc` allocates about 100 KiB in small
@@ -14,6 +15,10 @@
 //! `accuracy`: two threads burn CPU in a 3:1 ratio while a CPU profile runs
 //! in process; prints the profile's shares and total next to what the
 //! kernel accounted.
+//!
+//! `threads`: for each count, that many extra threads wait on a channel
+//! while `/goroutine` (proto) and `/goroutine?debug=2` are requested
+//! through the handler in process; prints the median and slowest time.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -28,9 +33,10 @@ fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("serve") => serve(),
         Some("accuracy") => accuracy(),
+        Some("threads") => threads(),
         _ => {
             eprintln!(
-                "usage: bench-server serve --framework axum|actix|warp [--pprof] [--addr A] | accuracy [--seconds N]"
+                "usage: bench-server serve --framework axum|actix|warp [--pprof] [--addr A] | accuracy [--seconds N] | threads [--counts 10,100,500] [--rounds N]"
             );
             std::process::exit(2);
         }
@@ -285,4 +291,66 @@ fn accuracy() {
         "accuracy.kernel_process_s={:.2}",
         process_after - process_before
     );
+}
+
+/// Time goroutine dumps with `count` extra threads alive.
+fn threads() {
+    let counts: Vec<usize> = flag("--counts")
+        .unwrap_or_else(|| "10,100,500".to_owned())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let rounds: usize = flag("--rounds").and_then(|r| r.parse().ok()).unwrap_or(20);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("bench-server: runtime: {e}");
+            std::process::exit(1);
+        });
+    let pprof = pprof_core::Pprof::new(pprof_core::Config::default());
+    let time = |target: &str| {
+        let request = http::Request::get(target)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap_or_default();
+        let started = Instant::now();
+        let response = runtime.block_on(pprof.handle(request));
+        let elapsed = started.elapsed();
+        if response.status() != 200 {
+            eprintln!("bench-server: {target} answered {}", response.status());
+            std::process::exit(1);
+        }
+        elapsed.as_secs_f64() * 1000.0
+    };
+    for count in counts {
+        let (stop, parked) = std::sync::mpsc::channel::<()>();
+        let parked = std::sync::Arc::new(std::sync::Mutex::new(parked));
+        let waiting: Vec<_> = (0..count)
+            .map(|_| {
+                let parked = parked.clone();
+                std::thread::spawn(move || {
+                    let _unused = parked.lock().map(|rx| rx.recv());
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let cold = time("/debug/pprof/goroutine");
+        for (name, target) in [
+            ("proto", "/debug/pprof/goroutine"),
+            ("debug2", "/debug/pprof/goroutine?debug=2"),
+        ] {
+            let mut ms: Vec<f64> = (0..rounds).map(|_| time(target)).collect();
+            ms.sort_by(f64::total_cmp);
+            let median = ms.get(ms.len() / 2).copied().unwrap_or_default();
+            let slowest = ms.last().copied().unwrap_or_default();
+            println!("threads.{count}.{name}_median_ms={median:.2}");
+            println!("threads.{count}.{name}_max_ms={slowest:.2}");
+        }
+        println!("threads.{count}.cold_ms={cold:.2}");
+        drop(stop);
+        for t in waiting {
+            let _ = t.join();
+        }
+    }
 }
