@@ -752,6 +752,7 @@ fn goroutine_text_forms_and_delta() {
 /// Hold a profiled lock for 200 ms while this thread waits for it: one
 /// contention charged to `hold_the_den` (mutex) and to `wait_for_the_den` (block).
 fn contend_once() {
+    pprof_core::sync::set_mutex_profile_fraction(1);
     static DEN: pprof_core::sync::Mutex<()> = pprof_core::sync::Mutex::new(());
     let held = std::sync::Arc::new(std::sync::Barrier::new(2));
     let holder = {

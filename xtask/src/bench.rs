@@ -152,9 +152,61 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
         false,
     )?;
 
+    // Poll watching on every request future (axum), hello handler: the
+    // per-poll bookkeeping on a busy service.
+    let plain = || Server::start(&server, &["serve", "--framework", "axum"], 7107, false);
+    let watched = || {
+        Server::start(
+            &server,
+            &["serve", "--framework", "axum", "--watch-polls"],
+            7108,
+            false,
+        )
+    };
+    compare(
+        &plan,
+        "poll watching on every request (axum)",
+        &Side {
+            label: "not watched",
+            start: &plain,
+            path: "/",
+            profiling: false,
+        },
+        &Side {
+            label: "WatchPollsLayer",
+            start: &watched,
+            path: "/",
+            profiling: false,
+        },
+        false,
+    )?;
+
     endpoint_costs(&server, quick)?;
     thread_dumps(&server, quick)?;
-    accuracy(&server, plan.accuracy_seconds)
+    accuracy(&server, plan.accuracy_seconds)?;
+    locks(&target, quick)
+}
+
+/// pprof_core::sync next to std and parking_lot, and a watched poll's cost:
+/// the in-process microbenchmarks of `bench/locks`.
+fn locks(target: &str, quick: bool) -> Result<(), String> {
+    let status = super::cargo()
+        .args(["build", "--release", "-p", "bench-locks"])
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !status.success() {
+        return Err("building bench-locks failed".into());
+    }
+    let mut run = Command::new(format!("{target}/release/bench-locks"));
+    if quick {
+        run.arg("--quick");
+    }
+    let status = run.status().map_err(|e| format!("bench-locks: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("bench-locks failed".into())
+    }
 }
 
 fn require(tool: &str, args: &[&str], install: &str) -> Result<(), String> {

@@ -74,7 +74,7 @@ fn practice() -> ExitCode {
     }
     // Let the animals live a few rounds first.
     std::thread::sleep(Duration::from_secs(5));
-    let steps: [(&str, &[&str]); 4] = [
+    let steps: [(&str, &[&str]); 6] = [
         (
             "CPU: who burns it?",
             &[
@@ -97,6 +97,14 @@ fn practice() -> ExitCode {
         (
             "Threads: who leaks them?",
             &["-top", "http://127.0.0.1:6060/debug/pprof/goroutine"],
+        ),
+        (
+            "Locks: who holds them while others wait?",
+            &["-top", "http://127.0.0.1:6060/debug/pprof/mutex"],
+        ),
+        (
+            "Blocking: who waits?",
+            &["-top", "http://127.0.0.1:6060/debug/pprof/block"],
         ),
     ];
     let mut ok = true;

@@ -45,18 +45,20 @@ impl Lock for pprof_core::sync::Mutex<u64> {
 
 /// Profile settings of a pprof_core run: (label, mutex fraction, block rate ns).
 const SETTINGS: &[(&str, u64, u64)] = &[
-    ("pprof_core, profiles off", 0, 0),
+    ("pprof_core, both off", 0, 0),
     (
-        "pprof_core, defaults (fraction 1, block rate 10 µs)",
-        pprof_core::sync::DEFAULT_MUTEX_PROFILE_FRACTION,
-        pprof_core::sync::DEFAULT_BLOCK_PROFILE_RATE,
+        "pprof_core, defaults (mutex off, block rate 10 µs)",
+        0,
+        10_000,
     ),
+    ("pprof_core, mutex fraction 10, block off", 10, 0),
+    ("pprof_core, mutex fraction 1, block off", 1, 0),
+    ("pprof_core, mutex off, block rate 1 ns (every wait)", 0, 1),
     (
-        "pprof_core, every event (fraction 1, block rate 1 ns)",
+        "pprof_core, mutex fraction 1, block rate 1 ns (everything)",
         1,
         1,
     ),
-    ("pprof_core, fraction 100, block rate 1 ms", 100, 1_000_000),
 ];
 
 fn spin(iterations: u32) {
@@ -112,27 +114,38 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn rounds<F: FnMut() -> f64>(n: usize, mut f: F) -> f64 {
-    median((0..n).map(|_| f()).collect())
-}
-
-/// Each lock kind measured by `measure`, one table row per kind.
-fn table(title: &str, rounds_n: usize, measure: &dyn Fn(&dyn Fn() -> Kind) -> f64) {
-    println!("\n### {title}\n");
-    println!("| lock | ns per operation (median of {rounds_n}) | vs std |");
-    println!("|---|---|---|");
-    let std_ns = measure(&|| Kind::Std);
-    println!("| std::sync::Mutex | {std_ns:.1} | 1.00 |");
-    let pl = measure(&|| Kind::ParkingLot);
-    println!("| parking_lot::Mutex | {pl:.1} | {:.2} |", pl / std_ns);
-    for (label, fraction, rate) in SETTINGS {
-        pprof_core::sync::set_mutex_profile_fraction(*fraction);
-        pprof_core::sync::set_block_profile_rate(*rate);
-        let ours = measure(&|| Kind::Ours);
-        println!("| {label} | {ours:.1} | {:.2} |", ours / std_ns);
+/// Every lock kind and setting measured by `measure`, interleaved: each
+/// round runs all of them once, so drift on a shared machine spreads over
+/// all rows. One row per kind, the median over rounds.
+fn table(title: &str, rounds: usize, measure: &dyn Fn(Kind) -> f64) {
+    let mut rows: Vec<(String, Vec<f64>)> = Vec::new();
+    for _ in 0..rounds {
+        let mut i = 0;
+        let mut push = |label: &str, value: f64| {
+            if rows.len() <= i {
+                rows.push((label.to_owned(), Vec::new()));
+            }
+            rows[i].1.push(value);
+            i += 1;
+        };
+        push("std::sync::Mutex", measure(Kind::Std));
+        push("parking_lot::Mutex", measure(Kind::ParkingLot));
+        for (label, fraction, rate) in SETTINGS {
+            pprof_core::sync::set_mutex_profile_fraction(*fraction);
+            pprof_core::sync::set_block_profile_rate(*rate);
+            push(label, measure(Kind::Ours));
+        }
     }
     pprof_core::sync::set_mutex_profile_fraction(pprof_core::sync::DEFAULT_MUTEX_PROFILE_FRACTION);
     pprof_core::sync::set_block_profile_rate(pprof_core::sync::DEFAULT_BLOCK_PROFILE_RATE);
+    println!("\n### {title}\n");
+    println!("| lock | ns per operation (median of {rounds}) | vs std |");
+    println!("|---|---|---|");
+    let std_ns = median(rows[0].1.clone());
+    for (label, values) in rows {
+        let m = median(values);
+        println!("| {label} | {m:.1} | {:.2} |", m / std_ns);
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -212,12 +225,12 @@ fn main() {
     table(
         &format!("Uncontended: one thread, lock + increment + unlock, {n} times"),
         r,
-        &|kind| rounds(r, || run_uncontended(kind(), n)),
+        &|kind| run_uncontended(kind, n),
     );
     table(
         &format!("Contended, short critical section: 2 threads × {m} increments"),
         r,
-        &|kind| rounds(r, || run_contended(kind(), 2, m, 0, 0)),
+        &|kind| run_contended(kind, 2, m, 0, 0),
     );
     table(
         &format!(
@@ -225,7 +238,15 @@ fn main() {
             m / 4
         ),
         r,
-        &|kind| rounds(r, || run_contended(kind(), 4, m / 4, 200, 200)),
+        &|kind| run_contended(kind, 4, m / 4, 200, 200),
+    );
+    table(
+        &format!(
+            "Contended, long critical section: 2 threads × {} increments, ~5 µs of work inside, ~5 µs outside",
+            m / 50
+        ),
+        r,
+        &|kind| run_contended(kind, 2, m / 50, 5_000, 5_000),
     );
 
     let n_polls = if quick { 100_000 } else { 5_000_000 };
@@ -234,8 +255,12 @@ fn main() {
     );
     println!("| future | ns per poll (median of {r}) |");
     println!("|---|---|");
-    let plain = rounds(r, || polls(n_polls, false));
-    let watched = rounds(r, || polls(n_polls, true));
+    let (mut plain, mut watched) = (Vec::new(), Vec::new());
+    for _ in 0..r {
+        plain.push(polls(n_polls, false));
+        watched.push(polls(n_polls, true));
+    }
+    let (plain, watched) = (median(plain), median(watched));
     println!("| plain | {plain:.1} |");
     println!(
         "| pprof_core::watch_polls | {watched:.1} (+{:.1}) |",

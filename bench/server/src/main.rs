@@ -1,13 +1,15 @@
 //! What `cargo xtask bench` measures.
 //!
 //! ```text
-//! bench-server serve --framework axum|actix|warp [--pprof] [--addr HOST:PORT]
+//! bench-server serve --framework axum|actix|warp [--pprof] [--watch-polls] [--addr HOST:PORT]
 //! bench-server accuracy [--seconds N]
 //! bench-server threads [--counts 10,100,500] [--rounds N]
 //! ```
 //!
 //! `serve`: `/` answers `hello`, `/alloc` allocates about 100 KiB in small
-//! and large pieces per request; `--pprof` mounts the pprof routes.
+//! and large pieces per request; `--pprof` mounts the pprof routes;
+//! `--watch-polls` (axum) watches every request future's polls
+//! (`pprof_core::WatchPollsLayer`).
 //! jemalloc is the allocator in every run; its heap profiler follows
 //! `_RJEM_MALLOC_CONF` (`prof:false` turns it off), so "routes mounted" and
 //! "heap profiling on" are measured separately.
@@ -102,6 +104,9 @@ async fn serve_axum(listener: tokio::net::TcpListener, with_pprof: bool) {
         .route("/alloc", get(|| async { allocation_heavy() }));
     if with_pprof {
         app = app.merge(pprof_axum::routes());
+    }
+    if std::env::args().any(|a| a == "--watch-polls") {
+        app = app.layer(pprof_core::WatchPollsLayer::new());
     }
     let _ = axum::serve(listener, app).await;
 }

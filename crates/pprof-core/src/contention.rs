@@ -36,8 +36,9 @@ pub(crate) enum Kind {
     Block,
 }
 
-/// Default mutex profile fraction: every contention event is recorded.
-pub const DEFAULT_MUTEX_PROFILE_FRACTION: u64 = 1;
+/// Default mutex profile fraction: off, as in Go (see `docs/LOCKS.md` for
+/// what turning it on costs).
+pub const DEFAULT_MUTEX_PROFILE_FRACTION: u64 = 0;
 /// Default block profile rate in nanoseconds: every blocking event of 10 µs
 /// or more is recorded, shorter ones with probability `duration / 10 µs`.
 pub const DEFAULT_BLOCK_PROFILE_RATE: u64 = 10_000;
@@ -165,36 +166,33 @@ fn capture(buf: &mut [u64; MAX_DEPTH]) -> usize {
     n
 }
 
-/// Record, at unlock, that the critical section just left delayed waiters
-/// by `delay_ns` in total, `count` of them for the first time. Sampled at
-/// the mutex fraction; the caller's stack is the one charged.
+/// Record, at unlock and after the lock is released, what the caller's
+/// stack is charged with: `mutex`, `(count, delay ns)` by which the critical
+/// section just left delayed waiters (`count` of them for the first time),
+/// sampled at the mutex fraction; `block`, how long this thread waited to
+/// get the lock, sampled at the block rate. The stack is captured once, and
+/// only if some event is sampled.
 #[inline(never)]
-pub(crate) fn record_mutex(count: u64, delay_ns: u64) {
+pub(crate) fn record_unlock(mutex: Option<(u64, u64)>, block: Option<Duration>) {
     let fraction = mutex_profile_fraction();
-    if fraction == 0 || (count == 0 && delay_ns == 0) {
-        return;
-    }
     #[allow(clippy::cast_precision_loss)]
     let scale = fraction as f64;
-    if fraction > 1 && random_unit() * scale >= 1.0 {
+    let mutex = mutex.filter(|&(count, delay)| {
+        fraction > 0 && (count > 0 || delay > 0) && (fraction == 1 || random_unit() * scale < 1.0)
+    });
+    let block = block.and_then(|waited| block_sample(waited, block_profile_rate(), random_unit));
+    if mutex.is_none() && block.is_none() {
         return;
     }
     let mut buf = [0; MAX_DEPTH];
     let n = capture(&mut buf);
-    #[allow(clippy::cast_precision_loss)]
-    table(Kind::Mutex).add(&buf[..n], count as f64 * scale, delay_ns as f64 * scale);
-}
-
-/// Record that the caller was blocked for `waited`, with Go's block rate
-/// rule; the caller's stack is the one charged.
-#[inline(never)]
-pub(crate) fn record_block(waited: Duration) {
-    let Some((count, delay)) = block_sample(waited, block_profile_rate(), random_unit) else {
-        return;
-    };
-    let mut buf = [0; MAX_DEPTH];
-    let n = capture(&mut buf);
-    table(Kind::Block).add(&buf[..n], count, delay);
+    if let Some((count, delay)) = mutex {
+        #[allow(clippy::cast_precision_loss)]
+        table(Kind::Mutex).add(&buf[..n], count as f64 * scale, delay as f64 * scale);
+    }
+    if let Some((count, delay)) = block {
+        table(Kind::Block).add(&buf[..n], count, delay);
+    }
 }
 
 /// Record a blocking event with a stack captured elsewhere (a worker's stack

@@ -17,25 +17,36 @@
 //!
 //! - **Uncontended** (`try_lock` succeeds at once): nothing. Locking costs one
 //!   `try_lock`; unlocking costs the std unlock plus one atomic load that
-//!   finds no waiters.
+//!   finds no waiters (and a check that this thread did not wait).
 //! - **Contended**: the waiter times its wait. The **block** profile charges
-//!   the wait to the waiter's stack. The **mutex** profile charges it, like
-//!   Go, to the critical section that caused it: each unlock that finds
-//!   waiters records, on the unlocker's stack (where the guard is dropped),
-//!   the time those waiters have waited since they started or since the
-//!   previous unlock, whichever is later; each waiter counts as one
-//!   contention at the first unlock that finds it waiting. Stacks are raw
-//!   return addresses (no symbolization on this path), captured after the
-//!   lock is released.
+//!   the wait to the waiter's stack, taken where it releases the guard
+//!   (normally the function that locked; Go takes it at the lock call). The
+//!   **mutex** profile charges it, like Go, to the critical section that
+//!   caused it: each unlock that finds waiters records, on the unlocker's
+//!   stack (where the guard is dropped), the time those waiters have waited
+//!   since they started or since the previous unlock, whichever is later;
+//!   each waiter counts as one contention at the first unlock that finds it
+//!   waiting. Stacks are raw return addresses (no symbolization on this
+//!   path), captured once per unlock, after the lock is released, so no
+//!   stack is ever taken while a lock is held.
 //!
 //! # Rates
 //!
 //! [`set_mutex_profile_fraction`] and [`set_block_profile_rate`] mirror Go's
 //! `runtime.SetMutexProfileFraction` and `runtime.SetBlockProfileRate`;
-//! recorded values are scaled back up by the rate. Unlike Go, both are on by
-//! default ([`DEFAULT_MUTEX_PROFILE_FRACTION`], [`DEFAULT_BLOCK_PROFILE_RATE`]):
-//! using these locks is already the opt-in, and the cost is paid only when a
-//! thread has to wait anyway (see `docs/LOCKS.md`).
+//! recorded values are scaled back up by the rate.
+//!
+//! - The mutex profile is **off** by default
+//!   ([`DEFAULT_MUTEX_PROFILE_FRACTION`] = 0), as in Go: recording a
+//!   contention takes a stack (a few µs), and on a lock contended at every
+//!   unlock that multiplies its cost (measured in `docs/LOCKS.md`). Turn it
+//!   on with `set_mutex_profile_fraction(n)`: 1 records every contention,
+//!   10–100 keeps busy locks cheap.
+//! - The block profile is **on** by default at a 10 µs rate
+//!   ([`DEFAULT_BLOCK_PROFILE_RATE`]): waits of 10 µs or more are all
+//!   recorded, shorter ones with probability `wait / 10 µs`, so the stack
+//!   capture costs at most a fraction of the time the thread already lost.
+//!   `set_block_profile_rate(0)` turns it off; `1` records every wait.
 //!
 //! There is no `Condvar` for these guards yet; use std's locks with a
 //! `Condvar`.
@@ -44,7 +55,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::contention::{self, now_nanos};
 pub use crate::contention::{
@@ -151,14 +162,16 @@ impl Waiters {
         Some((count, delay))
     }
 
-    /// Wait with `wait`, timing it and keeping the books, when a profile is on.
+    /// Wait with `wait`, timing it and keeping the books, when a profile is
+    /// on; the wait is returned for the block profile (recorded at unlock,
+    /// once the lock is released, so no stack is taken while holding it).
     #[cold]
     #[inline(never)]
-    fn wait<G>(&self, wait: impl FnOnce() -> G) -> G {
+    fn wait<G>(&self, wait: impl FnOnce() -> G) -> (G, Option<Duration>) {
         let mutex = contention::mutex_enabled();
         let block = contention::block_enabled();
         if !mutex && !block {
-            return wait();
+            return (wait(), None);
         }
         let started = Instant::now();
         let ticket = mutex.then(|| self.register());
@@ -167,21 +180,18 @@ impl Waiters {
         if let Some(ticket) = ticket {
             self.deregister(ticket);
         }
-        if block {
-            contention::record_block(waited);
-        }
-        guard
+        (guard, block.then_some(waited))
     }
 }
 
-/// Charge waiters at unlock: `unlock` releases the lock, then the caller's
-/// stack is recorded (outside the critical section).
+/// Release a lock: `unlock` releases it; then the caller's stack is charged
+/// with what its waiters waited (mutex) and with its own wait (block).
 #[inline]
-fn release(waiters: &Waiters, unlock: impl FnOnce()) {
+fn release(waiters: &Waiters, waited: Option<Duration>, unlock: impl FnOnce()) {
     let charge = waiters.take_charge();
     unlock();
-    if let Some((count, delay)) = charge {
-        contention::record_mutex(count, delay);
+    if charge.is_some() || waited.is_some() {
+        contention::record_unlock(charge, waited);
     }
 }
 
@@ -196,6 +206,9 @@ pub struct Mutex<T: ?Sized> {
 #[must_use = "if unused the Mutex will immediately unlock"]
 pub struct MutexGuard<'a, T: ?Sized> {
     waiters: &'a Waiters,
+    /// How long this thread waited for the lock, if it did and the block
+    /// profile is on.
+    waited: Option<Duration>,
     /// Always `Some` until drop.
     inner: Option<std::sync::MutexGuard<'a, T>>,
 }
@@ -219,13 +232,14 @@ impl<T: ?Sized> Mutex<T> {
     /// Acquire the lock, blocking until it is free. A wait is recorded in
     /// the block profile (this stack) and the mutex profile (the holder's).
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        let result = match self.inner.try_lock() {
-            Ok(guard) => Ok(guard),
-            Err(TryLockError::Poisoned(poisoned)) => Err(poisoned),
+        let (result, waited) = match self.inner.try_lock() {
+            Ok(guard) => (Ok(guard), None),
+            Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), None),
             Err(TryLockError::WouldBlock) => self.waiters.wait(|| self.inner.lock()),
         };
         map_result(result, |guard| MutexGuard {
             waiters: &self.waiters,
+            waited,
             inner: Some(guard),
         })
     }
@@ -234,6 +248,7 @@ impl<T: ?Sized> Mutex<T> {
     pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
         let wrap = |guard| MutexGuard {
             waiters: &self.waiters,
+            waited: None,
             inner: Some(guard),
         };
         match self.inner.try_lock() {
@@ -317,7 +332,7 @@ impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         let inner = &mut self.inner;
-        release(self.waiters, || drop(inner.take()));
+        release(self.waiters, self.waited, || drop(inner.take()));
     }
 }
 
@@ -346,6 +361,7 @@ pub struct RwLock<T: ?Sized> {
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
     waiters: &'a Waiters,
+    waited: Option<Duration>,
     inner: Option<std::sync::RwLockReadGuard<'a, T>>,
 }
 
@@ -353,6 +369,7 @@ pub struct RwLockReadGuard<'a, T: ?Sized> {
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
     waiters: &'a Waiters,
+    waited: Option<Duration>,
     inner: Option<std::sync::RwLockWriteGuard<'a, T>>,
 }
 
@@ -374,26 +391,28 @@ impl<T> RwLock<T> {
 impl<T: ?Sized> RwLock<T> {
     /// Shared access, blocking while a writer holds the lock.
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
-        let result = match self.inner.try_read() {
-            Ok(guard) => Ok(guard),
-            Err(TryLockError::Poisoned(poisoned)) => Err(poisoned),
+        let (result, waited) = match self.inner.try_read() {
+            Ok(guard) => (Ok(guard), None),
+            Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), None),
             Err(TryLockError::WouldBlock) => self.waiters.wait(|| self.inner.read()),
         };
         map_result(result, |guard| RwLockReadGuard {
             waiters: &self.waiters,
+            waited,
             inner: Some(guard),
         })
     }
 
     /// Exclusive access, blocking while anyone holds the lock.
     pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
-        let result = match self.inner.try_write() {
-            Ok(guard) => Ok(guard),
-            Err(TryLockError::Poisoned(poisoned)) => Err(poisoned),
+        let (result, waited) = match self.inner.try_write() {
+            Ok(guard) => (Ok(guard), None),
+            Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), None),
             Err(TryLockError::WouldBlock) => self.waiters.wait(|| self.inner.write()),
         };
         map_result(result, |guard| RwLockWriteGuard {
             waiters: &self.waiters,
+            waited,
             inner: Some(guard),
         })
     }
@@ -402,6 +421,7 @@ impl<T: ?Sized> RwLock<T> {
     pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, T>> {
         let wrap = |guard| RwLockReadGuard {
             waiters: &self.waiters,
+            waited: None,
             inner: Some(guard),
         };
         match self.inner.try_read() {
@@ -417,6 +437,7 @@ impl<T: ?Sized> RwLock<T> {
     pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, T>> {
         let wrap = |guard| RwLockWriteGuard {
             waiters: &self.waiters,
+            waited: None,
             inner: Some(guard),
         };
         match self.inner.try_write() {
@@ -477,7 +498,7 @@ impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         let inner = &mut self.inner;
-        release(self.waiters, || drop(inner.take()));
+        release(self.waiters, self.waited, || drop(inner.take()));
     }
 }
 
@@ -505,7 +526,7 @@ impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         let inner = &mut self.inner;
-        release(self.waiters, || drop(inner.take()));
+        release(self.waiters, self.waited, || drop(inner.take()));
     }
 }
 

@@ -5,14 +5,16 @@
 //!
 //! A watched future ([`watch_polls`], or every request future of a service
 //! behind [`WatchPollsLayer`]) marks the start and end of each poll in a
-//! per-thread slot: two clock reads and three atomic stores per poll. A
-//! watchdog thread (`pprof-pollwatch`, started on the first watched poll)
-//! scans the slots every `threshold / 5` (1 to 50 ms). When it finds a poll
+//! per-thread slot: no clock read, a few loads and stores per poll (the
+//! time is a coarse clock the watchdog advances at each scan). A watchdog
+//! thread (`pprof-pollwatch`, started on the first watched poll) scans the
+//! slots every `threshold / 5` (1 to 50 ms). When it finds a poll
 //! running longer than its threshold, it interrupts that worker with a
 //! signal (the thread dump's, see `threads`) and keeps the stack the worker
 //! records in its handler. When the poll ends, the worker adds one blocking
 //! event to the block profile: that stack, and the poll's whole duration
-//! (subject to [`set_block_profile_rate`](crate::sync::set_block_profile_rate)).
+//! (subject to [`set_block_profile_rate`](crate::sync::set_block_profile_rate)),
+//! measured on the coarse clock, so to within one scan interval.
 //!
 //! A poll that ends before the watchdog catches it (up to one scan interval
 //! past the threshold) is not recorded. Nested watched futures are watched
@@ -58,7 +60,7 @@ pub fn set_poll_watch_signal(signal: i32) {
 /// One worker thread's poll in progress, shared with the watchdog.
 struct Slot {
     tid: AtomicI32,
-    /// [`now_nanos`] at the start of the current outermost watched poll; 0 when idle.
+    /// The coarse clock at the start of the current outermost watched poll; 0 when idle.
     started: AtomicU64,
     /// Threshold of the current poll, ns.
     threshold: AtomicU64,
@@ -71,6 +73,13 @@ struct Slot {
 }
 
 static SLOTS: Mutex<Vec<Arc<Slot>>> = Mutex::new(Vec::new());
+
+/// [`now_nanos`] as of the watchdog's last scan: the clock of the poll path.
+static COARSE_NOW: AtomicU64 = AtomicU64::new(0);
+
+fn coarse_now() -> u64 {
+    COARSE_NOW.load(Ordering::Relaxed)
+}
 
 /// This thread's slot; unregistered when the thread exits.
 struct Registered {
@@ -116,6 +125,7 @@ fn register() -> Registered {
 fn start_watchdog() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
+        COARSE_NOW.store(now_nanos().max(1), Ordering::Relaxed);
         // Without the thread nothing is caught; watched futures still run.
         let _ = std::thread::Builder::new()
             .name("pprof-pollwatch".to_owned())
@@ -129,6 +139,7 @@ fn watchdog() {
         let interval = Duration::from_nanos(threshold / 5)
             .clamp(Duration::from_millis(1), Duration::from_millis(50));
         std::thread::sleep(interval);
+        COARSE_NOW.store(now_nanos(), Ordering::Relaxed);
         if !contention::block_enabled() {
             continue;
         }
@@ -147,7 +158,7 @@ fn check(slot: &Slot) {
     }
     let sequence = slot.sequence.load(Ordering::Acquire);
     let threshold = slot.threshold.load(Ordering::Relaxed);
-    if now_nanos().saturating_sub(started) < threshold
+    if coarse_now().saturating_sub(started) < threshold
         || slot.tried.swap(sequence, Ordering::Relaxed) == sequence
     {
         return;
@@ -182,7 +193,7 @@ impl Mark {
                 (depth == 0).then(|| {
                     let slot = &this.slot;
                     let sequence = slot.sequence.load(Ordering::Relaxed) + 1;
-                    let start = now_nanos().max(1);
+                    let start = coarse_now().max(1);
                     slot.threshold.store(threshold_ns, Ordering::Relaxed);
                     slot.sequence.store(sequence, Ordering::Release);
                     slot.started.store(start, Ordering::Release);
@@ -205,7 +216,7 @@ impl Drop for Mark {
             };
             let slot = &this.slot;
             slot.started.store(0, Ordering::Release);
-            let elapsed = now_nanos().saturating_sub(start);
+            let elapsed = coarse_now().saturating_sub(start);
             if elapsed >= slot.threshold.load(Ordering::Relaxed) {
                 long_poll_ended(slot, sequence, elapsed);
             }

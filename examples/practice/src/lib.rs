@@ -211,7 +211,13 @@ impl Cat {
 
 /// Start the zoo on its own thread (named `zoo`); it lives until the process ends.
 /// The cat lives on a thread of its own (named `cat`), called by the wolf.
+///
+/// Like Go's practice program, it turns the mutex and block profiles on at
+/// full rate (every contention, every wait); the mutex profile is off by
+/// default.
 pub fn spawn_zoo(sizes: Sizes) -> std::io::Result<std::thread::JoinHandle<()>> {
+    pprof_core::sync::set_mutex_profile_fraction(1);
+    pprof_core::sync::set_block_profile_rate(1);
     let (call_cat, cat_calls) = channel();
     std::thread::Builder::new()
         .name("cat".to_owned())

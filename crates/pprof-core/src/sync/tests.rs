@@ -4,6 +4,12 @@ use std::time::Duration;
 use super::*;
 use crate::contention::Kind;
 
+/// Every event recorded (the process-wide rates; every test sets the same).
+fn record_everything() {
+    set_mutex_profile_fraction(1);
+    set_block_profile_rate(1);
+}
+
 /// The function names, leaf first, of every recorded stack of `kind`
 /// (after the encoder's trimming), with the stack's values.
 fn recorded(kind: Kind) -> Vec<(Vec<String>, Vec<i64>)> {
@@ -49,6 +55,7 @@ fn wait_for_the_mutex(lock: &Mutex<u32>) {
 
 #[test]
 fn contention_is_charged_to_the_holder_and_the_waiter() {
+    record_everything();
     let lock = Arc::new(Mutex::new(0));
     let holding = Arc::new(std::sync::Barrier::new(2));
     let holder = {
@@ -104,6 +111,7 @@ fn lock_alone_many_times(lock: &Mutex<u64>, rw: &RwLock<u64>) {
 
 #[test]
 fn uncontended_locking_records_nothing() {
+    record_everything();
     let lock = Mutex::new(0);
     let rw = RwLock::new(0);
     lock_alone_many_times(&lock, &rw);
@@ -132,6 +140,7 @@ fn read_after_the_writer(lock: &RwLock<u32>) -> u32 {
 
 #[test]
 fn rwlock_readers_waiting_on_a_writer_are_recorded() {
+    record_everything();
     let lock = Arc::new(RwLock::new(0));
     let holding = Arc::new(std::sync::Barrier::new(2));
     let writer = {
