@@ -199,6 +199,13 @@ fn block_profile_puts_cat_pee_on_top() {
         Some("practice::Cat::pee"),
         "{top}"
     );
+    // The sloth's naps block a runtime worker: poll watching puts them in
+    // the block profile, second to the cat (100 ms per half second).
+    assert!(
+        top.lines()
+            .any(|l| l.contains("practice::Sloth::nap") && !l.trim_start().starts_with('0')),
+        "{top}"
+    );
     // Over two seconds the wolf howled (100 ms each round): the cat's waits
     // are in the delta too.
     let top = go_tool_pprof(&["-top", &url(addr, "block?seconds=2")]).unwrap_or_default();

@@ -10,6 +10,7 @@
 //! | [`Wolf::drink`] | starts 10 threads per call that sleep for 30 s | `/debug/pprof/goroutine` |
 //! | [`Wolf::howl`] | holds the den's lock for a second while the cat waits | `/debug/pprof/mutex` |
 //! | [`Cat::pee`] | waits a second for the den the wolf holds | `/debug/pprof/block` |
+//! | [`Sloth::nap`] | blocks a runtime worker for 100 ms every half second | `/debug/pprof/block` (poll watching) |
 
 use std::hint::black_box;
 use std::sync::PoisonError;
@@ -250,7 +251,37 @@ pub fn app() -> Router {
         .merge(pprof_axum::routes())
 }
 
-/// Serve [`app`] on `listener` until the process ends.
+/// Blocks the async runtime.
+#[derive(Debug, Default)]
+pub struct Sloth;
+
+impl Sloth {
+    /// How long one nap blocks its worker thread.
+    pub const NAP: Duration = Duration::from_millis(100);
+
+    /// The planted blocking call in async code: a synchronous sleep that
+    /// holds a runtime worker thread for [`Sloth::NAP`], so no other task
+    /// can run on it meanwhile.
+    #[inline(never)]
+    pub fn nap(&self) {
+        std::thread::sleep(Self::NAP);
+    }
+
+    /// The sloth's life as a task: a nap every half second. Its polls are
+    /// watched ([`pprof_core::watch_polls`]), so each nap, a poll far over
+    /// the 10 ms threshold, lands in the block profile with the worker's
+    /// stack caught mid-nap.
+    async fn live(self) {
+        loop {
+            self.nap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Serve [`app`] on `listener` until the process ends, with the sloth
+/// napping on the same runtime.
 pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
+    tokio::spawn(pprof_core::watch_polls(Sloth.live()));
     axum::serve(listener, app()).await
 }
