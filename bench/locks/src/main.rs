@@ -6,6 +6,7 @@
 //! - uncontended: one thread locks, increments and unlocks, N times;
 //! - contended: T threads do the same on one lock (optionally spinning
 //!   inside and outside the critical section), wall time per operation;
+//! - async: tokio's mutex and ours, uncontended;
 //! - polls: a task polled N times (`yield_now`), with and without
 //!   `pprof_core::watch_polls`.
 
@@ -209,6 +210,30 @@ fn polls(n: u32, watched: bool) -> f64 {
     start.elapsed().as_nanos() as f64 / f64::from(n)
 }
 
+/// Nanoseconds per `lock().await` + unlock of an uncontended async mutex.
+fn async_uncontended(n: u64, ours: bool) -> f64 {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+        return f64::NAN;
+    };
+    runtime.block_on(async move {
+        let start = Instant::now();
+        if ours {
+            let lock = pprof_core::sync::tokio::Mutex::new(0u64);
+            for _ in 0..n {
+                *lock.lock().await += 1;
+            }
+            black_box(&lock);
+        } else {
+            let lock = tokio::sync::Mutex::new(0u64);
+            for _ in 0..n {
+                *lock.lock().await += 1;
+            }
+            black_box(&lock);
+        }
+        start.elapsed().as_nanos() as f64 / n as f64
+    })
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (r, n, m) = if quick {
@@ -248,6 +273,20 @@ fn main() {
         r,
         &|kind| run_contended(kind, 2, m / 50, 5_000, 5_000),
     );
+
+    let n_async = n / 10;
+    println!(
+        "\n### Async, uncontended: one task, `lock().await` + increment + unlock, {n_async} times\n"
+    );
+    println!("| lock | ns per operation (median of {r}) |");
+    println!("|---|---|");
+    let (mut plain, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..r {
+        plain.push(async_uncontended(n_async, false));
+        ours.push(async_uncontended(n_async, true));
+    }
+    println!("| tokio::sync::Mutex | {:.1} |", median(plain));
+    println!("| pprof_core::sync::tokio::Mutex | {:.1} |", median(ours));
 
     let n_polls = if quick { 100_000 } else { 5_000_000 };
     println!(

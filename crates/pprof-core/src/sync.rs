@@ -49,7 +49,8 @@
 //!   `set_block_profile_rate(0)` turns it off; `1` records every wait.
 //!
 //! There is no `Condvar` for these guards yet; use std's locks with a
-//! `Condvar`.
+//! `Condvar`. With the cargo feature `tokio`, `pprof_core::sync::tokio` has the
+//! same for `tokio::sync::Mutex` and `RwLock`.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -541,6 +542,9 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockWriteGuard<'_, T> {
         fmt::Debug::fmt(&**self, f)
     }
 }
+
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 #[cfg(test)]
 mod tests;

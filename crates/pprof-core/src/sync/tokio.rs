@@ -1,0 +1,360 @@
+//! Drop-in replacements for `tokio::sync::Mutex` and `tokio::sync::RwLock`
+//! that record contention like their [std counterparts](super): a task
+//! that has to wait for the lock is timed; its wait goes to the block
+//! profile (its stack where it releases the guard) and, when the mutex
+//! profile is on, to the mutex profile of the task whose critical section
+//! made it wait (where that guard is dropped). Uncontended: one `try_lock`.
+//!
+//! Stacks of async code are the polling stacks: the async functions show as
+//! `my_fn::{{closure}}` frames.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let counter = pprof_core::sync::tokio::Mutex::new(0);
+//! *counter.lock().await += 1;
+//! assert_eq!(counter.into_inner(), 1);
+//! # });
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+pub use ::tokio::sync::TryLockError;
+
+use super::{Ticket, Waiters, release};
+use crate::contention;
+
+/// Deregisters a waiting task when its wait ends or is cancelled.
+struct Registration<'a> {
+    waiters: &'a Waiters,
+    ticket: Option<Ticket>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.waiters.deregister(ticket);
+        }
+    }
+}
+
+impl Waiters {
+    /// Await `acquire`, timing it and keeping the books when a profile is on.
+    async fn wait_async<G>(&self, acquire: impl Future<Output = G>) -> (G, Option<Duration>) {
+        let mutex = contention::mutex_enabled();
+        let block = contention::block_enabled();
+        if !mutex && !block {
+            return (acquire.await, None);
+        }
+        let started = Instant::now();
+        let registration = Registration {
+            waiters: self,
+            ticket: mutex.then(|| self.register()),
+        };
+        let guard = acquire.await;
+        drop(registration);
+        (guard, block.then(|| started.elapsed()))
+    }
+}
+
+/// An async mutex that records contention: `tokio::sync::Mutex`'s API.
+pub struct Mutex<T: ?Sized> {
+    waiters: Waiters,
+    inner: ::tokio::sync::Mutex<T>,
+}
+
+/// The guard of a [`Mutex`]; the lock is released when it is dropped.
+#[must_use = "if unused the Mutex will immediately unlock"]
+pub struct MutexGuard<'a, T: ?Sized> {
+    waiters: &'a Waiters,
+    waited: Option<Duration>,
+    inner: Option<::tokio::sync::MutexGuard<'a, T>>,
+}
+
+impl<T> Mutex<T> {
+    /// A new unlocked mutex holding `value`; `const`, so it can be a `static`.
+    pub const fn new(value: T) -> Self {
+        Self {
+            waiters: Waiters::new(),
+            inner: ::tokio::sync::Mutex::const_new(value),
+        }
+    }
+
+    /// Consume the mutex and return its value.
+    pub fn into_inner(self) -> T {
+        self.inner.into_inner()
+    }
+}
+
+impl<T: ?Sized> Mutex<T> {
+    /// Lock, waiting (asynchronously) while another task holds it; a wait
+    /// is recorded. Cancel-safe as tokio's.
+    pub async fn lock(&self) -> MutexGuard<'_, T> {
+        let (guard, waited) = match self.inner.try_lock() {
+            Ok(guard) => (guard, None),
+            Err(_) => self.waiters.wait_async(self.inner.lock()).await,
+        };
+        MutexGuard {
+            waiters: &self.waiters,
+            waited,
+            inner: Some(guard),
+        }
+    }
+
+    /// Lock if free now; records nothing.
+    pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, TryLockError> {
+        self.inner.try_lock().map(|guard| MutexGuard {
+            waiters: &self.waiters,
+            waited: None,
+            inner: Some(guard),
+        })
+    }
+
+    /// A mutable reference to the value; no locking needed.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.inner.get_mut()
+    }
+}
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T> From<T> for Mutex<T> {
+    fn from(value: T) -> Self {
+        Self::new(value)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+/// Shared access to an [`RwLock`]'s value, released on drop.
+#[must_use = "if unused the RwLock will immediately unlock"]
+pub struct RwLockReadGuard<'a, T: ?Sized> {
+    waiters: &'a Waiters,
+    waited: Option<Duration>,
+    inner: Option<::tokio::sync::RwLockReadGuard<'a, T>>,
+}
+
+/// Exclusive access to an [`RwLock`]'s value, released on drop.
+#[must_use = "if unused the RwLock will immediately unlock"]
+pub struct RwLockWriteGuard<'a, T: ?Sized> {
+    waiters: &'a Waiters,
+    waited: Option<Duration>,
+    inner: Option<::tokio::sync::RwLockWriteGuard<'a, T>>,
+}
+
+/// An async reader-writer lock that records contention:
+/// `tokio::sync::RwLock`'s API.
+pub struct RwLock<T: ?Sized> {
+    waiters: Waiters,
+    inner: ::tokio::sync::RwLock<T>,
+}
+
+impl<T> RwLock<T> {
+    /// A new unlocked lock holding `value`; `const`, so it can be a `static`.
+    pub const fn new(value: T) -> Self {
+        Self {
+            waiters: Waiters::new(),
+            inner: ::tokio::sync::RwLock::const_new(value),
+        }
+    }
+
+    /// Consume the lock and return its value.
+    pub fn into_inner(self) -> T {
+        self.inner.into_inner()
+    }
+}
+
+impl<T: ?Sized> RwLock<T> {
+    /// Shared access, waiting while a writer holds or awaits the lock.
+    pub async fn read(&self) -> RwLockReadGuard<'_, T> {
+        let (guard, waited) = match self.inner.try_read() {
+            Ok(guard) => (guard, None),
+            Err(_) => self.waiters.wait_async(self.inner.read()).await,
+        };
+        RwLockReadGuard {
+            waiters: &self.waiters,
+            waited,
+            inner: Some(guard),
+        }
+    }
+
+    /// Exclusive access, waiting while anyone holds the lock.
+    pub async fn write(&self) -> RwLockWriteGuard<'_, T> {
+        let (guard, waited) = match self.inner.try_write() {
+            Ok(guard) => (guard, None),
+            Err(_) => self.waiters.wait_async(self.inner.write()).await,
+        };
+        RwLockWriteGuard {
+            waiters: &self.waiters,
+            waited,
+            inner: Some(guard),
+        }
+    }
+
+    /// Shared access if available now; records nothing.
+    pub fn try_read(&self) -> Result<RwLockReadGuard<'_, T>, TryLockError> {
+        self.inner.try_read().map(|guard| RwLockReadGuard {
+            waiters: &self.waiters,
+            waited: None,
+            inner: Some(guard),
+        })
+    }
+
+    /// Exclusive access if available now; records nothing.
+    pub fn try_write(&self) -> Result<RwLockWriteGuard<'_, T>, TryLockError> {
+        self.inner.try_write().map(|guard| RwLockWriteGuard {
+            waiters: &self.waiters,
+            waited: None,
+            inner: Some(guard),
+        })
+    }
+
+    /// A mutable reference to the value; no locking needed.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.inner.get_mut()
+    }
+}
+
+impl<T: Default> Default for RwLock<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T> From<T> for RwLock<T> {
+    fn from(value: T) -> Self {
+        Self::new(value)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+/// Deref, DerefMut (where writable), Drop (release and record) and Debug
+/// for a guard whose `inner` is `Some` until drop.
+macro_rules! guard_impls {
+    ($guard:ident $(, $mutable:ident)?) => {
+        impl<T: ?Sized> Deref for $guard<'_, T> {
+            type Target = T;
+
+            fn deref(&self) -> &T {
+                match &self.inner {
+                    Some(guard) => guard,
+                    None => unreachable!("a guard is only emptied by drop"),
+                }
+            }
+        }
+
+        $(
+            impl<T: ?Sized> $mutable for $guard<'_, T> {
+                fn deref_mut(&mut self) -> &mut T {
+                    match &mut self.inner {
+                        Some(guard) => guard,
+                        None => unreachable!("a guard is only emptied by drop"),
+                    }
+                }
+            }
+        )?
+
+        impl<T: ?Sized> Drop for $guard<'_, T> {
+            #[inline]
+            fn drop(&mut self) {
+                let inner = &mut self.inner;
+                release(self.waiters, self.waited, || drop(inner.take()));
+            }
+        }
+
+        impl<T: ?Sized + fmt::Debug> fmt::Debug for $guard<'_, T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&**self, f)
+            }
+        }
+    };
+}
+
+guard_impls!(MutexGuard, DerefMut);
+guard_impls!(RwLockReadGuard);
+guard_impls!(RwLockWriteGuard, DerefMut);
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::contention::Kind;
+
+    fn leaves(kind: Kind) -> Vec<(String, Vec<i64>)> {
+        let profile = contention::profile(kind);
+        crate::encode::symbolize(&profile)
+            .into_iter()
+            .zip(&profile.samples)
+            .map(|(sym, s)| {
+                let leaf = sym
+                    .stack
+                    .first()
+                    .and_then(|(_, frames)| frames.first())
+                    .map(|f| f.name.to_string())
+                    .unwrap_or_default();
+                (leaf, s.values.clone())
+            })
+            .collect()
+    }
+
+    async fn hold_the_async_lock(lock: Arc<Mutex<u32>>, held: ::tokio::sync::oneshot::Sender<()>) {
+        let mut guard = lock.lock().await;
+        let _ = held.send(());
+        ::tokio::time::sleep(Duration::from_millis(200)).await;
+        *guard += 1;
+    }
+
+    async fn wait_for_the_async_lock(lock: Arc<Mutex<u32>>) {
+        *lock.lock().await += 1;
+    }
+
+    #[test]
+    fn a_task_waiting_for_an_async_lock_is_recorded() {
+        super::super::set_mutex_profile_fraction(1);
+        super::super::set_block_profile_rate(1);
+        let runtime = ::tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let lock = Arc::new(Mutex::new(0));
+        runtime.block_on(async {
+            let (held, holding) = ::tokio::sync::oneshot::channel();
+            let holder = ::tokio::spawn(hold_the_async_lock(lock.clone(), held));
+            let _ = holding.await;
+            wait_for_the_async_lock(lock.clone()).await;
+            holder.await.expect("holder");
+        });
+        assert_eq!(*lock.try_lock().expect("free"), 2);
+        let in_range = |v: &[i64]| v[0] == 1 && (150_000_000..2_000_000_000).contains(&v[1]);
+        let mutex = leaves(Kind::Mutex);
+        assert!(
+            mutex
+                .iter()
+                .any(|(f, v)| f.contains("hold_the_async_lock") && in_range(v)),
+            "{mutex:?}"
+        );
+        let block = leaves(Kind::Block);
+        assert!(
+            block
+                .iter()
+                .any(|(f, v)| f.contains("wait_for_the_async_lock") && in_range(v)),
+            "{block:?}"
+        );
+    }
+}
