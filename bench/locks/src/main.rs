@@ -267,11 +267,11 @@ fn main() {
     );
     table(
         &format!(
-            "Contended, long critical section: 2 threads × {} increments, ~5 µs of work inside, ~5 µs outside",
-            m / 50
+            "Contended at every handoff: 2 threads × {} increments, ~2 µs of work inside the lock, none outside",
+            m / 20
         ),
         r,
-        &|kind| run_contended(kind, 2, m / 50, 5_000, 5_000),
+        &|kind| run_contended(kind, 2, m / 20, 2_000, 0),
     );
 
     let n_async = n / 10;
