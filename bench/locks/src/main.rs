@@ -6,6 +6,7 @@
 //! - uncontended: one thread locks, increments and unlocks, N times;
 //! - contended: T threads do the same on one lock (optionally spinning
 //!   inside and outside the critical section), wall time per operation;
+//! - a stack capture, what each recorded event pays;
 //! - async: tokio's mutex and ours, uncontended;
 //! - polls: a task polled N times (`yield_now`), with and without
 //!   `pprof_core::watch_polls`.
@@ -234,6 +235,25 @@ fn async_uncontended(n: u64, ours: bool) -> f64 {
     })
 }
 
+/// Nanoseconds to capture the stack `depth` frames below here, as each
+/// recorded contention event does (raw return addresses via `backtrace`).
+fn capture_at_depth(depth: u32, n: u32) -> f64 {
+    if depth > 0 {
+        return black_box(capture_at_depth(depth - 1, n));
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        let mut frames = 0usize;
+        backtrace::trace(|frame| {
+            black_box(frame.ip());
+            frames += 1;
+            frames < 64
+        });
+        black_box(frames);
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (r, n, m) = if quick {
@@ -273,6 +293,17 @@ fn main() {
         r,
         &|kind| run_contended(kind, 2, m / 20, 2_000, 0),
     );
+
+    println!("\n### What one recorded event pays: a stack capture\n");
+    println!("| stack depth below main | ns per capture (median of {r}) |");
+    println!("|---|---|");
+    for depth in [10, 30] {
+        let mut values = Vec::new();
+        for _ in 0..r {
+            values.push(capture_at_depth(depth, if quick { 1_000 } else { 20_000 }));
+        }
+        println!("| ~{depth} frames | {:.0} |", median(values));
+    }
 
     let n_async = n / 10;
     println!(

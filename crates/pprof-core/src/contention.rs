@@ -39,9 +39,11 @@ pub(crate) enum Kind {
 /// Default mutex profile fraction: off, as in Go (see `docs/LOCKS.md` for
 /// what turning it on costs).
 pub const DEFAULT_MUTEX_PROFILE_FRACTION: u64 = 0;
-/// Default block profile rate in nanoseconds: every blocking event of 10 µs
-/// or more is recorded, shorter ones with probability `duration / 10 µs`.
-pub const DEFAULT_BLOCK_PROFILE_RATE: u64 = 10_000;
+/// Default block profile rate in nanoseconds: every blocking event of 1 ms
+/// or more is recorded, shorter ones with probability `duration / 1 ms`, so
+/// the stack captures (10–30 µs each) cost at most a few percent of the
+/// time threads already spent waiting.
+pub const DEFAULT_BLOCK_PROFILE_RATE: u64 = 1_000_000;
 
 static MUTEX_FRACTION: AtomicU64 = AtomicU64::new(DEFAULT_MUTEX_PROFILE_FRACTION);
 static BLOCK_RATE: AtomicU64 = AtomicU64::new(DEFAULT_BLOCK_PROFILE_RATE);

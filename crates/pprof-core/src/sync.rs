@@ -37,16 +37,18 @@
 //! recorded values are scaled back up by the rate.
 //!
 //! - The mutex profile is **off** by default
-//!   ([`DEFAULT_MUTEX_PROFILE_FRACTION`] = 0), as in Go: recording a
-//!   contention takes a stack (a few µs), and on a lock contended at every
-//!   unlock that multiplies its cost (measured in `docs/LOCKS.md`). Turn it
-//!   on with `set_mutex_profile_fraction(n)`: 1 records every contention,
-//!   10–100 keeps busy locks cheap.
-//! - The block profile is **on** by default at a 10 µs rate
-//!   ([`DEFAULT_BLOCK_PROFILE_RATE`]): waits of 10 µs or more are all
-//!   recorded, shorter ones with probability `wait / 10 µs`, so the stack
-//!   capture costs at most a fraction of the time the thread already lost.
-//!   `set_block_profile_rate(0)` turns it off; `1` records every wait.
+//!   ([`DEFAULT_MUTEX_PROFILE_FRACTION`] = 0), as in Go: each recorded
+//!   contention takes a stack (10–30 µs with the unwinder this uses), which
+//!   a lock contended at every unlock pays every time (measured in
+//!   `docs/LOCKS.md`). Turn it on with `set_mutex_profile_fraction(n)`: 1
+//!   records every contention, 100 costs busy locks a fraction of a µs per
+//!   contention on average.
+//! - The block profile is **on** by default at a 1 ms rate
+//!   ([`DEFAULT_BLOCK_PROFILE_RATE`]): waits of 1 ms or more are all
+//!   recorded, shorter ones with probability `wait / 1 ms` (values scaled
+//!   back up), so the stack captures cost at most a few percent of the
+//!   time threads already lost waiting. `set_block_profile_rate(0)` turns
+//!   it off; `1` records every wait.
 //!
 //! There is no `Condvar` for these guards yet; use std's locks with a
 //! `Condvar`. With the cargo feature `tokio`, `pprof_core::sync::tokio` has the
