@@ -49,10 +49,11 @@ impl Lock for pprof_core::sync::Mutex<u64> {
 const SETTINGS: &[(&str, u64, u64)] = &[
     ("pprof_core, both off", 0, 0),
     (
-        "pprof_core, defaults (mutex off, block rate 10 µs)",
+        "pprof_core, mutex off, block rate 1 ms (defaults)",
         0,
-        10_000,
+        1_000_000,
     ),
+    ("pprof_core, mutex off, block rate 10 µs", 0, 10_000),
     ("pprof_core, mutex fraction 10, block off", 10, 0),
     ("pprof_core, mutex fraction 1, block off", 1, 0),
     ("pprof_core, mutex off, block rate 1 ns (every wait)", 0, 1),
