@@ -198,6 +198,73 @@ fn release(waiters: &Waiters, waited: Option<Duration>, unlock: impl FnOnce()) {
     }
 }
 
+/// `Default`, `From<T>` and std's `Debug` for lock types with a `const fn
+/// new(T)` and an `inner` lock.
+macro_rules! lock_impls {
+    ($($lock:ident),+) => {$(
+        impl<T: Default> Default for $lock<T> {
+            fn default() -> Self {
+                Self::new(T::default())
+            }
+        }
+
+        impl<T> From<T> for $lock<T> {
+            fn from(value: T) -> Self {
+                Self::new(value)
+            }
+        }
+
+        impl<T: ?Sized + fmt::Debug> fmt::Debug for $lock<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                // The wrapped lock's format (std: `Mutex { data: .., poisoned: .., .. }`).
+                self.inner.fmt(f)
+            }
+        }
+    )+};
+}
+
+/// `Deref` (and `DerefMut` when named), `Drop` (release, then record) and
+/// `Debug` for a guard whose `inner` guard is `Some` until drop.
+macro_rules! guard_impls {
+    ($guard:ident $(, $mutable:ident)?) => {
+        impl<T: ?Sized> Deref for $guard<'_, T> {
+            type Target = T;
+
+            fn deref(&self) -> &T {
+                match &self.inner {
+                    Some(guard) => guard,
+                    None => unreachable!("a guard is only emptied by drop"),
+                }
+            }
+        }
+
+        $(
+            impl<T: ?Sized> $mutable for $guard<'_, T> {
+                fn deref_mut(&mut self) -> &mut T {
+                    match &mut self.inner {
+                        Some(guard) => guard,
+                        None => unreachable!("a guard is only emptied by drop"),
+                    }
+                }
+            }
+        )?
+
+        impl<T: ?Sized> Drop for $guard<'_, T> {
+            #[inline]
+            fn drop(&mut self) {
+                let inner = &mut self.inner;
+                release(self.waiters, self.waited, || drop(inner.take()));
+            }
+        }
+
+        impl<T: ?Sized + fmt::Debug> fmt::Debug for $guard<'_, T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&**self, f)
+            }
+        }
+    };
+}
+
 /// A mutual exclusion lock that records contention: [`std::sync::Mutex`]'s
 /// API (poisoning included). See the [module docs](self).
 pub struct Mutex<T: ?Sized> {
@@ -249,18 +316,11 @@ impl<T: ?Sized> Mutex<T> {
 
     /// Acquire the lock if it is free now; records nothing.
     pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
-        let wrap = |guard| MutexGuard {
+        map_try(self.inner.try_lock(), |guard| MutexGuard {
             waiters: &self.waiters,
             waited: None,
             inner: Some(guard),
-        };
-        match self.inner.try_lock() {
-            Ok(guard) => Ok(wrap(guard)),
-            Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
-            Err(TryLockError::Poisoned(p)) => Err(TryLockError::Poisoned(PoisonError::new(wrap(
-                p.into_inner(),
-            )))),
-        }
+        })
     }
 
     /// Whether a thread panicked while holding the lock.
@@ -279,69 +339,20 @@ impl<T: ?Sized> Mutex<T> {
     }
 }
 
+fn map_try<G, H>(result: TryLockResult<G>, wrap: impl FnOnce(G) -> H) -> TryLockResult<H> {
+    match result {
+        Ok(guard) => Ok(wrap(guard)),
+        Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
+        Err(TryLockError::Poisoned(p)) => Err(TryLockError::Poisoned(PoisonError::new(wrap(
+            p.into_inner(),
+        )))),
+    }
+}
+
 fn map_result<G, H>(result: LockResult<G>, wrap: impl FnOnce(G) -> H) -> LockResult<H> {
     match result {
         Ok(guard) => Ok(wrap(guard)),
         Err(poisoned) => Err(PoisonError::new(wrap(poisoned.into_inner()))),
-    }
-}
-
-impl<T: Default> Default for Mutex<T> {
-    fn default() -> Self {
-        Self::new(T::default())
-    }
-}
-
-impl<T> From<T> for Mutex<T> {
-    fn from(value: T) -> Self {
-        Self::new(value)
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // std's format: `Mutex { data: .., poisoned: .., .. }`.
-        self.inner.fmt(f)
-    }
-}
-
-impl<T: ?Sized> MutexGuard<'_, T> {
-    fn get(&self) -> &std::sync::MutexGuard<'_, T> {
-        match &self.inner {
-            Some(guard) => guard,
-            None => unreachable!("a MutexGuard is only emptied by drop"),
-        }
-    }
-}
-
-impl<T: ?Sized> Deref for MutexGuard<'_, T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        self.get()
-    }
-}
-
-impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        match &mut self.inner {
-            Some(guard) => guard,
-            None => unreachable!("a MutexGuard is only emptied by drop"),
-        }
-    }
-}
-
-impl<T: ?Sized> Drop for MutexGuard<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        let inner = &mut self.inner;
-        release(self.waiters, self.waited, || drop(inner.take()));
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
     }
 }
 
@@ -422,34 +433,20 @@ impl<T: ?Sized> RwLock<T> {
 
     /// Shared access if available now; records nothing.
     pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, T>> {
-        let wrap = |guard| RwLockReadGuard {
+        map_try(self.inner.try_read(), |guard| RwLockReadGuard {
             waiters: &self.waiters,
             waited: None,
             inner: Some(guard),
-        };
-        match self.inner.try_read() {
-            Ok(guard) => Ok(wrap(guard)),
-            Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
-            Err(TryLockError::Poisoned(p)) => Err(TryLockError::Poisoned(PoisonError::new(wrap(
-                p.into_inner(),
-            )))),
-        }
+        })
     }
 
     /// Exclusive access if available now; records nothing.
     pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, T>> {
-        let wrap = |guard| RwLockWriteGuard {
+        map_try(self.inner.try_write(), |guard| RwLockWriteGuard {
             waiters: &self.waiters,
             waited: None,
             inner: Some(guard),
-        };
-        match self.inner.try_write() {
-            Ok(guard) => Ok(wrap(guard)),
-            Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
-            Err(TryLockError::Poisoned(p)) => Err(TryLockError::Poisoned(PoisonError::new(wrap(
-                p.into_inner(),
-            )))),
-        }
+        })
     }
 
     /// Whether a thread panicked while holding the write lock.
@@ -468,82 +465,10 @@ impl<T: ?Sized> RwLock<T> {
     }
 }
 
-impl<T: Default> Default for RwLock<T> {
-    fn default() -> Self {
-        Self::new(T::default())
-    }
-}
-
-impl<T> From<T> for RwLock<T> {
-    fn from(value: T) -> Self {
-        Self::new(value)
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl<T: ?Sized> Deref for RwLockReadGuard<'_, T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        match &self.inner {
-            Some(guard) => guard,
-            None => unreachable!("a guard is only emptied by drop"),
-        }
-    }
-}
-
-impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        let inner = &mut self.inner;
-        release(self.waiters, self.waited, || drop(inner.take()));
-    }
-}
-
-impl<T: ?Sized> Deref for RwLockWriteGuard<'_, T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        match &self.inner {
-            Some(guard) => guard,
-            None => unreachable!("a guard is only emptied by drop"),
-        }
-    }
-}
-
-impl<T: ?Sized> DerefMut for RwLockWriteGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        match &mut self.inner {
-            Some(guard) => guard,
-            None => unreachable!("a guard is only emptied by drop"),
-        }
-    }
-}
-
-impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        let inner = &mut self.inner;
-        release(self.waiters, self.waited, || drop(inner.take()));
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockReadGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockWriteGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
+lock_impls!(Mutex, RwLock);
+guard_impls!(MutexGuard, DerefMut);
+guard_impls!(RwLockReadGuard);
+guard_impls!(RwLockWriteGuard, DerefMut);
 
 #[cfg(feature = "tokio")]
 pub mod tokio;

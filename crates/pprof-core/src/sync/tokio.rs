@@ -118,24 +118,6 @@ impl<T: ?Sized> Mutex<T> {
     }
 }
 
-impl<T: Default> Default for Mutex<T> {
-    fn default() -> Self {
-        Self::new(T::default())
-    }
-}
-
-impl<T> From<T> for Mutex<T> {
-    fn from(value: T) -> Self {
-        Self::new(value)
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
 /// Shared access to an [`RwLock`]'s value, released on drop.
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
@@ -225,66 +207,7 @@ impl<T: ?Sized> RwLock<T> {
     }
 }
 
-impl<T: Default> Default for RwLock<T> {
-    fn default() -> Self {
-        Self::new(T::default())
-    }
-}
-
-impl<T> From<T> for RwLock<T> {
-    fn from(value: T) -> Self {
-        Self::new(value)
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-/// Deref, DerefMut (where writable), Drop (release and record) and Debug
-/// for a guard whose `inner` is `Some` until drop.
-macro_rules! guard_impls {
-    ($guard:ident $(, $mutable:ident)?) => {
-        impl<T: ?Sized> Deref for $guard<'_, T> {
-            type Target = T;
-
-            fn deref(&self) -> &T {
-                match &self.inner {
-                    Some(guard) => guard,
-                    None => unreachable!("a guard is only emptied by drop"),
-                }
-            }
-        }
-
-        $(
-            impl<T: ?Sized> $mutable for $guard<'_, T> {
-                fn deref_mut(&mut self) -> &mut T {
-                    match &mut self.inner {
-                        Some(guard) => guard,
-                        None => unreachable!("a guard is only emptied by drop"),
-                    }
-                }
-            }
-        )?
-
-        impl<T: ?Sized> Drop for $guard<'_, T> {
-            #[inline]
-            fn drop(&mut self) {
-                let inner = &mut self.inner;
-                release(self.waiters, self.waited, || drop(inner.take()));
-            }
-        }
-
-        impl<T: ?Sized + fmt::Debug> fmt::Debug for $guard<'_, T> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&**self, f)
-            }
-        }
-    };
-}
-
+lock_impls!(Mutex, RwLock);
 guard_impls!(MutexGuard, DerefMut);
 guard_impls!(RwLockReadGuard);
 guard_impls!(RwLockWriteGuard, DerefMut);
