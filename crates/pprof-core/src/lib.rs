@@ -12,6 +12,7 @@ mod profile;
 mod request;
 mod service;
 mod symbolize;
+mod tasks;
 mod text;
 mod threads;
 
