@@ -170,15 +170,27 @@ fn gettid() -> i32 {
 /// Blocking: call it from a blocking thread.
 pub(crate) fn dump(signal: i32, timeout: Duration) -> Result<Vec<ThreadStack>, Error> {
     let me = gettid();
-    let tids: Vec<i32> = thread_ids().into_iter().filter(|t| *t != me).collect();
-    let captured = capture_threads(&tids, signal, timeout)?;
+    // Name and state first: the signal wakes each thread for a moment.
+    let mut described: std::collections::HashMap<i32, (String, &'static str, Option<String>)> =
+        thread_ids()
+            .into_iter()
+            .filter(|t| *t != me)
+            .map(|t| (t, describe(t)))
+            .filter(|(_, (name, state, _))| !(name.is_empty() && *state == "unknown"))
+            .collect();
+    // Threads that block the signal are not sent it: they would only keep
+    // it pending. They are listed without a stack.
+    let mut tids: Vec<i32> = described.keys().copied().collect();
+    tids.sort_unstable();
+    let (blocked, tids): (Vec<i32>, Vec<i32>) = tids.into_iter().partition(|t| blocks(*t, signal));
+    let mut captured = capture_threads(&tids, signal, timeout)?;
+    captured.extend(blocked.into_iter().map(|t| (t, None)));
     let mut stacks = Vec::with_capacity(captured.len() + 1);
     stacks.push(own_stack(me));
     for (tid, pcs) in captured {
-        let (name, state, wait_channel) = describe(tid);
-        if name.is_empty() && state == "unknown" {
-            continue; // exited during the dump
-        }
+        let Some((name, state, wait_channel)) = described.remove(&tid) else {
+            continue;
+        };
         stacks.push(ThreadStack {
             tid,
             name,
@@ -223,10 +235,6 @@ fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<C
         .iter()
         .filter(|s| s.state.load(Ordering::Acquire) != WRITING);
     for &tid in tids {
-        if blocks(tid, signal) {
-            assigned.push((tid, None));
-            continue;
-        }
         let slot = free_slots.next();
         if let Some(slot) = slot {
             slot.len.store(0, Ordering::Relaxed);
@@ -541,11 +549,19 @@ mod tests {
             stacks.iter().filter(|t| t.pcs.is_some()).count() >= 2,
             "the other threads answered"
         );
+        // Signalled anyway, it cannot answer: the capture gives up after
+        // its timeout and the slot is abandoned.
+        let started = Instant::now();
         assert_eq!(
             capture(tid, libc::SIGURG, Duration::from_millis(50)).expect("capture"),
             None
         );
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // When it unblocks, the late handler finds nothing waiting for it and
+        // returns; the next dump is whole.
         let _ = stop_tx.send(());
         blocker.join().expect("join");
+        let again = dump(libc::SIGURG, Duration::from_secs(2)).expect("dump");
+        assert!(again.iter().all(|t| t.pcs.is_some()), "{again:?}");
     }
 }
