@@ -18,7 +18,10 @@
 //! same unwinder the CPU sampler runs in its SIGPROF handler. With glibc ≥
 //! 2.35 and GCC ≥ 12 it finds unwind tables through `_dl_find_object`,
 //! which takes no lock; its one-time initialisation is run outside any
-//! handler before the first signal is sent.
+//! handler before the first signal is sent. With an older glibc, libgcc
+//! falls back to `dl_iterate_phdr`, which takes the loader's lock: a thread
+//! interrupted inside `dlopen` would then wait for itself in the handler.
+//! The CPU profiler's SIGPROF handler has the same exposure.
 
 use std::fs;
 use std::sync::Mutex;
@@ -348,9 +351,20 @@ fn install(dumper: &mut Dumper, signal: i32) -> Result<(), Error> {
     if dumper.installed == Some(signal) {
         return Ok(());
     }
-    if signal <= 0 || signal == libc::SIGKILL || signal == libc::SIGSTOP || signal > 64 {
+    // Not: signals that cannot be caught, the CPU profiler's, and the ones
+    // the kernel raises for faults (a handler there would hide crashes).
+    const UNUSABLE: [i32; 7] = [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGPROF,
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+    ];
+    if !(1..=64).contains(&signal) || UNUSABLE.contains(&signal) {
         return Err(Error::Profiler(format!(
-            "thread dump signal {signal} cannot be handled"
+            "signal {signal} cannot serve thread dumps; choose another with Config::thread_signal"
         )));
     }
     // Run the unwinder's one-time set-up here, outside any signal handler.
@@ -489,6 +503,17 @@ mod tests {
     #[inline(never)]
     fn park_here_for_the_test(stop: &mpsc::Receiver<()>) {
         let _ = stop.recv_timeout(Duration::from_secs(30));
+    }
+
+    #[test]
+    fn signals_that_must_not_be_taken_over_are_refused() {
+        for signal in [0, libc::SIGPROF, libc::SIGSEGV, libc::SIGKILL, 65] {
+            let refused = dump(signal, Duration::from_millis(10));
+            assert!(
+                matches!(&refused, Err(Error::Profiler(m)) if m.contains("cannot serve thread dumps")),
+                "{signal}: {refused:?}"
+            );
+        }
     }
 
     #[test]
