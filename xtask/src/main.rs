@@ -170,6 +170,33 @@ fn ci(skip_lint: bool) -> ExitCode {
             }
         }
     }
+    // tokio's task dumps need `--cfg tokio_unstable`, which changes every
+    // crate's flags: its own target directory keeps the main one intact.
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let step = Instant::now();
+    eprintln!(
+        "xtask: task dumps: RUSTFLAGS=\"--cfg tokio_unstable\" cargo test -p pprof-core --features tokio-taskdump --lib tasks"
+    );
+    let status = run_counting(
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "pprof-core",
+                "--features",
+                "tokio-taskdump",
+                "--lib",
+                "tasks",
+            ])
+            .env("RUSTFLAGS", "--cfg tokio_unstable")
+            .env("CARGO_TARGET_DIR", format!("{target}/taskdump")),
+        &mut totals,
+    );
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("xtask: task dumps failed");
+        return ExitCode::FAILURE;
+    }
+    eprintln!("xtask: task dumps passed in {:.0?}", step.elapsed());
     eprintln!("xtask: bench --quick (the harness, not the numbers)");
     if let Err(e) = bench::run(true) {
         eprintln!("xtask: bench --quick failed: {e}");

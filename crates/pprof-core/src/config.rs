@@ -27,6 +27,7 @@ pub struct Config {
     pub(crate) max_body_bytes: usize,
     pub(crate) thread_signal: i32,
     pub(crate) thread_timeout: Duration,
+    pub(crate) task_dump_timeout: Duration,
 }
 
 impl Default for Config {
@@ -41,6 +42,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             thread_signal: libc::SIGURG,
             thread_timeout: Duration::from_millis(250),
+            task_dump_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -104,6 +106,15 @@ impl Config {
     /// kernel, is listed without a stack.
     pub fn thread_timeout(mut self, timeout: Duration) -> Self {
         self.thread_timeout = timeout;
+        self
+    }
+
+    /// How long the goroutine profile waits for tokio's task dump (feature
+    /// `tokio-taskdump`; default 1 s). tokio's dump never finishes while a
+    /// worker is blocked; past this time the profile holds the threads and
+    /// one sample saying the tasks are missing.
+    pub fn task_dump_timeout(mut self, timeout: Duration) -> Self {
+        self.task_dump_timeout = timeout;
         self
     }
 

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use crate::contention::{self, Kind};
 use crate::profile::StackProfile;
 use crate::request::{self, Named, Route};
-use crate::{Config, Error, cpu, encode, goroutine, heap, index, text, threads};
+use crate::{Config, Error, cpu, encode, goroutine, heap, index, tasks, text, threads};
 
 /// The body of every response: the whole answer at once.
 pub type ResponseBody = Full<Bytes>;
@@ -188,6 +188,7 @@ impl Pprof {
     async fn index(&self) -> Result<Reply, Error> {
         let (heap_stacks, threads) =
             blocking(|| Ok((heap::dump().map_or(0, |d| d.stacks.len()), threads::count()))).await?;
+        let task_count = tasks::count();
         let mut entries = vec![
             index::Entry {
                 name: "cmdline",
@@ -204,7 +205,8 @@ impl Pprof {
             name: p.name(),
             count: match p {
                 Named::Heap | Named::Allocs => heap_stacks,
-                Named::Goroutine | Named::Threadcreate => threads,
+                Named::Goroutine => threads + task_count,
+                Named::Threadcreate => threads,
                 Named::Mutex => contention::stack_count(Kind::Mutex),
                 Named::Block => contention::stack_count(Kind::Block),
             },
@@ -253,6 +255,10 @@ impl Pprof {
     /// Go's text carries its raw records; the proto carries estimates.
     async fn snapshot(&self, profile: Named, debug: u32) -> Result<StackProfile, Error> {
         let (signal, timeout) = (self.config.thread_signal, self.config.thread_timeout);
+        let tasks = match profile {
+            Named::Goroutine => tasks::samples(self.config.task_dump_timeout).await,
+            _ => Vec::new(),
+        };
         blocking(move || match profile {
             Named::Heap => Ok(heap::to_profile(&heap::dump()?, None, debug == 0)),
             Named::Allocs => Ok(heap::to_profile(
@@ -260,8 +266,15 @@ impl Pprof {
                 Some("alloc_space"),
                 debug == 0,
             )),
-            Named::Goroutine if debug >= 2 => goroutine::goroutine(signal, timeout),
-            Named::Goroutine => goroutine::goroutine(signal, timeout).map(goroutine::grouped),
+            Named::Goroutine => {
+                let mut profile = goroutine::goroutine(signal, timeout)?;
+                profile.samples.extend(tasks);
+                Ok(if debug >= 2 {
+                    profile
+                } else {
+                    goroutine::grouped(profile)
+                })
+            }
             Named::Threadcreate => goroutine::threadcreate(signal, timeout).map(goroutine::grouped),
             Named::Mutex => Ok(contention::profile(Kind::Mutex)),
             Named::Block => Ok(contention::profile(Kind::Block)),

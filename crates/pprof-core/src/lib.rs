@@ -14,6 +14,7 @@ mod request;
 mod service;
 mod symbolize;
 pub mod sync;
+mod tasks;
 mod text;
 mod threads;
 mod watch;

@@ -102,7 +102,7 @@ pub(crate) fn counts(name: &str, profile: &StackProfile) -> String {
 /// The most a `goroutine?debug=2` dump writes before it stops.
 pub(crate) const MAX_THREAD_DUMP_BYTES: usize = 16 << 20;
 
-/// `goroutine?debug=2`: every thread, whole stack (nothing trimmed), like a
+/// `goroutine?debug=2`: every thread (and task), whole stack (nothing trimmed), like a
 /// panic dump: `thread TID "name" [state, wait channel]:`, then each frame's
 /// function and `\tfile:line`. Stops, saying so, after `max_bytes`.
 pub(crate) fn thread_dump(profile: &StackProfile, max_bytes: usize) -> String {
@@ -114,14 +114,12 @@ pub(crate) fn thread_dump(profile: &StackProfile, max_bytes: usize) -> String {
     let mut out = String::new();
     for (shown, (s, stack)) in whole.samples.iter().zip(&symbolized).enumerate() {
         let mut block = String::new();
-        let tid = s
-            .labels
-            .iter()
-            .find_map(|l| match l {
-                Label::Num("thread_id", v) => Some(*v),
+        let id = |key: &str| {
+            s.labels.iter().find_map(|l| match l {
+                Label::Num(k, v) if *k == key => Some(*v),
                 _ => None,
             })
-            .unwrap_or_default();
+        };
         let label = |key: &str| {
             s.labels.iter().find_map(|l| match l {
                 Label::Str(k, v) if *k == key => Some(v.as_str()),
@@ -132,11 +130,17 @@ pub(crate) fn thread_dump(profile: &StackProfile, max_bytes: usize) -> String {
         if let Some(wait) = label("wchan") {
             state = format!("{state}, {wait}");
         }
-        let _ = writeln!(
-            block,
-            "thread {tid} {:?} [{state}]:",
-            label("thread").unwrap_or_default()
-        );
+        if label("task").is_some() {
+            let task = id("task_id").map(|t| t.to_string()).unwrap_or_default();
+            let _ = writeln!(block, "task {task} [{state}]:");
+        } else {
+            let _ = writeln!(
+                block,
+                "thread {} {:?} [{state}]:",
+                id("thread_id").unwrap_or_default(),
+                label("thread").unwrap_or_default()
+            );
+        }
         if let Some(why) = label("stack") {
             let _ = writeln!(block, "\t({why})");
         }

@@ -18,7 +18,10 @@
 //! same unwinder the CPU sampler runs in its SIGPROF handler. With glibc ≥
 //! 2.35 and GCC ≥ 12 it finds unwind tables through `_dl_find_object`,
 //! which takes no lock; its one-time initialisation is run outside any
-//! handler before the first signal is sent.
+//! handler before the first signal is sent. With an older glibc, libgcc
+//! falls back to `dl_iterate_phdr`, which takes the loader's lock: a thread
+//! interrupted inside `dlopen` would then wait for itself in the handler.
+//! The CPU profiler's SIGPROF handler has the same exposure.
 
 use std::fs;
 use std::sync::Mutex;
@@ -170,15 +173,27 @@ fn gettid() -> i32 {
 /// Blocking: call it from a blocking thread.
 pub(crate) fn dump(signal: i32, timeout: Duration) -> Result<Vec<ThreadStack>, Error> {
     let me = gettid();
-    let tids: Vec<i32> = thread_ids().into_iter().filter(|t| *t != me).collect();
-    let captured = capture_threads(&tids, signal, timeout)?;
+    // Name and state first: the signal wakes each thread for a moment.
+    let mut described: std::collections::HashMap<i32, (String, &'static str, Option<String>)> =
+        thread_ids()
+            .into_iter()
+            .filter(|t| *t != me)
+            .map(|t| (t, describe(t)))
+            .filter(|(_, (name, state, _))| !(name.is_empty() && *state == "unknown"))
+            .collect();
+    // Threads that block the signal are not sent it: they would only keep
+    // it pending. They are listed without a stack.
+    let mut tids: Vec<i32> = described.keys().copied().collect();
+    tids.sort_unstable();
+    let (blocked, tids): (Vec<i32>, Vec<i32>) = tids.into_iter().partition(|t| blocks(*t, signal));
+    let mut captured = capture_threads(&tids, signal, timeout)?;
+    captured.extend(blocked.into_iter().map(|t| (t, None)));
     let mut stacks = Vec::with_capacity(captured.len() + 1);
     stacks.push(own_stack(me));
     for (tid, pcs) in captured {
-        let (name, state, wait_channel) = describe(tid);
-        if name.is_empty() && state == "unknown" {
-            continue; // exited during the dump
-        }
+        let Some((name, state, wait_channel)) = described.remove(&tid) else {
+            continue;
+        };
         stacks.push(ThreadStack {
             tid,
             name,
@@ -223,10 +238,6 @@ fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<C
         .iter()
         .filter(|s| s.state.load(Ordering::Acquire) != WRITING);
     for &tid in tids {
-        if blocks(tid, signal) {
-            assigned.push((tid, None));
-            continue;
-        }
         let slot = free_slots.next();
         if let Some(slot) = slot {
             slot.len.store(0, Ordering::Relaxed);
@@ -340,9 +351,20 @@ fn install(dumper: &mut Dumper, signal: i32) -> Result<(), Error> {
     if dumper.installed == Some(signal) {
         return Ok(());
     }
-    if signal <= 0 || signal == libc::SIGKILL || signal == libc::SIGSTOP || signal > 64 {
+    // Not: signals that cannot be caught, the CPU profiler's, and the ones
+    // the kernel raises for faults (a handler there would hide crashes).
+    const UNUSABLE: [i32; 7] = [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGPROF,
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+    ];
+    if !(1..=64).contains(&signal) || UNUSABLE.contains(&signal) {
         return Err(Error::Profiler(format!(
-            "thread dump signal {signal} cannot be handled"
+            "signal {signal} cannot serve thread dumps; choose another with Config::thread_signal"
         )));
     }
     // Run the unwinder's one-time set-up here, outside any signal handler.
@@ -484,6 +506,17 @@ mod tests {
     }
 
     #[test]
+    fn signals_that_must_not_be_taken_over_are_refused() {
+        for signal in [0, libc::SIGPROF, libc::SIGSEGV, libc::SIGKILL, 65] {
+            let refused = dump(signal, Duration::from_millis(10));
+            assert!(
+                matches!(&refused, Err(Error::Profiler(m)) if m.contains("cannot serve thread dumps")),
+                "{signal}: {refused:?}"
+            );
+        }
+    }
+
+    #[test]
     fn every_thread_answers_with_its_stack_and_name() {
         let (tx, rx) = mpsc::channel();
         let parked = std::thread::Builder::new()
@@ -541,11 +574,19 @@ mod tests {
             stacks.iter().filter(|t| t.pcs.is_some()).count() >= 2,
             "the other threads answered"
         );
+        // Signalled anyway, it cannot answer: the capture gives up after
+        // its timeout and the slot is abandoned.
+        let started = Instant::now();
         assert_eq!(
             capture(tid, libc::SIGURG, Duration::from_millis(50)).expect("capture"),
             None
         );
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // When it unblocks, the late handler finds nothing waiting for it and
+        // returns; the next dump is whole.
         let _ = stop_tx.send(());
         blocker.join().expect("join");
+        let again = dump(libc::SIGURG, Duration::from_secs(2)).expect("dump");
+        assert!(again.iter().all(|t| t.pcs.is_some()), "{again:?}");
     }
 }
