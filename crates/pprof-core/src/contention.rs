@@ -176,13 +176,23 @@ fn capture(buf: &mut [u64; MAX_DEPTH]) -> usize {
 /// only if some event is sampled.
 #[inline(never)]
 pub(crate) fn record_unlock(mutex: Option<(u64, u64)>, block: Option<Duration>) {
-    let fraction = mutex_profile_fraction();
+    record_at_rates(mutex, block, mutex_profile_fraction(), block_profile_rate());
+}
+
+/// [`record_unlock`] at the given fraction and block rate.
+#[inline(never)]
+fn record_at_rates(
+    mutex: Option<(u64, u64)>,
+    block: Option<Duration>,
+    fraction: u64,
+    block_rate: u64,
+) {
     #[allow(clippy::cast_precision_loss)]
     let scale = fraction as f64;
     let mutex = mutex.filter(|&(count, delay)| {
         fraction > 0 && (count > 0 || delay > 0) && (fraction == 1 || random_unit() * scale < 1.0)
     });
-    let block = block.and_then(|waited| block_sample(waited, block_profile_rate(), random_unit));
+    let block = block.and_then(|waited| block_sample(waited, block_rate, random_unit));
     if mutex.is_none() && block.is_none() {
         return;
     }
@@ -303,6 +313,48 @@ mod tests {
         let short = Duration::from_nanos(250);
         assert_eq!(block_sample(short, 1_000, || 0.2), Some((4.0, 1_000.0)));
         assert_eq!(block_sample(short, 1_000, || 0.3), None);
+    }
+
+    /// 20 000 events at fraction 10 and, for waits of a quarter of the
+    /// block rate, probability 1/4: the scaled totals estimate the truth.
+    #[inline(never)]
+    fn record_sampled_events_here() {
+        for _ in 0..20_000 {
+            record_at_rates(Some((1, 1_000)), Some(Duration::from_nanos(250)), 10, 1_000);
+        }
+    }
+
+    #[test]
+    fn sampled_values_are_scaled_back_to_the_truth() {
+        record_sampled_events_here();
+        let totals = |kind| {
+            let p = profile(kind);
+            crate::encode::symbolize(&p)
+                .iter()
+                .zip(&p.samples)
+                .filter(|(sym, _)| {
+                    sym.stack.first().is_some_and(|(_, frames)| {
+                        frames
+                            .first()
+                            .is_some_and(|f| f.name.ends_with("record_sampled_events_here"))
+                    })
+                })
+                .fold([0i64; 2], |acc, (_, s)| {
+                    [acc[0] + s.values[0], acc[1] + s.values[1]]
+                })
+        };
+        // Within 10 % (about five standard deviations of the sampling).
+        let near = |got: i64, want: i64| (got - want).abs() * 10 <= want;
+        let [count, delay] = totals(Kind::Mutex);
+        assert!(
+            near(count, 20_000) && near(delay, 20_000_000),
+            "{count} {delay}"
+        );
+        let [count, delay] = totals(Kind::Block);
+        assert!(
+            near(count, 20_000) && near(delay, 5_000_000),
+            "{count} {delay}"
+        );
     }
 
     #[test]
