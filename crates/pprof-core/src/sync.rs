@@ -50,14 +50,16 @@
 //!   time threads already lost waiting. `set_block_profile_rate(0)` turns
 //!   it off; `1` records every wait.
 //!
-//! There is no `Condvar` for these guards yet; use std's locks with a
-//! `Condvar`. With the cargo feature `tokio`, `pprof_core::sync::tokio` has the
+//! [`Condvar`] works with [`Mutex`] as std's does with std's, and records
+//! its waits in the block profile. With the cargo feature `tokio`, `pprof_core::sync::tokio` has the
 //! same for `tokio::sync::Mutex` and `RwLock`.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
+
+pub use std::sync::WaitTimeoutResult;
 use std::time::{Duration, Instant};
 
 use crate::contention::{self, now_nanos};
@@ -359,6 +361,147 @@ fn map_result<G, H>(result: LockResult<G>, wrap: impl FnOnce(G) -> H) -> LockRes
 impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&**self, f)
+    }
+}
+
+/// A condition variable for [`Mutex`]: [`std::sync::Condvar`]'s API.
+///
+/// A wait is a blocking event: its whole duration (the wait for a
+/// notification and the re-lock) goes to the block profile, on the stack
+/// where the returned guard is released, as Go records `sync.Cond.Wait`.
+/// Releasing the mutex to wait ends a critical section: threads waiting for
+/// the mutex are charged to it in the mutex profile, with the stack taken
+/// before the wait (while the lock is still held, and only when someone
+/// waits for it).
+#[derive(Debug, Default)]
+pub struct Condvar {
+    inner: std::sync::Condvar,
+}
+
+/// The parts of a guard, without running its `Drop` (the caller takes
+/// over releasing the lock).
+fn into_parts<T: ?Sized>(
+    mut guard: MutexGuard<'_, T>,
+) -> (&Waiters, Option<Duration>, std::sync::MutexGuard<'_, T>) {
+    let (waiters, waited) = (guard.waiters, guard.waited);
+    let inner = guard.inner.take();
+    std::mem::forget(guard);
+    match inner {
+        Some(inner) => (waiters, waited, inner),
+        None => unreachable!("a MutexGuard is only emptied by drop"),
+    }
+}
+
+impl Condvar {
+    /// A new condition variable; `const`, so it can be a `static`.
+    pub const fn new() -> Self {
+        Self {
+            inner: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Release the guard's lock and wait for a notification (it can wake
+    /// spuriously), then lock again.
+    pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
+        self.waiting(guard, |inner| self.inner.wait(inner))
+    }
+
+    /// Wait until `condition` is false.
+    pub fn wait_while<'a, T, F>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        condition: F,
+    ) -> LockResult<MutexGuard<'a, T>>
+    where
+        F: FnMut(&mut T) -> bool,
+    {
+        self.waiting(guard, |inner| self.inner.wait_while(inner, condition))
+    }
+
+    /// Wait for a notification or until `timeout` has passed.
+    pub fn wait_timeout<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+    ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
+        self.waiting_timeout(guard, |inner| self.inner.wait_timeout(inner, timeout))
+    }
+
+    /// Wait until `condition` is false or `timeout` has passed.
+    pub fn wait_timeout_while<'a, T, F>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+        condition: F,
+    ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)>
+    where
+        F: FnMut(&mut T) -> bool,
+    {
+        self.waiting_timeout(guard, |inner| {
+            self.inner.wait_timeout_while(inner, timeout, condition)
+        })
+    }
+
+    /// Wake one waiting thread.
+    pub fn notify_one(&self) {
+        self.inner.notify_one();
+    }
+
+    /// Wake every waiting thread.
+    pub fn notify_all(&self) {
+        self.inner.notify_all();
+    }
+
+    /// Record the critical section ending at the wait (and the guard's own
+    /// earlier wait for the lock), run `wait` on the std guard and time it.
+    fn start_waiting<'a, T>(
+        guard: MutexGuard<'a, T>,
+    ) -> (&'a Waiters, std::sync::MutexGuard<'a, T>, Option<Instant>) {
+        let (waiters, waited, inner) = into_parts(guard);
+        let charge = waiters.take_charge();
+        if charge.is_some() || waited.is_some() {
+            contention::record_unlock(charge, waited);
+        }
+        (
+            waiters,
+            inner,
+            contention::block_enabled().then(Instant::now),
+        )
+    }
+
+    fn waiting<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        wait: impl FnOnce(std::sync::MutexGuard<'a, T>) -> LockResult<std::sync::MutexGuard<'a, T>>,
+    ) -> LockResult<MutexGuard<'a, T>> {
+        let (waiters, inner, started) = Self::start_waiting(guard);
+        let result = wait(inner);
+        let waited = started.map(|s| s.elapsed());
+        map_result(result, |inner| MutexGuard {
+            waiters,
+            waited,
+            inner: Some(inner),
+        })
+    }
+
+    fn waiting_timeout<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        wait: impl FnOnce(
+            std::sync::MutexGuard<'a, T>,
+        ) -> LockResult<(std::sync::MutexGuard<'a, T>, WaitTimeoutResult)>,
+    ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
+        let (waiters, inner, started) = Self::start_waiting(guard);
+        let result = wait(inner);
+        let waited = started.map(|s| s.elapsed());
+        map_result(result, |(inner, timed_out)| {
+            let guard = MutexGuard {
+                waiters,
+                waited,
+                inner: Some(inner),
+            };
+            (guard, timed_out)
+        })
     }
 }
 

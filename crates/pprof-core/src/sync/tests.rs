@@ -203,3 +203,40 @@ fn send_and_sync_as_std() {
     let slice: &Mutex<[u8]> = &Mutex::new([1u8, 2]);
     assert_eq!(slice.lock().expect("lock").len(), 2);
 }
+
+#[inline(never)]
+fn wait_for_the_signal(state: &(Mutex<bool>, Condvar)) {
+    let (ready, signal) = state;
+    let guard = ready.lock().unwrap_or_else(PoisonError::into_inner);
+    let guard = signal
+        .wait_while(guard, |ready| !*ready)
+        .unwrap_or_else(PoisonError::into_inner);
+    assert!(*guard);
+}
+
+#[test]
+fn condvar_waits_are_blocking_events_of_the_waiter() {
+    record_everything();
+    let state = Arc::new((Mutex::new(false), Condvar::new()));
+    let waiter = {
+        let state = state.clone();
+        std::thread::spawn(move || wait_for_the_signal(&state))
+    };
+    std::thread::sleep(HOLD);
+    *state.0.lock().expect("not poisoned") = true;
+    state.1.notify_all();
+    waiter.join().expect("waiter");
+    let block = with_leaf(Kind::Block, "sync::tests::wait_for_the_signal");
+    assert_eq!(block.len(), 1, "{:#?}", recorded(Kind::Block));
+    assert_eq!(block[0][0], 1);
+    assert!(
+        (150_000_000..2_000_000_000).contains(&block[0][1]),
+        "{}",
+        block[0][1]
+    );
+    let (lock, signal) = &*state;
+    let (guard, timeout) = signal
+        .wait_timeout(lock.lock().expect("lock"), Duration::from_millis(10))
+        .expect("not poisoned");
+    assert!(timeout.timed_out() && *guard);
+}
