@@ -34,14 +34,23 @@ impl Adapter {
     /// in `/pprof`; `/debug/pprof` when `None`) next to an app route
     /// `/hello`, on 127.0.0.1, on its own runtime.
     pub fn start(self, prefix: Option<&str>) -> SocketAddr {
-        let prefix = prefix.unwrap_or("/debug/pprof").to_owned();
-        let config = pprof_core::Config::default().prefix(prefix.clone());
+        let prefix = prefix.unwrap_or("/debug/pprof");
+        self.start_with(pprof_core::Config::default().prefix(prefix))
+    }
+
+    /// Like [`Adapter::start`], with the given settings (the prefix is the
+    /// config's own). Each server tells the routes its peers' addresses,
+    /// as the adapter's docs say to (axum: `ConnectInfo`; hyper: per
+    /// connection `PeerAddr`).
+    pub fn start_with(self, config: pprof_core::Config) -> SocketAddr {
+        let prefix = config.get_prefix().to_owned();
         match self {
             Adapter::Axum => {
                 let app = axum::Router::new()
                     .route("/hello", axum::routing::get(|| async { "hello\n" }))
                     .merge(pprof_axum::routes_with(config));
                 serve_on_own_runtime(move |listener| async move {
+                    let app = app.into_make_service_with_connect_info::<SocketAddr>();
                     let _ = axum::serve(listener, app).await;
                 })
             }
@@ -106,10 +115,17 @@ async fn serve_tower(listener: tokio::net::TcpListener, config: pprof_core::Conf
         .layer(pprof_core::PprofLayer::new(config))
         .service(hello);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let service = TowerToHyperService::new(service.clone());
+        // hyper tells no one the peer: add it per connection for the loopback guard.
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            service.clone(),
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(pprof_core::PeerAddr(peer));
+                request
+            },
+        ));
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

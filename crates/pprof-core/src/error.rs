@@ -60,6 +60,22 @@ pub enum Error {
     TraceUnsupported,
     /// A profiler failed; the text says which and why.
     Profiler(String),
+    /// The loopback guard is on and the peer is not on this host.
+    PeerNotLoopback,
+    /// The loopback guard is on and the server told us no peer address
+    /// (see [`PeerAddr`](crate::PeerAddr)): denied, as we cannot tell.
+    PeerUnknown,
+    /// A bearer token is required and the request carries none
+    /// (answered 401 with `WWW-Authenticate: Bearer`).
+    MissingToken,
+    /// The request's bearer token is not the configured one.
+    WrongToken,
+    /// The configured access predicate turned the request down.
+    Denied,
+    /// The routes are switched off at run time (see [`Switch`](crate::Switch)).
+    SwitchedOff,
+    /// Another heap or allocs profile is being dumped in this process.
+    HeapDumpBusy,
 }
 
 impl Error {
@@ -76,7 +92,12 @@ impl Error {
             | Self::InvalidHz { .. }
             | Self::BodyTooLarge { .. }
             | Self::BadBody => StatusCode::BAD_REQUEST,
-            Self::CpuProfilerBusy => StatusCode::CONFLICT,
+            Self::CpuProfilerBusy | Self::HeapDumpBusy => StatusCode::CONFLICT,
+            Self::MissingToken => StatusCode::UNAUTHORIZED,
+            Self::PeerNotLoopback | Self::PeerUnknown | Self::WrongToken | Self::Denied => {
+                StatusCode::FORBIDDEN
+            }
+            Self::SwitchedOff => StatusCode::NOT_FOUND,
             Self::HeapProfilingDisabled | Self::FeatureDisabled { .. } | Self::TraceUnsupported => {
                 StatusCode::NOT_IMPLEMENTED
             }
@@ -128,7 +149,30 @@ impl fmt::Display for Error {
                  use /debug/pprof/profile for CPU time",
             ),
             Self::Profiler(why) => f.write_str(why),
+            Self::PeerNotLoopback => {
+                f.write_str("pprof endpoints answer clients on this host (loopback) only")
+            }
+            Self::PeerUnknown => f.write_str(
+                "pprof endpoints answer clients on this host (loopback) only, \
+                 and the server did not tell who this client is",
+            ),
+            Self::MissingToken => f.write_str(
+                "pprof endpoints need an Authorization: Bearer token; none was given",
+            ),
+            Self::WrongToken => f.write_str("the bearer token is not valid for pprof endpoints"),
+            Self::Denied => f.write_str("the server's access policy denies this pprof request"),
+            Self::SwitchedOff => f.write_str("pprof endpoints are switched off on this server"),
+            Self::HeapDumpBusy => f.write_str(
+                "Could not dump the heap profile: another heap or allocs dump is in progress; try again",
+            ),
         }
+    }
+}
+
+impl Error {
+    /// The `WWW-Authenticate` challenge sent with this error, if any.
+    pub(crate) fn challenge(&self) -> Option<&'static str> {
+        matches!(self, Self::MissingToken).then_some("Bearer")
     }
 }
 
@@ -159,6 +203,13 @@ mod tests {
             },
             Error::TraceUnsupported,
             Error::Profiler("x".into()),
+            Error::PeerNotLoopback,
+            Error::PeerUnknown,
+            Error::MissingToken,
+            Error::WrongToken,
+            Error::Denied,
+            Error::SwitchedOff,
+            Error::HeapDumpBusy,
         ];
         for e in all {
             let text = e.to_string();

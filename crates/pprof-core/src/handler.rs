@@ -8,7 +8,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 
 use crate::request::{self, Named, Route};
-use crate::{Config, Error, cpu, encode, heap, index, text};
+use crate::{Config, Error, cpu, encode, guard, heap, index, text};
 
 /// The body of every response: the whole answer at once.
 pub type ResponseBody = Full<Bytes>;
@@ -92,6 +92,10 @@ impl Pprof {
             ));
         }
         let (parts, body) = request.into_parts();
+        // Who may ask comes first: nothing is read or started for a denied request.
+        if let Err(error) = guard::check(&self.config, &parts) {
+            return error_response(&error);
+        }
         let mut body = Some(body);
         let is_form = parts
             .headers
@@ -149,7 +153,9 @@ impl Pprof {
                 profile,
                 debug,
                 delta,
-            } => named(profile, debug, delta).await,
+            } => named(profile, debug, delta)
+                .await
+                .map(|reply| cap_text(reply, self.config.max_text_bytes)),
         };
         match reply {
             Ok(reply) => response(reply),
@@ -184,7 +190,13 @@ impl Pprof {
     }
 
     async fn index(&self) -> Result<Reply, Error> {
-        let heap_stacks = blocking(|| Ok(heap::dump().map_or(0, |d| d.stacks.len()))).await?;
+        // The counts need a dump too: wait for the slot rather than dump alongside.
+        let slot = heap::wait_for_dump_slot().await;
+        let heap_stacks = blocking(move || {
+            let _working = slot;
+            Ok(heap::dump().map_or(0, |d| d.stacks.len()))
+        })
+        .await?;
         let mut entries = vec![
             index::Entry {
                 name: "cmdline",
@@ -205,6 +217,14 @@ impl Pprof {
             description: p.description(),
         }));
         Ok(Reply::Html(index::page(&self.config.prefix, entries)))
+    }
+}
+
+/// Text answers longer than the configured limit are cut (see [`text::cap`]).
+fn cap_text(reply: Reply, max: usize) -> Reply {
+    match reply {
+        Reply::Text(body) => Reply::Text(text::cap(body, max)),
+        other => other,
     }
 }
 
@@ -241,8 +261,13 @@ async fn named(profile: Named, debug: u32, delta: Option<Duration>) -> Result<Re
     // Text carries jemalloc's sampled counts, as Go's text carries its raw
     // records: pprof scales `heap/N` text itself. The proto carries estimates.
     let scaled = debug == 0;
-    let snapshot = move || {
+    // One heap request works at a time; a second one is told so (409)
+    // instead of queueing. The slot is shared with the blocking work, so it
+    // is free again only when that work is done, even if the client left.
+    let slot = Arc::new(heap::claim_dump_slot()?);
+    let snapshot = move |slot: Arc<heap::DumpSlot>| {
         blocking(move || {
+            let _working = slot;
             Ok(heap::to_profile(
                 &heap::dump()?,
                 default_sample_type,
@@ -250,13 +275,22 @@ async fn named(profile: Named, debug: u32, delta: Option<Duration>) -> Result<Re
             ))
         })
     };
-    let mut stack_profile = snapshot().await?;
-    if let Some(wait) = delta {
-        tokio::time::sleep(wait).await;
-        stack_profile = stack_profile.delta_to(snapshot().await?);
-    }
+    let mut stack_profile = snapshot(Arc::clone(&slot)).await?;
+    let slot = match delta {
+        Some(wait) => {
+            // Waiting is not working: free the slot for others meanwhile,
+            // then queue for it (a request once admitted is not turned away).
+            drop(slot);
+            tokio::time::sleep(wait).await;
+            let slot = Arc::new(heap::wait_for_dump_slot().await);
+            stack_profile = stack_profile.delta_to(snapshot(Arc::clone(&slot)).await?);
+            slot
+        }
+        None => slot,
+    };
     let name = filename(profile, delta);
     blocking(move || {
+        let _working = slot;
         if debug > 0 {
             let mut stats = heap::stats();
             let cached = crate::symbolize::symbolizer().cached_addresses();
@@ -302,7 +336,7 @@ where
         query.to_owned()
     };
     blocking(move || {
-        let addresses: Vec<u64> = input.split('+').filter_map(parse_address).collect();
+        let addresses = parse_addresses(&input);
         let resolved = crate::symbolize::symbolizer().resolve_all(addresses.iter().copied());
         let mut out = String::from("num_symbols: 1\n");
         for address in addresses {
@@ -324,6 +358,10 @@ where
     let Some(body) = body else {
         return Ok(String::new());
     };
+    // A declared length over the limit is refused before a byte is read.
+    if !usize::try_from(body.size_hint().lower()).is_ok_and(|declared| declared <= max) {
+        return Err(Error::BodyTooLarge { limit: max });
+    }
     let collected = Limited::new(body, max).collect().await.map_err(|e| {
         if e.downcast_ref::<LengthLimitError>().is_some() {
             Error::BodyTooLarge { limit: max }
@@ -334,9 +372,14 @@ where
     Ok(String::from_utf8_lossy(&collected.to_bytes()).into_owned())
 }
 
+/// The addresses of a `/symbol` request: tokens split on `+`, junk and zero skipped.
+pub(crate) fn parse_addresses(input: &str) -> Vec<u64> {
+    input.split('+').filter_map(parse_address).collect()
+}
+
 /// An unsigned integer as Go's `strconv.ParseUint(s, 0, 64)` reads it; zero
 /// and junk are skipped.
-fn parse_address(token: &str) -> Option<u64> {
+pub(crate) fn parse_address(token: &str) -> Option<u64> {
     let t = token.trim();
     let value = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         u64::from_str_radix(hex, 16).ok()
@@ -389,8 +432,11 @@ fn attachment(filename: &str) -> http::response::Builder {
 
 /// The response for an error: its status, `X-Go-Pprof: 1`, one line of text.
 pub(crate) fn error_response(error: &Error) -> Response<ResponseBody> {
-    base(error.status(), TEXT)
-        .header("x-go-pprof", "1")
+    let mut builder = base(error.status(), TEXT).header("x-go-pprof", "1");
+    if let Some(challenge) = error.challenge() {
+        builder = builder.header(header::WWW_AUTHENTICATE, challenge);
+    }
+    builder
         .body(Full::new(Bytes::from(format!(
             "{}\n",
             error.to_string().replace(['\r', '\n'], " ")
@@ -407,6 +453,66 @@ fn fallback() -> Response<ResponseBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn get(pprof: &Pprof, target: &str, headers: &[(&str, &str)]) -> Response<ResponseBody> {
+        let mut request = Request::get(target);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        pprof.handle(request).await
+    }
+
+    async fn text(response: Response<ResponseBody>) -> String {
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        String::from_utf8_lossy(&body.unwrap_or_default()).into_owned()
+    }
+
+    /// The only test that takes the process-wide heap slot (tests run in parallel).
+    #[tokio::test]
+    async fn a_heap_request_while_another_works_gets_409_not_a_queue() {
+        let pprof = Pprof::new(Config::default());
+        let working = heap::claim_dump_slot().expect("slot free");
+        assert_eq!(heap::claim_dump_slot().err(), Some(Error::HeapDumpBusy));
+        for path in ["/debug/pprof/heap", "/debug/pprof/allocs?debug=1"] {
+            let response = get(&pprof, path, &[]).await;
+            assert_eq!(response.status(), StatusCode::CONFLICT, "{path}");
+            assert_eq!(response.headers()["x-go-pprof"], "1");
+            assert_eq!(text(response).await, format!("{}\n", Error::HeapDumpBusy));
+        }
+        drop(working);
+        // Free again: this test binary has no jemalloc profiler, so the
+        // next answer is the "not enabled" one, not a 409.
+        let response = get(&pprof, "/debug/pprof/heap", &[]).await;
+        assert_ne!(response.status(), StatusCode::CONFLICT);
+        assert!(heap::claim_dump_slot().is_ok());
+    }
+
+    #[tokio::test]
+    async fn missing_token_is_challenged_wrong_token_forbidden() {
+        let pprof = Pprof::new(Config::default().bearer_token("t0ken"));
+        let response = get(&pprof, "/debug/pprof/cmdline", &[]).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(response.headers()["x-go-pprof"], "1");
+        let response = get(
+            &pprof,
+            "/debug/pprof/cmdline",
+            &[("authorization", "Bearer x")],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
+        let response = get(
+            &pprof,
+            "/debug/pprof/cmdline",
+            &[("authorization", "Bearer t0ken")],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 
     #[test]
     fn addresses_parse_like_go() {

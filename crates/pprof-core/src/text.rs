@@ -64,3 +64,51 @@ pub(crate) fn heap(profile: &StackProfile, stats: &[(&str, u64)]) -> String {
     }
     out
 }
+
+/// `text` cut to at most `max` bytes at the end of its last whole line, with
+/// one more line saying it was cut; unchanged when it fits. Every text
+/// producer's answer goes through this (the handler applies it to `debug>0`).
+pub(crate) fn cap(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let total = text.len();
+    // `\n` is ASCII, so the byte after it is always a char boundary.
+    let keep = text.as_bytes()[..max]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |newline| newline + 1);
+    text.truncate(keep);
+    let _ = writeln!(
+        text,
+        "# truncated: this text is {total} bytes, over the server's limit of {max} \
+         (pprof_core::Config::max_text_bytes); ask for debug=0 for the whole profile"
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cap;
+
+    #[test]
+    fn short_text_is_untouched() {
+        assert_eq!(cap("a\nb\n".to_owned(), 4), "a\nb\n");
+    }
+
+    #[test]
+    fn long_text_is_cut_at_a_line_and_says_so() {
+        let out = cap("one\ntwo\nthree\n".to_owned(), 10);
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("one"));
+        assert_eq!(lines.next(), Some("two"));
+        let note = lines.next().unwrap_or_default();
+        assert!(
+            note.starts_with("# truncated: this text is 14 bytes"),
+            "{note}"
+        );
+        assert_eq!(lines.next(), None);
+        // Multi-byte characters never split, even with no newline in reach.
+        assert!(cap("ééééé".to_owned(), 3).starts_with("# truncated"));
+    }
+}
