@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pprof_tests::{
-    Adapter, Response, burn_cpu_on_thread, cpu_profiler_lock, function_names, get, request,
-    sample_types, send, string,
+    Adapter, Response, burn_cpu_on_thread, cpu_profiler_lock, function_names, get,
+    heap_profiler_lock, request, sample_types, send, string,
 };
 
 // Heap profiles need jemalloc with its profiler on in this test process.
@@ -402,6 +402,7 @@ fn late_sigprof_after_a_profile_does_not_kill_the_process() {
 
 #[test]
 fn heap_and_allocs_are_go_shaped() {
+    let _heap = heap_profiler_lock();
     // Something live and sizeable to find: 3 × 16 MiB, each certain to be
     // sampled at a 512 KiB period.
     let keep = keep_alive_for_heap_test();
@@ -486,6 +487,7 @@ fn keep_alive_for_heap_test() -> Vec<Vec<u8>> {
 
 #[test]
 fn heap_text_and_delta_forms() {
+    let _heap = heap_profiler_lock();
     for (adapter, addr) in servers() {
         let r = get(addr, "/debug/pprof/heap?debug=1");
         assert_eq!(r.status, 200, "{adapter:?}");
@@ -548,6 +550,7 @@ fn routes_follow_a_custom_prefix() {
 #[test]
 fn go_tool_pprof_reads_every_profile_from_every_adapter() {
     let _cpu = cpu_profiler_lock();
+    let _heap = heap_profiler_lock();
     for (adapter, addr) in servers() {
         for (path, types) in [
             ("profile?seconds=1", "samples/count cpu/nanoseconds"),

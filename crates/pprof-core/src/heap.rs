@@ -263,7 +263,7 @@ pub(crate) fn claim_dump_slot() -> Result<DumpSlot, Error> {
 }
 
 /// The dump slot once it is free: for work already admitted (the second
-/// snapshot of a delta profile, the index page's counts).
+/// snapshot of a delta profile).
 pub(crate) async fn wait_for_dump_slot() -> DumpSlot {
     loop {
         // The semaphore is never closed; should it be, try again.
