@@ -212,6 +212,30 @@ impl Response {
     }
 }
 
+/// Go's error shape: this status, `text/plain; charset=utf-8`,
+/// `X-Go-Pprof: 1`, `nosniff`, no attachment, one line containing `message`.
+pub fn assert_go_error(r: &Response, status: u16, message: &str, what: &str) {
+    assert_eq!(r.status, status, "{what}: {}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; charset=utf-8"),
+        "{what}"
+    );
+    assert_eq!(r.header("x-go-pprof"), Some("1"), "{what}");
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(r.header("content-disposition"), None, "{what}");
+    let text = r.text();
+    assert!(
+        text.ends_with('\n') && text.matches('\n').count() == 1,
+        "{what}: {text:?}"
+    );
+    assert!(text.contains(message), "{what}: {text:?} lacks {message:?}");
+}
+
 /// Send one HTTP/1.1 request (`Connection: close`) and read the whole answer.
 pub fn request(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> Response {
     let mut stream = send(addr, method, target, body);

@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 
-use pprof_tests::{Adapter, Response, exchange, get};
+use pprof_tests::{Adapter, assert_go_error, exchange, get};
 
 /// What a case must be answered with.
 #[derive(Debug, Clone, Copy)]
@@ -243,29 +243,6 @@ fn cases() -> Vec<Case> {
         },
     ];
     cases
-}
-
-/// Go's error shape: status, text/plain, X-Go-Pprof: 1, no attachment, one line.
-fn assert_go_error(r: &Response, status: u16, message: &str, what: &str) {
-    assert_eq!(r.status, status, "{what}: {}", r.text());
-    assert_eq!(
-        r.header("content-type"),
-        Some("text/plain; charset=utf-8"),
-        "{what}"
-    );
-    assert_eq!(r.header("x-go-pprof"), Some("1"), "{what}");
-    assert_eq!(
-        r.header("x-content-type-options"),
-        Some("nosniff"),
-        "{what}"
-    );
-    assert_eq!(r.header("content-disposition"), None, "{what}");
-    let text = r.text();
-    assert!(
-        text.ends_with('\n') && text.matches('\n').count() == 1,
-        "{what}: {text:?}"
-    );
-    assert!(text.contains(message), "{what}: {text:?} lacks {message:?}");
 }
 
 fn assert_still_serving(addr: SocketAddr, what: &str) {

@@ -26,21 +26,7 @@ fn assert_nosniff(r: &Response, what: &str) {
 
 /// Go's error shape: status, text/plain, X-Go-Pprof: 1, no attachment, one line.
 fn assert_error(r: &Response, status: u16, message: &str, what: &str) {
-    assert_eq!(r.status, status, "{what}: {}", r.text());
-    assert_eq!(
-        r.header("content-type"),
-        Some("text/plain; charset=utf-8"),
-        "{what}"
-    );
-    assert_eq!(r.header("x-go-pprof"), Some("1"), "{what}");
-    assert_eq!(r.header("content-disposition"), None, "{what}");
-    assert_nosniff(r, what);
-    let text = r.text();
-    assert!(
-        text.ends_with('\n') && text.matches('\n').count() == 1,
-        "{what}: {text:?}"
-    );
-    assert!(text.contains(message), "{what}: {text:?} lacks {message:?}");
+    pprof_tests::assert_go_error(r, status, message, what);
 }
 
 fn assert_profile_headers(r: &Response, filename: &str, what: &str) {

@@ -6,24 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pprof_core::{Config, Switch};
-use pprof_tests::{Adapter, Response, get, request_with_headers};
-
-fn assert_denied(r: &Response, status: u16, message: &str, what: &str) {
-    assert_eq!(r.status, status, "{what}: {}", r.text());
-    assert_eq!(
-        r.header("content-type"),
-        Some("text/plain; charset=utf-8"),
-        "{what}"
-    );
-    assert_eq!(r.header("x-go-pprof"), Some("1"), "{what}");
-    assert_eq!(r.header("content-disposition"), None, "{what}");
-    let text = r.text();
-    assert!(
-        text.ends_with('\n') && text.matches('\n').count() == 1,
-        "{what}: {text:?}"
-    );
-    assert!(text.contains(message), "{what}: {text:?} lacks {message:?}");
-}
+use pprof_tests::{Adapter, Response, assert_go_error, get, request_with_headers};
 
 fn with(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
     request_with_headers(addr, method, target, headers, b"")
@@ -48,7 +31,7 @@ fn loopback_guard_admits_this_host_and_refuses_other_addresses() {
         if let Some(ip) = remote_ip {
             let remote = SocketAddr::new(ip, addr.port());
             for target in ["/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap"] {
-                assert_denied(
+                assert_go_error(
                     &get(remote, target),
                     403,
                     "answer clients on this host (loopback) only",
@@ -71,7 +54,7 @@ fn bearer_token_missing_is_401_wrong_is_403_right_is_served() {
         let addr = adapter.start_with(Config::default().bearer_token("s3cret-t0ken"));
         let what = format!("{adapter:?}");
         let r = get(addr, "/debug/pprof/cmdline");
-        assert_denied(&r, 401, "need an Authorization: Bearer token", &what);
+        assert_go_error(&r, 401, "need an Authorization: Bearer token", &what);
         assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{what}");
         let r = with(
             addr,
@@ -79,7 +62,7 @@ fn bearer_token_missing_is_401_wrong_is_403_right_is_served() {
             "/debug/pprof/cmdline",
             &[("Authorization", "Basic czNjcmV0")],
         );
-        assert_denied(&r, 401, "need an Authorization: Bearer token", &what);
+        assert_go_error(&r, 401, "need an Authorization: Bearer token", &what);
         for wrong in [
             "Bearer s3cret-t0keN",
             "Bearer s3cret",
@@ -91,7 +74,7 @@ fn bearer_token_missing_is_401_wrong_is_403_right_is_served() {
                 "/debug/pprof/cmdline",
                 &[("Authorization", wrong)],
             );
-            assert_denied(
+            assert_go_error(
                 &r,
                 403,
                 "bearer token is not valid",
@@ -101,7 +84,7 @@ fn bearer_token_missing_is_401_wrong_is_403_right_is_served() {
         }
         // Denied before the body is read: 401, not "body too large".
         let r = pprof_tests::request(addr, "POST", "/debug/pprof/symbol", &big);
-        assert_denied(&r, 401, "Bearer token", &format!("{what} big POST"));
+        assert_go_error(&r, 401, "Bearer token", &format!("{what} big POST"));
         let r = with(
             addr,
             "GET",
@@ -119,7 +102,7 @@ fn denied_profile_request_starts_nothing() {
         let addr = adapter.start_with(Config::default().bearer_token("t"));
         let started = Instant::now();
         let r = get(addr, "/debug/pprof/profile?seconds=30");
-        assert_denied(&r, 401, "Bearer token", &format!("{adapter:?}"));
+        assert_go_error(&r, 401, "Bearer token", &format!("{adapter:?}"));
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{adapter:?} answered at once"
@@ -144,13 +127,13 @@ fn user_predicate_decides() {
         });
         let addr = adapter.start_with(config);
         let what = format!("{adapter:?}");
-        assert_denied(
+        assert_go_error(
             &get(addr, "/debug/pprof/cmdline"),
             403,
             "access policy denies",
             &what,
         );
-        assert_denied(
+        assert_go_error(
             &with(addr, "GET", "/debug/pprof/cmdline", &[("X-Ops-Team", "no")]),
             403,
             "access policy denies",
@@ -181,7 +164,7 @@ fn switch_turns_every_route_off_and_on_without_a_restart() {
             "/debug/pprof/heap",
             "/debug/pprof/symbol",
         ] {
-            assert_denied(
+            assert_go_error(
                 &get(addr, target),
                 404,
                 "pprof endpoints are switched off on this server",

@@ -153,12 +153,11 @@ impl Pprof {
                 profile,
                 debug,
                 delta,
-            } => named(profile, debug, delta)
-                .await
-                .map(|reply| cap_text(reply, self.config.max_text_bytes)),
+            } => named(profile, debug, delta).await,
         };
         match reply {
-            Ok(reply) => response(reply),
+            // Every text answer, whichever route made it, is capped here.
+            Ok(reply) => response(cap_text(reply, self.config.max_text_bytes)),
             Err(error) => error_response(&error),
         }
     }
