@@ -375,7 +375,7 @@ pub(crate) fn parse_addresses(input: &str) -> Vec<u64> {
 
 /// An unsigned integer as Go's `strconv.ParseUint(s, 0, 64)` reads it; zero
 /// and junk are skipped.
-pub(crate) fn parse_address(token: &str) -> Option<u64> {
+fn parse_address(token: &str) -> Option<u64> {
     let t = token.trim();
     let value = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         u64::from_str_radix(hex, 16).ok()
