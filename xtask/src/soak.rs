@@ -109,8 +109,12 @@ fn soak(server: &mut Child, profiles: u32) -> Result<String, String> {
     };
     let mut counts = Counts::default();
     let mut rss: Vec<(f64, f64)> = Vec::new();
+    let mut stats_after_warm_up = None;
     let soak_start = Instant::now();
     for i in 0..profiles {
+        if stats_after_warm_up.is_none() && soak_start.elapsed() >= WARM_UP {
+            stats_after_warm_up = Some(memory_stats("after-warm-up"));
+        }
         if let Ok(Some(status)) = server.try_wait() {
             counts.crash = Some(format!("practice exited ({status}) before profile {i}"));
             break;
@@ -138,9 +142,10 @@ fn soak(server: &mut Child, profiles: u32) -> Result<String, String> {
     {
         counts.crash = Some(format!("practice exited ({status}) at the end"));
     }
+    let stats_at_end = memory_stats("end");
     stop.store(true, Ordering::Release);
     let load = load.join().map_err(|_| "wrk thread panicked")??;
-    Ok(summary(
+    let mut report = summary(
         profiles,
         &served,
         &left_out,
@@ -148,7 +153,11 @@ fn soak(server: &mut Child, profiles: u32) -> Result<String, String> {
         &load,
         &rss,
         soak_start.elapsed(),
-    ))
+    );
+    if let Some(start) = stats_after_warm_up {
+        report.push_str(&stats_table(&start, &stats_at_end));
+    }
+    Ok(report)
 }
 
 /// One pprof request: 200 with a body within the timeout, or counted.
@@ -343,5 +352,37 @@ fn summary(
         && load.socket_errors == 0
         && trend_ok;
     line(format!("verdict: {}", if clean { "PASS" } else { "FAIL" }));
+    out
+}
+
+/// The allocator's and the symbolizer's numbers from `heap?debug=1`'s
+/// trailing `# name = value` block; the heap profile itself is saved as
+/// `$TMPDIR/soak-heap-{moment}.pb.gz` for `go tool pprof -diff_base`.
+fn memory_stats(moment: &str) -> Vec<(String, u64)> {
+    if let Ok((200, body)) = get("/debug/pprof/heap", DUMP_TIMEOUT) {
+        let path = std::env::temp_dir().join(format!("soak-heap-{moment}.pb.gz"));
+        let _ = std::fs::write(&path, body);
+    }
+    let Ok((200, text)) = get("/debug/pprof/heap?debug=1", DUMP_TIMEOUT) else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|l| l.strip_prefix("# ")?.split_once(" = "))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.trim().parse().ok()?)))
+        .collect()
+}
+
+fn stats_table(start: &[(String, u64)], end: &[(String, u64)]) -> String {
+    let mut out = format!(
+        "\nallocator and symbolizer, after warm-up -> end (heap profiles saved as {}/soak-heap-*.pb.gz):\n",
+        std::env::temp_dir().display()
+    );
+    for (name, before) in start {
+        if let Some((_, after)) = end.iter().find(|(k, _)| k == name) {
+            let change = i128::from(*after) - i128::from(*before);
+            out.push_str(&format!("  {name}: {before} -> {after} ({change:+})\n"));
+        }
+    }
     out
 }
