@@ -34,37 +34,52 @@ impl Adapter {
     /// in `/pprof`; `/debug/pprof` when `None`) next to an app route
     /// `/hello`, on 127.0.0.1, on its own runtime.
     pub fn start(self, prefix: Option<&str>) -> SocketAddr {
-        let prefix = prefix.unwrap_or("/debug/pprof").to_owned();
-        let config = pprof_core::Config::default().prefix(prefix.clone());
+        let prefix = prefix.unwrap_or("/debug/pprof");
+        self.start_with(pprof_core::Config::default().prefix(prefix))
+    }
+
+    /// Like [`Adapter::start`], with the given settings (the prefix is the
+    /// config's own). Each server tells the routes its peers' addresses,
+    /// as the adapter's docs say to (axum: `ConnectInfo`; hyper: per
+    /// connection `PeerAddr`).
+    pub fn start_with(self, config: pprof_core::Config) -> SocketAddr {
+        self.start_on("127.0.0.1:0", config)
+    }
+
+    /// Like [`Adapter::start_with`], listening on `bind` (`0.0.0.0:0` lets
+    /// a test come in through a non-loopback address of this host).
+    pub fn start_on(self, bind: &str, config: pprof_core::Config) -> SocketAddr {
+        let prefix = config.get_prefix().to_owned();
         match self {
             Adapter::Axum => {
                 let app = axum::Router::new()
                     .route("/hello", axum::routing::get(|| async { "hello\n" }))
                     .merge(pprof_axum::routes_with(config));
-                serve_on_own_runtime(move |listener| async move {
+                serve_on(bind, move |listener| async move {
+                    let app = app.into_make_service_with_connect_info::<SocketAddr>();
                     let _ = axum::serve(listener, app).await;
                 })
             }
-            Adapter::Actix => start_actix(&prefix, config),
+            Adapter::Actix => start_actix(bind, &prefix, config),
             Adapter::Warp => {
                 use warp::Filter;
                 let hello = warp::path("hello").and(warp::path::end()).map(|| "hello\n");
                 let routes = hello.or(pprof_warp::routes_with(config));
-                serve_on_own_runtime(move |listener| async move {
+                serve_on(bind, move |listener| async move {
                     warp::serve(routes).incoming(listener).run().await;
                 })
             }
-            Adapter::Tower => serve_on_own_runtime(move |listener| serve_tower(listener, config)),
+            Adapter::Tower => serve_on(bind, move |listener| serve_tower(listener, config)),
         }
     }
 }
 
-fn start_actix(prefix: &str, config: pprof_core::Config) -> SocketAddr {
+fn start_actix(bind: &str, prefix: &str, config: pprof_core::Config) -> SocketAddr {
     let mount = prefix
         .strip_suffix("/pprof")
         .unwrap_or_else(|| panic!("actix mounts at {{mount}}/pprof; {prefix} does not end so"))
         .to_owned();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let listener = std::net::TcpListener::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
     let addr = listener.local_addr().expect("local addr");
     std::thread::Builder::new()
         .name("test-actix".into())
@@ -106,10 +121,17 @@ async fn serve_tower(listener: tokio::net::TcpListener, config: pprof_core::Conf
         .layer(pprof_core::PprofLayer::new(config))
         .service(hello);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let service = TowerToHyperService::new(service.clone());
+        // hyper tells no one the peer: add it per connection for the loopback guard.
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            service.clone(),
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(pprof_core::PeerAddr(peer));
+                request
+            },
+        ));
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -125,6 +147,16 @@ where
     F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
+    serve_on("127.0.0.1:0", serve)
+}
+
+/// [`serve_on_own_runtime`] with a listener bound to `bind`.
+pub fn serve_on<F, Fut>(bind: &str, serve: F) -> SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let bind = bind.to_owned();
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("test-server".into())
@@ -135,9 +167,9 @@ where
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                let listener = tokio::net::TcpListener::bind(&bind)
                     .await
-                    .expect("bind 127.0.0.1:0");
+                    .unwrap_or_else(|e| panic!("bind {bind}: {e}"));
                 tx.send(listener.local_addr().expect("local addr"))
                     .expect("report address");
                 serve(listener).await;
@@ -180,6 +212,30 @@ impl Response {
     }
 }
 
+/// Go's error shape: this status, `text/plain; charset=utf-8`,
+/// `X-Go-Pprof: 1`, `nosniff`, no attachment, one line containing `message`.
+pub fn assert_go_error(r: &Response, status: u16, message: &str, what: &str) {
+    assert_eq!(r.status, status, "{what}: {}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; charset=utf-8"),
+        "{what}"
+    );
+    assert_eq!(r.header("x-go-pprof"), Some("1"), "{what}");
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(r.header("content-disposition"), None, "{what}");
+    let text = r.text();
+    assert!(
+        text.ends_with('\n') && text.matches('\n').count() == 1,
+        "{what}: {text:?}"
+    );
+    assert!(text.contains(message), "{what}: {text:?} lacks {message:?}");
+}
+
 /// Send one HTTP/1.1 request (`Connection: close`) and read the whole answer.
 pub fn request(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> Response {
     let mut stream = send(addr, method, target, body);
@@ -205,6 +261,56 @@ pub fn request_with_headers(
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read response");
     parse_response(&raw, method == "HEAD")
+}
+
+/// Write `raw` bytes as they are (any request line, headers and body) and
+/// read the answer; `None` when the server closed the connection without
+/// a complete response head. A write the server cut short is not an error:
+/// it may answer before reading everything.
+pub fn exchange(addr: SocketAddr, raw: &[u8]) -> Option<Response> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone stream");
+    let raw = raw.to_vec();
+    // Write from another thread, so a server that answers early (and stops
+    // reading) cannot leave both sides blocked.
+    let writing = std::thread::spawn(move || {
+        let _ = writer.write_all(&raw);
+    });
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            // A reset after the answer (the server closed with unread bytes) ends it.
+            Err(_) => break,
+        }
+    }
+    let _ = writing.join();
+    answer
+        .windows(4)
+        .any(|w| w == b"\r\n\r\n")
+        .then(|| parse_response(&answer, false))
+}
+
+/// An address of this host that is not loopback (to reach a server as a
+/// "remote" peer), if the host has one.
+pub fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    // Connecting a UDP socket sends nothing; it only picks the source address.
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    for probe in ["192.0.2.1:9", "10.255.255.255:9", "8.8.8.8:53"] {
+        if socket.connect(probe).is_ok()
+            && let Ok(local) = socket.local_addr()
+            && !local.ip().is_loopback()
+            && !local.ip().is_unspecified()
+        {
+            return Some(local.ip());
+        }
+    }
+    None
 }
 
 /// Send a request and return the open connection without reading it (a
@@ -408,6 +514,15 @@ pub fn burn_cpu_here(duration: Duration) -> u64 {
 /// Tests in one binary run in parallel, but the process has one CPU
 /// profiler: hold this while a test runs CPU profiles.
 pub fn cpu_profiler_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The process has one heap-dump slot too (a second concurrent heap or
+/// allocs request gets 409): hold this while a test fetches heap profiles
+/// and expects them served.
+pub fn heap_profiler_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

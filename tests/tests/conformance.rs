@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pprof_tests::{
-    Adapter, Response, burn_cpu_on_thread, cpu_profiler_lock, function_names, get, request,
-    sample_types, send, string,
+    Adapter, Response, burn_cpu_on_thread, cpu_profiler_lock, function_names, get,
+    heap_profiler_lock, request, sample_types, send, string,
 };
 
 // Heap profiles need jemalloc with its profiler on in this test process.
@@ -26,21 +26,7 @@ fn assert_nosniff(r: &Response, what: &str) {
 
 /// Go's error shape: status, text/plain, X-Go-Pprof: 1, no attachment, one line.
 fn assert_error(r: &Response, status: u16, message: &str, what: &str) {
-    assert_eq!(r.status, status, "{what}: {}", r.text());
-    assert_eq!(
-        r.header("content-type"),
-        Some("text/plain; charset=utf-8"),
-        "{what}"
-    );
-    assert_eq!(r.header("x-go-pprof"), Some("1"), "{what}");
-    assert_eq!(r.header("content-disposition"), None, "{what}");
-    assert_nosniff(r, what);
-    let text = r.text();
-    assert!(
-        text.ends_with('\n') && text.matches('\n').count() == 1,
-        "{what}: {text:?}"
-    );
-    assert!(text.contains(message), "{what}: {text:?} lacks {message:?}");
+    pprof_tests::assert_go_error(r, status, message, what);
 }
 
 fn assert_profile_headers(r: &Response, filename: &str, what: &str) {
@@ -411,6 +397,7 @@ fn late_sigprof_after_a_profile_does_not_kill_the_process() {
 
 #[test]
 fn heap_and_allocs_are_go_shaped() {
+    let _heap = heap_profiler_lock();
     // Something live and sizeable to find: 3 × 16 MiB, each certain to be
     // sampled at a 512 KiB period.
     let keep = keep_alive_for_heap_test();
@@ -495,6 +482,7 @@ fn keep_alive_for_heap_test() -> Vec<Vec<u8>> {
 
 #[test]
 fn heap_text_and_delta_forms() {
+    let _heap = heap_profiler_lock();
     for (adapter, addr) in servers() {
         let r = get(addr, "/debug/pprof/heap?debug=1");
         assert_eq!(r.status, 200, "{adapter:?}");
@@ -557,6 +545,7 @@ fn routes_follow_a_custom_prefix() {
 #[test]
 fn go_tool_pprof_reads_every_profile_from_every_adapter() {
     let _cpu = cpu_profiler_lock();
+    let _heap = heap_profiler_lock();
     for (adapter, addr) in servers() {
         for (path, types) in [
             ("profile?seconds=1", "samples/count cpu/nanoseconds"),

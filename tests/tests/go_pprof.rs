@@ -75,6 +75,7 @@ fn cpu_profile_puts_tiger_eat_on_top() {
 
 #[test]
 fn heap_profile_puts_mouse_steal_on_top() {
+    let _heap = pprof_tests::heap_profiler_lock();
     let addr = practice();
     // go tool pprof fetches the URL itself, as a user would.
     let Some(top) = go_tool_pprof(&["-top", &url(addr, "heap")]) else {
@@ -97,6 +98,7 @@ fn heap_profile_puts_mouse_steal_on_top() {
 
 #[test]
 fn allocs_profile_puts_dog_run_on_top() {
+    let _heap = pprof_tests::heap_profiler_lock();
     let addr = practice();
     let Some(top) = go_tool_pprof(&["-sample_index=alloc_space", "-top", &url(addr, "allocs")])
     else {
@@ -115,6 +117,7 @@ fn allocs_profile_puts_dog_run_on_top() {
 
 #[test]
 fn delta_profiles_read_in_go_tool_pprof() {
+    let _heap = pprof_tests::heap_profiler_lock();
     let addr = practice();
     let Some(raw) = go_tool_pprof(&["-raw", &url(addr, "allocs?seconds=1")]) else {
         return;

@@ -441,7 +441,7 @@ fn get(addr: &str, target: &str) -> Result<(u16, Vec<u8>, Duration), String> {
     Ok((status, body, elapsed))
 }
 
-fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib: f64 = status
         .lines()

@@ -1,7 +1,10 @@
 //! `cargo xtask ci`: formatting, lints and every test, exactly as CI runs them.
 //! `cargo xtask practice`: the tutorial in one command.
+//! `cargo xtask fuzz`, `cargo xtask soak`: the long checks, not part of ci.
 
 mod bench;
+mod fuzz;
+mod soak;
 
 use std::net::TcpStream;
 use std::process::{Command, ExitCode};
@@ -9,14 +12,20 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str =
     "usage: cargo xtask ci [--no-lint] | cargo xtask practice | cargo xtask bench [--quick]
+       cargo xtask fuzz [--seconds N] | cargo xtask soak [--profiles N]
 
   ci         cargo fmt --check, cargo clippy (warnings are errors), cargo test --workspace,
              then bench --quick (proves the bench harness works; its numbers mean little)
   --no-lint  skip fmt and clippy (quicker local runs)
   bench      release builds, wrk load on loopback: the cost of being profiled, next to Go
   --quick    every bench case, briefly
-  practice   start the practice zoo on 127.0.0.1:6060 and run go tool pprof -top on each profile
-             on its CPU (10 s), heap and allocs profiles";
+  practice   start the practice zoo on 127.0.0.1:6060 and run go tool pprof -top on each
+             profile: CPU (10 s), heap, allocs, goroutine, mutex, block
+  fuzz       every cargo-fuzz target in fuzz/ for N seconds each (default 60; needs
+             nightly and cargo-fuzz): executions and findings per target
+  soak       the practice service (release, jemalloc profiling on) under wrk load takes
+             N (default 300) 1 s CPU profiles, each followed by a heap/allocs/... dump:
+             crashes, hangs, failed requests, RSS trend (see docs/SOAK.md)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,9 +39,30 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("fuzz") => report("fuzz", fuzz::run(number_after(&args, "--seconds", 60))),
+        Some("soak") => report("soak", soak::run(number_after(&args, "--profiles", 300))),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// The number after `flag` in `args`, or `default`.
+fn number_after<T: std::str::FromStr + Copy>(args: &[String], flag: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn report(what: &str, outcome: Result<(), String>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {what} failed: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -2,15 +2,18 @@
 
 use std::any::Any;
 use std::os::fd::AsFd;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use actix_web::dev::Extensions;
 use actix_web::{HttpRequest, HttpResponse, Scope, web};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use futures_core::Stream;
+use http_body_util::BodyExt;
 #[cfg(feature = "tikv-jemallocator")]
 pub use pprof_core::jemalloc_heap_profiling;
-pub use pprof_core::{self, Config};
+pub use pprof_core::{self, Config, Switch};
 
 /// Go's pprof routes under `{mount}/pprof/`, as chi's `r.Mount("/debug", middleware.Profiler())`:
 /// `scope("/debug")` serves `/debug/pprof/...`.
@@ -39,10 +42,14 @@ async fn serve(pprof: &pprof_core::Pprof, req: HttpRequest, payload: web::Payloa
     for (name, value) in req.headers() {
         request = request.header(name.as_str(), value.as_bytes());
     }
-    // Read at most one byte past the core's limit: it says what was too large.
-    let body = read_at_most(payload, pprof.config().get_max_body_bytes() + 1).await;
+    if let Some(peer) = req.peer_addr() {
+        request = request.extension(pprof_core::PeerAddr(peer));
+    }
+    // The body streams into the core, which reads it only when a route needs it.
     // A request actix accepted always converts; a default one would get 404.
-    let request = request.body(Full::new(body)).unwrap_or_default();
+    let request = request
+        .body(PayloadBody(Some(payload)))
+        .unwrap_or_else(|_| http::Request::new(PayloadBody(None)));
     // actix-web keeps running a handler after its client hung up; with
     // `on_connect` installed we watch the socket and stop the profile then.
     let peer = req.conn_data::<PeerSocket>().cloned();
@@ -62,6 +69,26 @@ async fn serve(pprof: &pprof_core::Pprof, req: HttpRequest, payload: web::Payloa
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     out.body(body)
+}
+
+/// actix-web's request body as an `http_body::Body` (`None`: empty).
+struct PayloadBody(Option<web::Payload>);
+
+impl http_body::Body for PayloadBody {
+    type Data = Bytes;
+    type Error = actix_web::error::PayloadError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let Some(payload) = self.0.as_mut() else {
+            return Poll::Ready(None);
+        };
+        Pin::new(payload)
+            .poll_next(cx)
+            .map(|chunk| chunk.map(|chunk| chunk.map(http_body::Frame::data)))
+    }
 }
 
 /// A second handle on a connection's socket, kept in its connection data.
@@ -99,17 +126,4 @@ async fn client_gone(peer: Option<PeerSocket>) {
             _ => {}
         }
     }
-}
-
-async fn read_at_most(mut payload: web::Payload, limit: usize) -> Bytes {
-    use futures_core::Stream;
-    let mut out = Vec::new();
-    while out.len() < limit {
-        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut payload).poll_next(cx)).await;
-        match next {
-            Some(Ok(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(limit - out.len())]),
-            _ => break,
-        }
-    }
-    Bytes::from(out)
 }

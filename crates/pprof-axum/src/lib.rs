@@ -1,9 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+use std::net::SocketAddr;
+
 use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::{IntoResponse, Response};
 #[cfg(feature = "tikv-jemallocator")]
 pub use pprof_core::jemalloc_heap_profiling;
-pub use pprof_core::{self, Config};
+pub use pprof_core::{self, Config, Switch};
 
 /// Go's pprof routes under `/debug/pprof`, as a `Router` to merge into an app.
 pub fn routes<S>() -> Router<S>
@@ -13,18 +17,37 @@ where
     routes_with(Config::default())
 }
 
-/// The pprof routes with the given settings (prefix, limits).
+/// The pprof routes with the given settings (prefix, limits, guards).
+///
+/// The loopback guard needs the peer address: serve the app with
+/// `into_make_service_with_connect_info::<SocketAddr>()`, whose
+/// `ConnectInfo<SocketAddr>` becomes pprof-core's `PeerAddr`.
 pub fn routes_with<S>(config: Config) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
     let pprof = pprof_core::Pprof::new(config);
     let prefix = pprof.config().get_prefix().to_owned();
+    let handler = move |request: Request| {
+        let pprof = pprof.clone();
+        async move { serve(&pprof, request).await }
+    };
     let mut router = Router::new()
-        .route_service(&format!("{prefix}/"), pprof.clone())
-        .route_service(&format!("{prefix}/{{*rest}}"), pprof.clone());
+        .route(&format!("{prefix}/"), axum::routing::any(handler.clone()))
+        .route(
+            &format!("{prefix}/{{*rest}}"),
+            axum::routing::any(handler.clone()),
+        );
     if !prefix.is_empty() {
-        router = router.route_service(&prefix, pprof);
+        router = router.route(&prefix, axum::routing::any(handler));
     }
     router
+}
+
+async fn serve(pprof: &pprof_core::Pprof, mut request: Request) -> Response {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        let peer = pprof_core::PeerAddr(*peer);
+        request.extensions_mut().insert(peer);
+    }
+    pprof.handle(request).await.into_response()
 }

@@ -1,12 +1,21 @@
 //! What a service may tune: where the routes live and how far a request may go.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::guard::{Predicate, Switch};
 
 /// Settings of a [`Pprof`](crate::Pprof) handler.
 ///
 /// The defaults serve Go's paths under `/debug/pprof` with Go's defaults
 /// (30 s CPU profiles at 100 Hz) and bounds that keep a stray request from
-/// tying up the service.
+/// tying up the service. The access guards are off by default (as in Go):
+/// turn on [`loopback_only`](Config::loopback_only), a
+/// [`bearer_token`](Config::bearer_token) or your own
+/// [`allow`](Config::allow) rule before exposing the routes beyond the host.
+/// Every guard is checked before any other work, in that order, then the
+/// [`switch`](Config::switch).
 ///
 /// ```
 /// use std::time::Duration;
@@ -16,7 +25,7 @@ use std::time::Duration;
 ///     .max_duration(Duration::from_secs(120));
 /// assert_eq!(config.get_prefix(), "/internal/pprof");
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub(crate) prefix: String,
     pub(crate) default_duration: Duration,
@@ -28,6 +37,37 @@ pub struct Config {
     pub(crate) thread_signal: i32,
     pub(crate) thread_timeout: Duration,
     pub(crate) task_dump_timeout: Duration,
+    pub(crate) max_text_bytes: usize,
+    pub(crate) loopback_only: bool,
+    pub(crate) bearer_token: Option<Arc<str>>,
+    pub(crate) allow: Option<Predicate>,
+    pub(crate) switch: Option<Switch>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("prefix", &self.prefix)
+            .field("default_duration", &self.default_duration)
+            .field("max_duration", &self.max_duration)
+            .field("default_hz", &self.default_hz)
+            .field("min_hz", &self.min_hz)
+            .field("max_hz", &self.max_hz)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_text_bytes", &self.max_text_bytes)
+            .field("thread_signal", &self.thread_signal)
+            .field("thread_timeout", &self.thread_timeout)
+            .field("task_dump_timeout", &self.task_dump_timeout)
+            .field("loopback_only", &self.loopback_only)
+            // Never print the secret itself.
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allow", &self.allow.as_ref().map(|_| "<fn>"))
+            .field("switch", &self.switch)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -43,6 +83,11 @@ impl Default for Config {
             thread_signal: libc::SIGURG,
             thread_timeout: Duration::from_millis(250),
             task_dump_timeout: Duration::from_secs(1),
+            max_text_bytes: 16 * 1024 * 1024,
+            loopback_only: false,
+            bearer_token: None,
+            allow: None,
+            switch: None,
         }
     }
 }
@@ -115,6 +160,54 @@ impl Config {
     /// one sample saying the tasks are missing.
     pub fn task_dump_timeout(mut self, timeout: Duration) -> Self {
         self.task_dump_timeout = timeout;
+        self
+    }
+
+    /// The largest text answer (`debug=1`, `debug=2`) the handler sends
+    /// (default 16 MiB). A longer one is answered `400` with a message giving
+    /// both sizes; the protobuf form (`debug=0`) has no such limit.
+    pub fn max_text_bytes(mut self, max: usize) -> Self {
+        self.max_text_bytes = max;
+        self
+    }
+
+    /// Answer only clients on this host: peers on a loopback address
+    /// (`127.0.0.0/8`, `::1`, `::ffff:127.0.0.1`). Others get `403`. The
+    /// peer comes from the [`PeerAddr`](crate::PeerAddr) request extension;
+    /// when the server supplied none the request is denied too (fail closed).
+    pub fn loopback_only(mut self, on: bool) -> Self {
+        self.loopback_only = on;
+        self
+    }
+
+    /// Require `Authorization: Bearer <token>`. A request without one gets
+    /// `401` with `WWW-Authenticate: Bearer`; a wrong token `403`. The
+    /// comparison takes the same time wherever the tokens differ.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(Arc::from(token.into()));
+        self
+    }
+
+    /// Your own access rule over the request head (method, URI, headers,
+    /// extensions your middleware put there): `false` answers `403`.
+    ///
+    /// ```
+    /// let config = pprof_core::Config::default()
+    ///     .allow(|parts: &http::request::Parts| parts.headers.contains_key("x-internal"));
+    /// # drop(config);
+    /// ```
+    pub fn allow(
+        mut self,
+        rule: impl Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.allow = Some(Arc::new(rule));
+        self
+    }
+
+    /// Turn every route off and on at run time with a shared [`Switch`];
+    /// while off, routes answer `404` (`pprof endpoints are switched off on this server`).
+    pub fn switch(mut self, switch: &Switch) -> Self {
+        self.switch = Some(switch.clone());
         self
     }
 

@@ -47,6 +47,13 @@ pub enum Error {
     },
     /// The request body could not be read.
     BadBody,
+    /// A `debug>0` text answer is larger than the configured limit.
+    TextTooLarge {
+        /// The answer's size, in bytes.
+        size: usize,
+        /// The configured limit, in bytes.
+        limit: usize,
+    },
     /// jemalloc's heap profiler is not switched on in this process.
     HeapProfilingDisabled,
     /// This build of pprof-core was compiled without the feature a profile needs.
@@ -60,6 +67,22 @@ pub enum Error {
     TraceUnsupported,
     /// A profiler failed; the text says which and why.
     Profiler(String),
+    /// The loopback guard is on and the peer is not on this host.
+    PeerNotLoopback,
+    /// The loopback guard is on and the server told us no peer address
+    /// (see [`PeerAddr`](crate::PeerAddr)): denied, as we cannot tell.
+    PeerUnknown,
+    /// A bearer token is required and the request carries none
+    /// (answered 401 with `WWW-Authenticate: Bearer`).
+    MissingToken,
+    /// The request's bearer token is not the configured one.
+    WrongToken,
+    /// The configured access predicate turned the request down.
+    Denied,
+    /// The routes are switched off at run time (see [`Switch`](crate::Switch)).
+    SwitchedOff,
+    /// Another heap or allocs profile is being dumped in this process.
+    HeapDumpBusy,
 }
 
 impl Error {
@@ -75,8 +98,14 @@ impl Error {
             | Self::InvalidDebug
             | Self::InvalidHz { .. }
             | Self::BodyTooLarge { .. }
+            | Self::TextTooLarge { .. }
             | Self::BadBody => StatusCode::BAD_REQUEST,
-            Self::CpuProfilerBusy => StatusCode::CONFLICT,
+            Self::CpuProfilerBusy | Self::HeapDumpBusy => StatusCode::CONFLICT,
+            Self::MissingToken => StatusCode::UNAUTHORIZED,
+            Self::PeerNotLoopback | Self::PeerUnknown | Self::WrongToken | Self::Denied => {
+                StatusCode::FORBIDDEN
+            }
+            Self::SwitchedOff => StatusCode::NOT_FOUND,
             Self::HeapProfilingDisabled | Self::FeatureDisabled { .. } | Self::TraceUnsupported => {
                 StatusCode::NOT_IMPLEMENTED
             }
@@ -115,6 +144,10 @@ impl fmt::Display for Error {
                 write!(f, "request body exceeds the limit of {limit} bytes")
             }
             Self::BadBody => f.write_str("could not read the request body"),
+            Self::TextTooLarge { size, limit } => write!(
+                f,
+                "text profile is {size} bytes, over the server's limit of {limit} (max_text_bytes); ask without debug for the protobuf form"
+            ),
             Self::HeapProfilingDisabled => f.write_str(
                 "heap profiling is not enabled in this process: add `pprof_core::jemalloc_heap_profiling!();` \
                  to the crate root of the binary (it installs jemalloc with prof:true)",
@@ -128,7 +161,30 @@ impl fmt::Display for Error {
                  use /debug/pprof/profile for CPU time",
             ),
             Self::Profiler(why) => f.write_str(why),
+            Self::PeerNotLoopback => {
+                f.write_str("pprof endpoints answer clients on this host (loopback) only")
+            }
+            Self::PeerUnknown => f.write_str(
+                "pprof endpoints answer clients on this host (loopback) only, \
+                 and the server did not tell who this client is",
+            ),
+            Self::MissingToken => f.write_str(
+                "pprof endpoints need an Authorization: Bearer token; none was given",
+            ),
+            Self::WrongToken => f.write_str("the bearer token is not valid for pprof endpoints"),
+            Self::Denied => f.write_str("the server's access policy denies this pprof request"),
+            Self::SwitchedOff => f.write_str("pprof endpoints are switched off on this server"),
+            Self::HeapDumpBusy => f.write_str(
+                "Could not dump the heap profile: another heap or allocs dump is in progress; try again",
+            ),
         }
+    }
+}
+
+impl Error {
+    /// The `WWW-Authenticate` challenge sent with this error, if any.
+    pub(crate) fn challenge(&self) -> Option<&'static str> {
+        matches!(self, Self::MissingToken).then_some("Bearer")
     }
 }
 
@@ -152,6 +208,10 @@ mod tests {
             Error::CpuProfilerBusy,
             Error::BodyTooLarge { limit: 10 },
             Error::BadBody,
+            Error::TextTooLarge {
+                size: 20,
+                limit: 10,
+            },
             Error::HeapProfilingDisabled,
             Error::FeatureDisabled {
                 profile: "heap",
@@ -159,6 +219,13 @@ mod tests {
             },
             Error::TraceUnsupported,
             Error::Profiler("x".into()),
+            Error::PeerNotLoopback,
+            Error::PeerUnknown,
+            Error::MissingToken,
+            Error::WrongToken,
+            Error::Denied,
+            Error::SwitchedOff,
+            Error::HeapDumpBusy,
         ];
         for e in all {
             let text = e.to_string();

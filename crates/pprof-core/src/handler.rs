@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use crate::contention::{self, Kind};
 use crate::profile::StackProfile;
 use crate::request::{self, Named, Route};
-use crate::{Config, Error, cpu, encode, goroutine, heap, index, tasks, text, threads};
+use crate::{Config, Error, cpu, encode, goroutine, guard, heap, index, tasks, text, threads};
 
 /// The body of every response: the whole answer at once.
 pub type ResponseBody = Full<Bytes>;
@@ -94,6 +94,10 @@ impl Pprof {
             ));
         }
         let (parts, body) = request.into_parts();
+        // Who may ask comes first: nothing is read or started for a denied request.
+        if let Err(error) = guard::check(&self.config, &parts) {
+            return error_response(&error);
+        }
         let mut body = Some(body);
         let is_form = parts
             .headers
@@ -154,7 +158,11 @@ impl Pprof {
             } => self.named(profile, debug, delta).await,
         };
         match reply {
-            Ok(reply) => response(reply),
+            // Every text answer, whichever route made it, is capped here.
+            Ok(reply) => match cap_text(reply, self.config.max_text_bytes) {
+                Ok(reply) => response(reply),
+                Err(error) => error_response(&error),
+            },
             Err(error) => error_response(&error),
         }
     }
@@ -186,6 +194,9 @@ impl Pprof {
     }
 
     async fn index(&self) -> Result<Reply, Error> {
+        // A bare dump, no symbols: cheap, so it takes no heap-request slot
+        // (a heap request meanwhile is not refused); jemalloc's dumps are
+        // still one at a time.
         let (heap_stacks, threads) =
             blocking(|| Ok((heap::dump().map_or(0, |d| d.stacks.len()), threads::count()))).await?;
         let task_count = tasks::count();
@@ -213,6 +224,14 @@ impl Pprof {
             description: p.description(),
         }));
         Ok(Reply::Html(index::page(&self.config.prefix, entries)))
+    }
+}
+
+/// Text answers longer than the configured limit are refused (see [`text::cap`]).
+fn cap_text(reply: Reply, max: usize) -> Result<Reply, Error> {
+    match reply {
+        Reply::Text(body) => text::cap(body, max).map(Reply::Text),
+        other => Ok(other),
     }
 }
 
@@ -249,35 +268,49 @@ fn available(profile: Named) -> Result<(), Error> {
     }
 }
 
+/// Held while a heap or allocs request works (see [`heap::claim_dump_slot`]).
+type HeapSlot = Option<Arc<heap::DumpSlot>>;
+
 impl Pprof {
-    /// One snapshot of a named profile, collected on a blocking thread.
+    /// One snapshot of a named profile, collected on a blocking thread
+    /// (which holds `slot` until it is done, even if the client left).
     /// Text (`debug>0`) carries raw counts where the profile is sampled, as
     /// Go's text carries its raw records; the proto carries estimates.
-    async fn snapshot(&self, profile: Named, debug: u32) -> Result<StackProfile, Error> {
+    async fn snapshot(
+        &self,
+        profile: Named,
+        debug: u32,
+        slot: HeapSlot,
+    ) -> Result<StackProfile, Error> {
         let (signal, timeout) = (self.config.thread_signal, self.config.thread_timeout);
         let tasks = match profile {
             Named::Goroutine => tasks::samples(self.config.task_dump_timeout).await,
             _ => Vec::new(),
         };
-        blocking(move || match profile {
-            Named::Heap => Ok(heap::to_profile(&heap::dump()?, None, debug == 0)),
-            Named::Allocs => Ok(heap::to_profile(
-                &heap::dump()?,
-                Some("alloc_space"),
-                debug == 0,
-            )),
-            Named::Goroutine => {
-                let mut profile = goroutine::goroutine(signal, timeout)?;
-                profile.samples.extend(tasks);
-                Ok(if debug >= 2 {
-                    profile
-                } else {
-                    goroutine::grouped(profile)
-                })
+        blocking(move || {
+            let _working = slot;
+            match profile {
+                Named::Heap => Ok(heap::to_profile(&heap::dump()?, None, debug == 0)),
+                Named::Allocs => Ok(heap::to_profile(
+                    &heap::dump()?,
+                    Some("alloc_space"),
+                    debug == 0,
+                )),
+                Named::Goroutine => {
+                    let mut profile = goroutine::goroutine(signal, timeout)?;
+                    profile.samples.extend(tasks);
+                    Ok(if debug >= 2 {
+                        profile
+                    } else {
+                        goroutine::grouped(profile)
+                    })
+                }
+                Named::Threadcreate => {
+                    goroutine::threadcreate(signal, timeout).map(goroutine::grouped)
+                }
+                Named::Mutex => Ok(contention::profile(Kind::Mutex)),
+                Named::Block => Ok(contention::profile(Kind::Block)),
             }
-            Named::Threadcreate => goroutine::threadcreate(signal, timeout).map(goroutine::grouped),
-            Named::Mutex => Ok(contention::profile(Kind::Mutex)),
-            Named::Block => Ok(contention::profile(Kind::Block)),
         })
         .await
     }
@@ -288,13 +321,29 @@ impl Pprof {
         debug: u32,
         delta: Option<Duration>,
     ) -> Result<Reply, Error> {
-        let mut stack_profile = self.snapshot(profile, debug).await?;
+        // One heap request works at a time; a second one is told so (409)
+        // instead of queueing.
+        let is_heap = matches!(profile, Named::Heap | Named::Allocs);
+        let mut slot: HeapSlot = if is_heap {
+            Some(Arc::new(heap::claim_dump_slot()?))
+        } else {
+            None
+        };
+        let mut stack_profile = self.snapshot(profile, debug, slot.clone()).await?;
         if let Some(wait) = delta {
+            // Waiting is not working: free the slot for others meanwhile,
+            // then queue for it (a request once admitted is not turned away).
+            slot = None;
             tokio::time::sleep(wait).await;
-            stack_profile = stack_profile.delta_to(self.snapshot(profile, debug).await?);
+            if is_heap {
+                slot = Some(Arc::new(heap::wait_for_dump_slot().await));
+            }
+            stack_profile =
+                stack_profile.delta_to(self.snapshot(profile, debug, slot.clone()).await?);
         }
         let name = filename(profile, delta);
         blocking(move || {
+            let _working = slot;
             if debug == 0 {
                 return Ok(Reply::Profile {
                     filename: name,
@@ -308,9 +357,7 @@ impl Pprof {
                     stats.push(("pprof_core_symbol_cache_addresses", cached as u64));
                     text::heap(&stack_profile, &stats)
                 }
-                Named::Goroutine if debug >= 2 => {
-                    text::thread_dump(&stack_profile, text::MAX_THREAD_DUMP_BYTES)
-                }
+                Named::Goroutine if debug >= 2 => text::thread_dump(&stack_profile),
                 Named::Goroutine | Named::Threadcreate => {
                     text::counts(profile.name(), &stack_profile)
                 }
@@ -352,7 +399,7 @@ where
         query.to_owned()
     };
     blocking(move || {
-        let addresses: Vec<u64> = input.split('+').filter_map(parse_address).collect();
+        let addresses = parse_addresses(&input);
         let resolved = crate::symbolize::symbolizer().resolve_all(addresses.iter().copied());
         let mut out = String::from("num_symbols: 1\n");
         for address in addresses {
@@ -374,6 +421,10 @@ where
     let Some(body) = body else {
         return Ok(String::new());
     };
+    // A declared length over the limit is refused before a byte is read.
+    if !usize::try_from(body.size_hint().lower()).is_ok_and(|declared| declared <= max) {
+        return Err(Error::BodyTooLarge { limit: max });
+    }
     let collected = Limited::new(body, max).collect().await.map_err(|e| {
         if e.downcast_ref::<LengthLimitError>().is_some() {
             Error::BodyTooLarge { limit: max }
@@ -382,6 +433,11 @@ where
         }
     })?;
     Ok(String::from_utf8_lossy(&collected.to_bytes()).into_owned())
+}
+
+/// The addresses of a `/symbol` request: tokens split on `+`, junk and zero skipped.
+pub(crate) fn parse_addresses(input: &str) -> Vec<u64> {
+    input.split('+').filter_map(parse_address).collect()
 }
 
 /// An unsigned integer as Go's `strconv.ParseUint(s, 0, 64)` reads it; zero
@@ -439,8 +495,11 @@ fn attachment(filename: &str) -> http::response::Builder {
 
 /// The response for an error: its status, `X-Go-Pprof: 1`, one line of text.
 pub(crate) fn error_response(error: &Error) -> Response<ResponseBody> {
-    base(error.status(), TEXT)
-        .header("x-go-pprof", "1")
+    let mut builder = base(error.status(), TEXT).header("x-go-pprof", "1");
+    if let Some(challenge) = error.challenge() {
+        builder = builder.header(header::WWW_AUTHENTICATE, challenge);
+    }
+    builder
         .body(Full::new(Bytes::from(format!(
             "{}\n",
             error.to_string().replace(['\r', '\n'], " ")
@@ -457,6 +516,66 @@ fn fallback() -> Response<ResponseBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn get(pprof: &Pprof, target: &str, headers: &[(&str, &str)]) -> Response<ResponseBody> {
+        let mut request = Request::get(target);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        pprof.handle(request).await
+    }
+
+    async fn text(response: Response<ResponseBody>) -> String {
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        String::from_utf8_lossy(&body.unwrap_or_default()).into_owned()
+    }
+
+    /// The only test that takes the process-wide heap slot (tests run in parallel).
+    #[tokio::test]
+    async fn a_heap_request_while_another_works_gets_409_not_a_queue() {
+        let pprof = Pprof::new(Config::default());
+        let working = heap::claim_dump_slot().expect("slot free");
+        assert_eq!(heap::claim_dump_slot().err(), Some(Error::HeapDumpBusy));
+        for path in ["/debug/pprof/heap", "/debug/pprof/allocs?debug=1"] {
+            let response = get(&pprof, path, &[]).await;
+            assert_eq!(response.status(), StatusCode::CONFLICT, "{path}");
+            assert_eq!(response.headers()["x-go-pprof"], "1");
+            assert_eq!(text(response).await, format!("{}\n", Error::HeapDumpBusy));
+        }
+        drop(working);
+        // Free again: this test binary has no jemalloc profiler, so the
+        // next answer is the "not enabled" one, not a 409.
+        let response = get(&pprof, "/debug/pprof/heap", &[]).await;
+        assert_ne!(response.status(), StatusCode::CONFLICT);
+        assert!(heap::claim_dump_slot().is_ok());
+    }
+
+    #[tokio::test]
+    async fn missing_token_is_challenged_wrong_token_forbidden() {
+        let pprof = Pprof::new(Config::default().bearer_token("t0ken"));
+        let response = get(&pprof, "/debug/pprof/cmdline", &[]).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(response.headers()["x-go-pprof"], "1");
+        let response = get(
+            &pprof,
+            "/debug/pprof/cmdline",
+            &[("authorization", "Bearer x")],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
+        let response = get(
+            &pprof,
+            "/debug/pprof/cmdline",
+            &[("authorization", "Bearer t0ken")],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 
     #[test]
     fn addresses_parse_like_go() {

@@ -243,6 +243,37 @@ pub(crate) fn check_enabled() -> Result<(), Error> {
     imp::check_enabled()
 }
 
+/// The right to run one heap or allocs request's dumps; held while that
+/// request works (not while a delta profile waits), freed on drop.
+#[derive(Debug)]
+pub(crate) struct DumpSlot {
+    _permit: tokio::sync::SemaphorePermit<'static>,
+}
+
+static DUMP_SLOT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// The dump slot if it is free; [`Error::HeapDumpBusy`] (409) if another
+/// request holds it. A second request is refused rather than queued, so
+/// that a burst of heap requests cannot pile up dumps.
+pub(crate) fn claim_dump_slot() -> Result<DumpSlot, Error> {
+    DUMP_SLOT
+        .try_acquire()
+        .map(|permit| DumpSlot { _permit: permit })
+        .map_err(|_| Error::HeapDumpBusy)
+}
+
+/// The dump slot once it is free: for work already admitted (the second
+/// snapshot of a delta profile).
+pub(crate) async fn wait_for_dump_slot() -> DumpSlot {
+    loop {
+        // The semaphore is never closed; should it be, try again.
+        if let Ok(permit) = DUMP_SLOT.acquire().await {
+            return DumpSlot { _permit: permit };
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Dump jemalloc's profile now (blocking; call from a blocking thread).
 pub(crate) fn dump() -> Result<Dump, Error> {
     let text = imp::dump_text()?;
@@ -263,7 +294,8 @@ mod imp {
 
     use crate::Error;
 
-    /// jemalloc writes one dump at a time anyway; this keeps our files apart.
+    /// jemalloc writes one dump at a time anyway; this keeps our files apart
+    /// (requests are already one at a time through the dump slot).
     static DUMP_LOCK: Mutex<()> = Mutex::new(());
 
     pub(super) fn check_enabled() -> Result<(), Error> {

@@ -6,6 +6,7 @@ mod cpu;
 mod encode;
 mod error;
 mod goroutine;
+mod guard;
 mod handler;
 pub mod heap;
 mod index;
@@ -19,8 +20,13 @@ mod text;
 mod threads;
 mod watch;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use config::Config;
 pub use error::Error;
+pub use guard::{PeerAddr, Switch};
 pub use handler::{BoxError, Pprof, ResponseBody};
 pub use service::{PprofLayer, PprofService};
 pub use watch::{

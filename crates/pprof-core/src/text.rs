@@ -99,21 +99,18 @@ pub(crate) fn counts(name: &str, profile: &StackProfile) -> String {
     out
 }
 
-/// The most a `goroutine?debug=2` dump writes before it stops.
-pub(crate) const MAX_THREAD_DUMP_BYTES: usize = 16 << 20;
-
 /// `goroutine?debug=2`: every thread (and task), whole stack (nothing trimmed), like a
 /// panic dump: `thread TID "name" [state, wait channel]:`, then each frame's
-/// function and `\tfile:line`. Stops, saying so, after `max_bytes`.
-pub(crate) fn thread_dump(profile: &StackProfile, max_bytes: usize) -> String {
+/// function and `\tfile:line`. (Capped, as every text, by the handler.)
+pub(crate) fn thread_dump(profile: &StackProfile) -> String {
     let whole = StackProfile {
         leaf_trim: LeafTrim::None,
         ..profile.clone()
     };
     let symbolized = symbolize(&whole);
     let mut out = String::new();
-    for (shown, (s, stack)) in whole.samples.iter().zip(&symbolized).enumerate() {
-        let mut block = String::new();
+    for (s, stack) in whole.samples.iter().zip(&symbolized) {
+        let block = &mut out;
         let id = |key: &str| {
             s.labels.iter().find_map(|l| match l {
                 Label::Num(k, v) if *k == key => Some(*v),
@@ -153,15 +150,38 @@ pub(crate) fn thread_dump(profile: &StackProfile, max_bytes: usize) -> String {
             }
         }
         block.push('\n');
-        if out.len() + block.len() > max_bytes {
-            let _ = writeln!(
-                out,
-                "... dump stopped at {max_bytes} bytes: {shown} of {} threads shown",
-                whole.samples.len()
-            );
-            break;
-        }
-        out.push_str(&block);
     }
     out
+}
+
+/// `text` if it is at most `max` bytes, else the 400 that says so. Every
+/// text producer's answer goes through this (the handler applies it to
+/// `debug>0`).
+pub(crate) fn cap(text: String, max: usize) -> Result<String, crate::Error> {
+    if text.len() <= max {
+        Ok(text)
+    } else {
+        Err(crate::Error::TextTooLarge {
+            size: text.len(),
+            limit: max,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cap;
+    use crate::Error;
+
+    #[test]
+    fn text_within_the_limit_is_untouched_and_longer_text_refused() {
+        assert_eq!(cap("a\nb\n".to_owned(), 4), Ok("a\nb\n".to_owned()));
+        assert_eq!(
+            cap("one\ntwo\nthree\n".to_owned(), 10),
+            Err(Error::TextTooLarge {
+                size: 14,
+                limit: 10
+            })
+        );
+    }
 }

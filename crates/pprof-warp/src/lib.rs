@@ -1,10 +1,14 @@
 #![doc = include_str!("../README.md")]
 
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 #[cfg(feature = "tikv-jemallocator")]
 pub use pprof_core::jemalloc_heap_profiling;
-pub use pprof_core::{self, Config};
+pub use pprof_core::{self, Config, Switch};
 use warp::filters::path::FullPath;
 use warp::{Buf, Filter, Rejection, Reply, Stream};
 
@@ -13,8 +17,9 @@ pub fn routes() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clo
     routes_with(Config::default())
 }
 
-/// The pprof routes with the given settings (prefix, limits). Requests
-/// outside the prefix are rejected as not found, so the next filter runs.
+/// The pprof routes with the given settings (prefix, limits, guards).
+/// Requests outside the prefix are rejected as not found, so the next
+/// filter runs.
 pub fn routes_with(
     config: Config,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
@@ -34,9 +39,15 @@ pub fn routes_with(
         .and(warp::method())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
         .and(warp::body::stream())
         .and_then(
-            move |path: FullPath, method, query: String, headers, body| {
+            move |path: FullPath,
+                  method,
+                  query: String,
+                  headers,
+                  peer: Option<SocketAddr>,
+                  body| {
                 let pprof = pprof.clone();
                 async move {
                     let target = if query.is_empty() {
@@ -44,14 +55,16 @@ pub fn routes_with(
                     } else {
                         format!("{}?{query}", path.as_str())
                     };
+                    // The body streams into the core, which reads it only when a route needs it.
                     let mut request = http::Request::builder()
                         .method(method)
                         .uri(target)
-                        .body(Full::new(
-                            read_at_most(body, pprof.config().get_max_body_bytes() + 1).await,
-                        ))
-                        .unwrap_or_default();
+                        .body(StreamBody(Some(Box::pin(body))))
+                        .unwrap_or_else(|_| http::Request::new(StreamBody(None)));
                     *request.headers_mut() = headers;
+                    if let Some(peer) = peer {
+                        request.extensions_mut().insert(pprof_core::PeerAddr(peer));
+                    }
                     let response = pprof.handle(request).await;
                     let (parts, body) = response.into_parts();
                     let body = body
@@ -65,26 +78,28 @@ pub fn routes_with(
         )
 }
 
-/// The body, cut one byte past `limit` (the core then says it was too large).
-async fn read_at_most<S, B>(body: S, limit: usize) -> Bytes
+/// warp's body stream as an `http_body::Body` (`None`: empty).
+struct StreamBody<S>(Option<Pin<Box<S>>>);
+
+impl<S, B> http_body::Body for StreamBody<S>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let mut body = std::pin::pin!(body);
-    let mut out = Vec::new();
-    while out.len() < limit {
-        match std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
-            Some(Ok(mut chunk)) => {
-                while chunk.has_remaining() && out.len() < limit {
-                    let piece = chunk.chunk();
-                    let take = piece.len().min(limit - out.len());
-                    out.extend_from_slice(&piece[..take]);
-                    chunk.advance(take);
-                }
-            }
-            _ => break,
-        }
+    type Data = Bytes;
+    type Error = warp::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, warp::Error>>> {
+        let Some(stream) = self.0.as_mut() else {
+            return Poll::Ready(None);
+        };
+        stream.as_mut().poll_next(cx).map(|chunk| {
+            chunk.map(|chunk| {
+                chunk.map(|mut b| http_body::Frame::data(b.copy_to_bytes(b.remaining())))
+            })
+        })
     }
-    Bytes::from(out)
 }

@@ -1,0 +1,107 @@
+//! Limits that keep the routes from tying up the service: one heap dump at
+//! a time, capped text answers, and requests that end early free what
+//! they held.
+
+use std::time::{Duration, Instant};
+
+use pprof_core::Config;
+use pprof_tests::{Adapter, assert_go_error, get, heap_profiler_lock, send};
+
+// Heap profiles need jemalloc with its profiler on in this test process.
+pprof_core::jemalloc_heap_profiling!();
+
+const BUSY: &str =
+    "Could not dump the heap profile: another heap or allocs dump is in progress; try again\n";
+
+#[test]
+fn concurrent_heap_requests_get_a_profile_or_a_clear_409_never_a_queue() {
+    let _heap = heap_profiler_lock();
+    for adapter in Adapter::ALL {
+        let addr = adapter.start(None);
+        let answers: Vec<_> = (0..6)
+            .map(|i| {
+                let path = if i % 2 == 0 {
+                    "/debug/pprof/heap"
+                } else {
+                    "/debug/pprof/allocs"
+                };
+                std::thread::spawn(move || get(addr, path))
+            })
+            .map(|t| t.join().expect("request thread"))
+            .collect();
+        let mut served = 0;
+        for r in &answers {
+            match r.status {
+                200 => {
+                    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+                    assert!(
+                        !r.profile().sample.is_empty(),
+                        "{adapter:?}: empty heap profile"
+                    );
+                    served += 1;
+                }
+                409 => {
+                    assert_eq!(r.header("x-go-pprof"), Some("1"), "{adapter:?}");
+                    assert_eq!(r.text(), BUSY, "{adapter:?}");
+                }
+                other => panic!("{adapter:?}: {other} {}", r.text()),
+            }
+        }
+        assert!(served >= 1, "{adapter:?}: no heap request was served");
+        // Once they are done, the slot is free.
+        assert_eq!(
+            get(addr, "/debug/pprof/heap").status,
+            200,
+            "{adapter:?} after"
+        );
+    }
+}
+
+#[test]
+fn client_leaving_a_delta_heap_profile_frees_it() {
+    let _heap = heap_profiler_lock();
+    for adapter in Adapter::ALL {
+        let addr = adapter.start(None);
+        let started = Instant::now();
+        let waiting = send(addr, "GET", "/debug/pprof/allocs?seconds=60", b"");
+        std::thread::sleep(Duration::from_millis(500));
+        drop(waiting);
+        // Heap requests work at once; a fresh delta ends in its own time.
+        let r = get(addr, "/debug/pprof/heap");
+        assert_eq!(r.status, 200, "{adapter:?}: {}", r.text());
+        let r = get(addr, "/debug/pprof/allocs?seconds=1");
+        assert_eq!(r.status, 200, "{adapter:?}: {}", r.text());
+        assert_eq!(
+            r.header("content-disposition"),
+            Some("attachment; filename=\"allocs-delta\"")
+        );
+        assert!(started.elapsed() < Duration::from_secs(30), "{adapter:?}");
+    }
+}
+
+#[test]
+fn text_over_the_limit_is_a_400_that_says_so() {
+    let _heap = heap_profiler_lock();
+    // Something sizeable and live, so the text is long.
+    let keep: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1 << 20]).collect();
+    let limit = 600;
+    for adapter in Adapter::ALL {
+        let addr = adapter.start_with(Config::default().max_text_bytes(limit));
+        for path in ["heap?debug=1", "goroutine?debug=2"] {
+            let r = get(addr, &format!("/debug/pprof/{path}"));
+            assert_go_error(
+                &r,
+                400,
+                "over the server's limit of 600 (max_text_bytes)",
+                &format!("{adapter:?} {path}"),
+            );
+        }
+        // The protobuf form has no such limit; a short text is whole.
+        let r = get(addr, "/debug/pprof/heap");
+        assert_eq!(r.status, 200);
+        assert!(!r.profile().sample.is_empty());
+        let r = get(addr, "/debug/pprof/cmdline");
+        assert_eq!(r.status, 200, "{adapter:?}");
+    }
+    drop(std::hint::black_box(keep));
+}
