@@ -430,6 +430,12 @@ fn get(addr: &str, target: &str) -> Result<(u16, Vec<u8>, Duration), String> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
     let elapsed = started.elapsed();
+    let (status, body) = split_response(&raw);
+    Ok((status, body, elapsed))
+}
+
+/// The status code and body of a whole HTTP/1.1 response (`Connection: close`).
+pub(crate) fn split_response(raw: &[u8]) -> (u16, Vec<u8>) {
     let status = String::from_utf8_lossy(raw.get(9..12).unwrap_or_default())
         .parse()
         .unwrap_or(0);
@@ -438,7 +444,7 @@ fn get(addr: &str, target: &str) -> Result<(u16, Vec<u8>, Duration), String> {
         .position(|w| w == b"\r\n\r\n")
         .map(|i| raw[i + 4..].to_vec())
         .unwrap_or_default();
-    Ok((status, body, elapsed))
+    (status, body)
 }
 
 pub(crate) fn rss_mib(pid: u32) -> f64 {

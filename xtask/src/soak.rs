@@ -52,7 +52,14 @@ pub(crate) fn run(profiles: u32) -> Result<(), String> {
         .map_err(|e| format!("copy practice: {e}"))?;
     let mut server = Command::new(&binary)
         // The mouse's planted leak stops at 32 MiB, inside the warm-up.
-        .args(["--addr", ADDR, "--steal-limit-mib", "32"])
+        .args([
+            "--addr",
+            ADDR,
+            "--steal-kib",
+            "8192",
+            "--steal-limit-mib",
+            "32",
+        ])
         .env("_RJEM_MALLOC_CONF", MALLOC_CONF)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -200,15 +207,7 @@ fn get(target: &str, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
             return Err("timed out".into());
         }
     }
-    let status = String::from_utf8_lossy(raw.get(9..12).unwrap_or_default())
-        .parse()
-        .unwrap_or(0);
-    let body = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| raw[i + 4..].to_vec())
-        .unwrap_or_default();
-    Ok((status, body))
+    Ok(crate::bench::split_response(&raw))
 }
 
 #[derive(Default)]

@@ -206,15 +206,7 @@ fn accuracy() {
     use prost::Message;
     use std::io::Read;
     let seconds: u64 = flag("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| {
-            eprintln!("bench-server: runtime: {e}");
-            std::process::exit(1);
-        });
-    let pprof = pprof_core::Pprof::new(pprof_core::Config::default());
+    let (runtime, pprof) = in_process();
     let profile_for = |secs: u64| {
         let request = http::Request::get(format!("/debug/pprof/profile?seconds={secs}"))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -306,15 +298,7 @@ fn threads() {
         .filter_map(|c| c.trim().parse().ok())
         .collect();
     let rounds: usize = flag("--rounds").and_then(|r| r.parse().ok()).unwrap_or(20);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| {
-            eprintln!("bench-server: runtime: {e}");
-            std::process::exit(1);
-        });
-    let pprof = pprof_core::Pprof::new(pprof_core::Config::default());
+    let (runtime, pprof) = in_process();
     let time = |target: &str| {
         let request = http::Request::get(target)
             .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -358,4 +342,20 @@ fn threads() {
             let _ = t.join();
         }
     }
+}
+
+/// A one-worker runtime and a default handler, to call the routes in process.
+fn in_process() -> (tokio::runtime::Runtime, pprof_core::Pprof) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("bench-server: runtime: {e}");
+            std::process::exit(1);
+        });
+    (
+        runtime,
+        pprof_core::Pprof::new(pprof_core::Config::default()),
+    )
 }

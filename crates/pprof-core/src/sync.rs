@@ -172,6 +172,20 @@ impl Waiters {
     /// once the lock is released, so no stack is taken while holding it).
     #[cold]
     #[inline(never)]
+    /// Take a lock: `attempt` first (free: nothing recorded), then `block`
+    /// if it would have blocked (timed and recorded by [`Waiters::wait`]).
+    fn acquire<G>(
+        &self,
+        attempt: TryLockResult<G>,
+        block: impl FnOnce() -> LockResult<G>,
+    ) -> (LockResult<G>, Option<Duration>) {
+        match attempt {
+            Ok(guard) => (Ok(guard), None),
+            Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), None),
+            Err(TryLockError::WouldBlock) => self.wait(block),
+        }
+    }
+
     fn wait<G>(&self, wait: impl FnOnce() -> G) -> (G, Option<Duration>) {
         let mutex = contention::mutex_enabled();
         let block = contention::block_enabled();
@@ -304,11 +318,9 @@ impl<T: ?Sized> Mutex<T> {
     /// Acquire the lock, blocking until it is free. A wait is recorded in
     /// the block profile (this stack) and the mutex profile (the holder's).
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        let (result, waited) = match self.inner.try_lock() {
-            Ok(guard) => (Ok(guard), None),
-            Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), None),
-            Err(TryLockError::WouldBlock) => self.waiters.wait(|| self.inner.lock()),
-        };
+        let (result, waited) = self
+            .waiters
+            .acquire(self.inner.try_lock(), || self.inner.lock());
         map_result(result, |guard| MutexGuard {
             waiters: &self.waiters,
             waited,
@@ -548,11 +560,9 @@ impl<T> RwLock<T> {
 impl<T: ?Sized> RwLock<T> {
     /// Shared access, blocking while a writer holds the lock.
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
-        let (result, waited) = match self.inner.try_read() {
-            Ok(guard) => (Ok(guard), None),
-            Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), None),
-            Err(TryLockError::WouldBlock) => self.waiters.wait(|| self.inner.read()),
-        };
+        let (result, waited) = self
+            .waiters
+            .acquire(self.inner.try_read(), || self.inner.read());
         map_result(result, |guard| RwLockReadGuard {
             waiters: &self.waiters,
             waited,
@@ -562,11 +572,9 @@ impl<T: ?Sized> RwLock<T> {
 
     /// Exclusive access, blocking while anyone holds the lock.
     pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
-        let (result, waited) = match self.inner.try_write() {
-            Ok(guard) => (Ok(guard), None),
-            Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), None),
-            Err(TryLockError::WouldBlock) => self.waiters.wait(|| self.inner.write()),
-        };
+        let (result, waited) = self
+            .waiters
+            .acquire(self.inner.try_write(), || self.inner.write());
         map_result(result, |guard| RwLockWriteGuard {
             waiters: &self.waiters,
             waited,
