@@ -2,9 +2,11 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::guard::{Predicate, Switch};
+/// A user's access rule over the request head.
+pub(crate) type Predicate = Arc<dyn Fn(&http::request::Parts) -> bool + Send + Sync>;
 
 /// Settings of a [`Pprof`](crate::Pprof) handler.
 ///
@@ -219,5 +221,48 @@ impl Config {
     /// The largest request body the handler reads.
     pub fn get_max_body_bytes(&self) -> usize {
         self.max_body_bytes
+    }
+}
+
+/// A run-time on/off switch for every pprof route, shared by clones.
+///
+/// Give one to [`Config::switch`] and keep a clone: [`Switch::set`]
+/// turns the routes off and on without a restart. While off, every route
+/// answers `404` with `X-Go-Pprof: 1` and
+/// `pprof endpoints are switched off on this server` (after the access
+/// guards, so a client that may not ask learns nothing about the switch).
+///
+/// ```
+/// let switch = pprof_core::Switch::new(false); // off until an operator needs it
+/// let config = pprof_core::Config::default().switch(&switch);
+/// // later, from an admin route or a signal handler thread:
+/// switch.set(true);
+/// assert!(switch.is_on());
+/// # drop(config);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Switch(Arc<AtomicBool>);
+
+impl Switch {
+    /// A switch, on or off.
+    pub fn new(on: bool) -> Self {
+        Self(Arc::new(AtomicBool::new(on)))
+    }
+
+    /// Turn the routes on (`true`) or off (`false`) for every handler sharing this switch.
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Release);
+    }
+
+    /// Whether the routes are on.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl Default for Switch {
+    /// On.
+    fn default() -> Self {
+        Self::new(true)
     }
 }

@@ -1,35 +1,55 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
-mod contention;
-mod cpu;
-mod encode;
 mod error;
-mod goroutine;
-mod guard;
-mod handler;
-pub mod heap;
-mod index;
-mod profile;
-mod request;
-mod service;
-mod symbolize;
+mod format;
+#[allow(
+    unsafe_code,
+    reason = "the jemalloc glue: every block carries a SAFETY note"
+)]
+mod jemalloc;
+mod profiles;
+mod serve;
+#[allow(
+    unsafe_code,
+    reason = "the async-signal-safe machinery: every block carries a SAFETY note"
+)]
+mod signals;
+mod symbols;
 pub mod sync;
-mod tasks;
-mod text;
-mod threads;
-mod watch;
+
+/// Heap and allocation profiles from jemalloc's own sampling profiler.
+///
+/// Turn it on in the binary with one line at the crate root:
+///
+/// ```no_run
+/// pprof_core::jemalloc_heap_profiling!();
+/// # fn main() {}
+/// ```
+///
+/// That installs jemalloc as the global allocator ([`Jemalloc`]) and
+/// exports jemalloc's `malloc_conf` with [`DEFAULT_MALLOC_CONF`]
+/// (`prof:true,prof_active:true,lg_prof_sample:19,prof_accum:true`: one
+/// sample per 512 KiB allocated, like Go's default `MemProfileRate`). Pass
+/// your own options as a string literal to change them:
+/// `pprof_core::jemalloc_heap_profiling!("prof:true,prof_active:true,lg_prof_sample:17,prof_accum:true");`.
+/// The environment variable `_RJEM_MALLOC_CONF` overrides both at start-up.
+pub mod heap {
+    pub use crate::jemalloc::DEFAULT_MALLOC_CONF;
+    #[cfg(feature = "tikv-jemallocator")]
+    pub use crate::jemalloc::Jemalloc;
+}
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
-pub mod fuzzing;
+pub use serve::fuzzing;
 
-pub use config::Config;
+pub use config::{Config, Switch};
 pub use error::Error;
-pub use guard::{PeerAddr, Switch};
-pub use handler::{BoxError, Pprof, ResponseBody};
-pub use service::{PprofLayer, PprofService};
-pub use watch::{
-    DEFAULT_SLOW_POLL_THRESHOLD, WatchPolls, WatchPollsLayer, WatchPollsService,
-    set_poll_watch_signal, set_slow_poll_threshold, watch_polls,
+pub use serve::guard::PeerAddr;
+pub use serve::tower::{PprofLayer, PprofService, WatchPollsLayer, WatchPollsService};
+pub use serve::{BoxError, Pprof, ResponseBody};
+pub use sync::watch::{
+    DEFAULT_SLOW_POLL_THRESHOLD, WatchPolls, set_poll_watch_signal, set_slow_poll_threshold,
+    watch_polls,
 };

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::events::Kind;
 use super::*;
-use crate::contention::Kind;
 
 /// Every event recorded (the process-wide rates; every test sets the same).
 fn record_everything() {
@@ -10,23 +10,7 @@ fn record_everything() {
     set_block_profile_rate(1);
 }
 
-/// The function names, leaf first, of every recorded stack of `kind`
-/// (after the encoder's trimming), with the stack's values.
-fn recorded(kind: Kind) -> Vec<(Vec<String>, Vec<i64>)> {
-    let profile = contention::profile(kind);
-    crate::encode::symbolize(&profile)
-        .into_iter()
-        .zip(&profile.samples)
-        .map(|(sym, sample)| {
-            let names = sym
-                .stack
-                .iter()
-                .flat_map(|(_, frames)| frames.iter().map(|f| f.name.to_string()))
-                .collect();
-            (names, sample.values.clone())
-        })
-        .collect()
-}
+use crate::profiles::{contention_stacks as recorded, contention_text};
 
 /// Values of the stacks whose leaf function ends with `leaf`.
 fn with_leaf(kind: Kind, leaf: &str) -> Vec<Vec<i64>> {
@@ -82,7 +66,7 @@ fn contention_is_charged_to_the_holder_and_the_waiter() {
     assert!(with_leaf(Kind::Mutex, "sync::tests::wait_for_the_mutex").is_empty());
 
     // Go's text form: header, cycles (= ns) and count, addresses, frame lines.
-    let text = contention::text(Kind::Mutex, &contention::profile(Kind::Mutex));
+    let text = contention_text(Kind::Mutex);
     assert!(
         text.starts_with("--- mutex:\ncycles/second=1000000000\n"),
         "{text}"
@@ -93,7 +77,7 @@ fn contention_is_charged_to_the_holder_and_the_waiter() {
         text.contains("\tpprof_core::sync::tests::hold_the_mutex\t"),
         "{text}"
     );
-    let text = contention::text(Kind::Block, &contention::profile(Kind::Block));
+    let text = contention_text(Kind::Block);
     assert!(
         text.starts_with("--- contention:\ncycles/second=1000000000\n"),
         "{text}"

@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 
 pub use ::tokio::sync::TryLockError;
 
+use ::tokio::sync as tokio_sync;
+
+use super::events;
 use super::{Ticket, Waiters, release};
-use crate::contention;
 
 /// Deregisters a waiting task when its wait ends or is cancelled.
 struct Registration<'a> {
@@ -43,8 +45,8 @@ impl Drop for Registration<'_> {
 impl Waiters {
     /// Await `acquire`, timing it and keeping the books when a profile is on.
     async fn wait_async<G>(&self, acquire: impl Future<Output = G>) -> (G, Option<Duration>) {
-        let mutex = contention::mutex_enabled();
-        let block = contention::block_enabled();
+        let mutex = events::mutex_enabled();
+        let block = events::block_enabled();
         if !mutex && !block {
             return (acquire.await, None);
         }
@@ -96,20 +98,14 @@ impl<T: ?Sized> Mutex<T> {
             Ok(guard) => (guard, None),
             Err(_) => self.waiters.wait_async(self.inner.lock()).await,
         };
-        MutexGuard {
-            waiters: &self.waiters,
-            waited,
-            inner: Some(guard),
-        }
+        MutexGuard::new(&self.waiters, waited, guard)
     }
 
     /// Lock if free now; records nothing.
     pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, TryLockError> {
-        self.inner.try_lock().map(|guard| MutexGuard {
-            waiters: &self.waiters,
-            waited: None,
-            inner: Some(guard),
-        })
+        self.inner
+            .try_lock()
+            .map(|guard| MutexGuard::new(&self.waiters, None, guard))
     }
 
     /// A mutable reference to the value; no locking needed.
@@ -163,11 +159,7 @@ impl<T: ?Sized> RwLock<T> {
             Ok(guard) => (guard, None),
             Err(_) => self.waiters.wait_async(self.inner.read()).await,
         };
-        RwLockReadGuard {
-            waiters: &self.waiters,
-            waited,
-            inner: Some(guard),
-        }
+        RwLockReadGuard::new(&self.waiters, waited, guard)
     }
 
     /// Exclusive access, waiting while anyone holds the lock.
@@ -176,29 +168,21 @@ impl<T: ?Sized> RwLock<T> {
             Ok(guard) => (guard, None),
             Err(_) => self.waiters.wait_async(self.inner.write()).await,
         };
-        RwLockWriteGuard {
-            waiters: &self.waiters,
-            waited,
-            inner: Some(guard),
-        }
+        RwLockWriteGuard::new(&self.waiters, waited, guard)
     }
 
     /// Shared access if available now; records nothing.
     pub fn try_read(&self) -> Result<RwLockReadGuard<'_, T>, TryLockError> {
-        self.inner.try_read().map(|guard| RwLockReadGuard {
-            waiters: &self.waiters,
-            waited: None,
-            inner: Some(guard),
-        })
+        self.inner
+            .try_read()
+            .map(|guard| RwLockReadGuard::new(&self.waiters, None, guard))
     }
 
     /// Exclusive access if available now; records nothing.
     pub fn try_write(&self) -> Result<RwLockWriteGuard<'_, T>, TryLockError> {
-        self.inner.try_write().map(|guard| RwLockWriteGuard {
-            waiters: &self.waiters,
-            waited: None,
-            inner: Some(guard),
-        })
+        self.inner
+            .try_write()
+            .map(|guard| RwLockWriteGuard::new(&self.waiters, None, guard))
     }
 
     /// A mutable reference to the value; no locking needed.
@@ -208,33 +192,17 @@ impl<T: ?Sized> RwLock<T> {
 }
 
 lock_impls!(Mutex, RwLock);
-guard_impls!(MutexGuard, DerefMut);
-guard_impls!(RwLockReadGuard);
-guard_impls!(RwLockWriteGuard, DerefMut);
+guard_impls!(MutexGuard, tokio_sync::MutexGuard, DerefMut);
+guard_impls!(RwLockReadGuard, tokio_sync::RwLockReadGuard);
+guard_impls!(RwLockWriteGuard, tokio_sync::RwLockWriteGuard, DerefMut);
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::contention::Kind;
-
-    fn leaves(kind: Kind) -> Vec<(String, Vec<i64>)> {
-        let profile = contention::profile(kind);
-        crate::encode::symbolize(&profile)
-            .into_iter()
-            .zip(&profile.samples)
-            .map(|(sym, s)| {
-                let leaf = sym
-                    .stack
-                    .first()
-                    .and_then(|(_, frames)| frames.first())
-                    .map(|f| f.name.to_string())
-                    .unwrap_or_default();
-                (leaf, s.values.clone())
-            })
-            .collect()
-    }
+    use crate::profiles::contention_leaves as leaves;
+    use crate::sync::events::Kind;
 
     async fn hold_the_async_lock(lock: Arc<Mutex<u32>>, held: ::tokio::sync::oneshot::Sender<()>) {
         let mut guard = lock.lock().await;

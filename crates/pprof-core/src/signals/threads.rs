@@ -13,22 +13,15 @@
 //! Slots live in pools that are never freed, so a handler that runs late
 //! (after its dump gave up on it) still writes into valid memory; it finds
 //! its slot no longer waiting and returns without writing.
-//!
-//! Unwinding uses libgcc's `_Unwind_Backtrace` (through `backtrace`), the
-//! same unwinder the CPU sampler runs in its SIGPROF handler. With glibc ≥
-//! 2.35 and GCC ≥ 12 it finds unwind tables through `_dl_find_object`,
-//! which takes no lock; its one-time initialisation is run outside any
-//! handler before the first signal is sent. With an older glibc, libgcc
-//! falls back to `dl_iterate_phdr`, which takes the loader's lock: a thread
-//! interrupted inside `dlopen` would then wait for itself in the handler.
-//! The CPU profiler's SIGPROF handler has the same exposure.
+//! How the handler unwinds is [`unwind`](super::unwind)'s business.
 
 use std::fs;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::Error;
+use super::{gettid, handler, unwind};
+use crate::error::Error;
 
 /// Deepest stack recorded per thread; deeper stacks keep their innermost frames.
 pub(crate) const MAX_FRAMES: usize = 128;
@@ -160,13 +153,6 @@ fn blocks(tid: i32, signal: i32) -> bool {
         .is_some_and(|mask| (1..=64).contains(&signal) && mask & (1 << (signal - 1)) != 0)
 }
 
-fn gettid() -> i32 {
-    // SAFETY: gettid has no preconditions, cannot fail and is async-signal-safe.
-    #[allow(unsafe_code)]
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
-    i32::try_from(tid).unwrap_or(0)
-}
-
 /// Capture every thread's stack. `signal` is the signal used to interrupt
 /// threads, `timeout` how long to wait for all of them.
 ///
@@ -208,10 +194,6 @@ pub(crate) fn dump(signal: i32, timeout: Duration) -> Result<Vec<ThreadStack>, E
 /// The stack of one thread of this process (lookup addresses, leaf first),
 /// or `None` if it did not answer within `timeout`. For watchdogs that
 /// sample a thread caught doing something; blocking.
-#[allow(
-    dead_code,
-    reason = "the poll watchdog of the block profile samples one worker"
-)]
 pub(crate) fn capture(tid: i32, signal: i32, timeout: Duration) -> Result<Option<Vec<u64>>, Error> {
     Ok(capture_threads(&[tid], signal, timeout)?
         .pop()
@@ -247,14 +229,12 @@ fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<C
         assigned.push((tid, slot));
     }
     // SAFETY: getpid has no preconditions.
-    #[allow(unsafe_code)]
     let pid = unsafe { libc::getpid() };
     for (tid, slot) in &mut assigned {
         let Some(s) = slot else { continue };
         // SAFETY: tgkill only sends a signal; a handler for it is installed
         // (so it cannot kill the thread) and the target is one of our
         // threads (or gone, which tgkill reports).
-        #[allow(unsafe_code)]
         let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, *tid, signal) };
         if sent != 0 {
             s.state.store(FREE, Ordering::Release);
@@ -309,14 +289,9 @@ fn collect(slot: &Slot, hard_deadline: Instant) -> Option<Vec<u64>> {
 
 /// The dumping thread's own stack, taken directly.
 fn own_stack(tid: i32) -> ThreadStack {
-    let mut pcs = Vec::new();
-    backtrace::trace(|frame| {
-        let pc = (frame.ip() as u64).saturating_sub(1);
-        if pc != 0 {
-            pcs.push(pc);
-        }
-        pcs.len() < MAX_FRAMES
-    });
+    let mut buf = [0u64; MAX_FRAMES];
+    let len = unwind::stack_here(&mut buf);
+    let pcs = buf[..len].to_vec();
     let (name, state, wait_channel) = describe(tid);
     ThreadStack {
         tid,
@@ -368,81 +343,16 @@ fn install(dumper: &mut Dumper, signal: i32) -> Result<(), Error> {
         )));
     }
     // Run the unwinder's one-time set-up here, outside any signal handler.
-    backtrace::trace(|_| true);
-
-    #[allow(unsafe_code)]
-    // SAFETY: sigaction with a null new action only reads the current one
-    // into `old`, a zeroed sigaction we own.
-    let current = unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
-            return Err(Error::Profiler(format!(
-                "cannot read the action of signal {signal}"
-            )));
-        }
-        old.sa_sigaction
-    };
-    let ours = on_signal as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
-        as libc::sighandler_t;
-    if current != libc::SIG_DFL && current != libc::SIG_IGN && current != ours {
-        return Err(Error::Profiler(format!(
-            "signal {signal} already has a handler in this process; choose another with Config::thread_signal"
-        )));
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: `action` is fully initialised (zeroed, then handler, flags and
-    // an empty mask set); the handler is async-signal-safe (see `on_signal`).
-    let installed = unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = ours;
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(signal, &action, std::ptr::null_mut())
-    };
-    if installed != 0 {
-        return Err(Error::Profiler(format!(
-            "cannot install a handler for signal {signal}"
-        )));
-    }
+    unwind::prepare();
+    handler::install(signal, on_signal)?;
     dumper.installed = Some(signal);
     Ok(())
-}
-
-/// The interrupted instruction's address, from the signal's machine context.
-#[allow(unsafe_code)]
-fn interrupted_pc(context: *mut libc::c_void) -> Option<usize> {
-    if context.is_null() {
-        return None;
-    }
-    let context = context.cast::<libc::ucontext_t>();
-    // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler;
-    // we only read the saved program counter.
-    #[cfg(target_arch = "x86_64")]
-    let pc = unsafe { (*context).uc_mcontext.gregs[libc::REG_RIP as usize] as usize };
-    // SAFETY: as above.
-    #[cfg(target_arch = "aarch64")]
-    let pc = unsafe { (*context).uc_mcontext.pc as usize };
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let pc = {
-        let _ = context;
-        0
-    };
-    (pc != 0).then_some(pc)
 }
 
 /// The signal handler: record this thread's stack into its slot, if a dump
 /// is waiting for it. Async-signal-safe: atomics, `gettid`, the unwinder.
 extern "C" fn on_signal(_: libc::c_int, _: *mut libc::siginfo_t, context: *mut libc::c_void) {
-    // SAFETY: __errno_location returns this thread's errno slot; saving and
-    // restoring it keeps the interrupted code's errno intact.
-    #[allow(unsafe_code)]
-    let errno = unsafe { *libc::__errno_location() };
-    record_stack(interrupted_pc(context));
-    // SAFETY: as above.
-    #[allow(unsafe_code)]
-    unsafe {
-        *libc::__errno_location() = errno;
-    }
+    handler::keeping_errno(|| record_stack(handler::interrupted_pc(context)));
 }
 
 fn record_stack(interrupted: Option<usize>) {
@@ -452,7 +362,6 @@ fn record_stack(interrupted: Option<usize>) {
     }
     // SAFETY: pools are leaked (`pool_for`), so a non-null pointer is valid
     // for the rest of the process.
-    #[allow(unsafe_code)]
     let pool = unsafe { &*pool };
     let tid = gettid();
     let Some(slot) = pool.slots.iter().find(|s| {
@@ -463,34 +372,9 @@ fn record_stack(interrupted: Option<usize>) {
     }) else {
         return;
     };
-    let mut len = 0;
-    // Frames above the interrupted one are this handler and the kernel's
-    // signal trampoline: skip them until the interrupted pc appears.
-    let mut recording = interrupted.is_none();
-    // SAFETY: unwinds only the current thread; the unwinder does not
-    // allocate or lock (see the module docs) and its initialisation ran in
-    // `install`. The closure only stores into atomics.
-    #[allow(unsafe_code)]
-    unsafe {
-        backtrace::trace_unsynchronized(|frame| {
-            let ip = frame.ip() as usize;
-            if !recording && Some(ip) == interrupted {
-                recording = true;
-            }
-            if recording {
-                slot.pcs[len].store(ip, Ordering::Relaxed);
-                len += 1;
-            }
-            len < MAX_FRAMES
-        });
-    }
-    if len == 0 {
-        // The unwinder did not get past the trampoline: the pc alone.
-        if let Some(pc) = interrupted {
-            slot.pcs[0].store(pc, Ordering::Relaxed);
-            len = 1;
-        }
-    }
+    // SAFETY: we are in the handler, on the thread being unwound, and
+    // `install` ran `unwind::prepare` before any signal was sent.
+    let len = unsafe { unwind::from_signal(interrupted, &slot.pcs) };
     slot.len.store(len, Ordering::Release);
     slot.state.store(DONE, Ordering::Release);
 }
@@ -531,7 +415,7 @@ mod tests {
             .expect("the parked thread is listed");
         assert_eq!(thread.state, "sleeping");
         let pcs = thread.pcs.clone().expect("it answered");
-        let resolved = crate::symbolize::symbolizer().resolve_all(pcs.iter().copied());
+        let resolved = crate::symbols::symbolizer().resolve_all(pcs.iter().copied());
         let names: Vec<String> = pcs
             .iter()
             .filter_map(|pc| resolved.get(pc))
@@ -552,7 +436,6 @@ mod tests {
         let blocker = std::thread::Builder::new()
             .name("blocks-signal".to_owned())
             .spawn(move || {
-                #[allow(unsafe_code)]
                 // SAFETY: a zeroed sigset_t is filled by sigemptyset/sigaddset;
                 // pthread_sigmask changes only this thread's mask.
                 unsafe {

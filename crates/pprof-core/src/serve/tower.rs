@@ -1,15 +1,18 @@
-//! The tower face of the handler: [`Pprof`] as a `Service`, and a `Layer`
-//! that answers the pprof prefix and passes every other request through.
+//! The tower face: [`Pprof`] as a `Service`, a `Layer` that answers the
+//! pprof prefix and passes every other request through, and a `Layer` that
+//! watches the polls of every request future.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
 use http_body_util::Either;
 
-use crate::handler::{BoxError, ResponseBody};
+use super::{BoxError, ResponseBody};
+use crate::sync::watch::{WatchPolls, nanos};
 use crate::{Config, Pprof};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -104,5 +107,71 @@ where
             let response = self.inner.call(request);
             Box::pin(async move { Ok(response.await?.map(Either::Right)) })
         }
+    }
+}
+
+/// A `tower::Layer` that watches the polls of every request future of the
+/// service it wraps ([`watch_polls`](crate::watch_polls) for each call).
+///
+/// ```
+/// use tower_layer::Layer;
+///
+/// # #[derive(Clone)] struct App;
+/// let layer = pprof_core::WatchPollsLayer::new()
+///     .threshold(std::time::Duration::from_millis(20));
+/// let service = layer.layer(App); // a WatchPollsService<App>
+/// # let _ = service;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct WatchPollsLayer {
+    threshold_ns: Option<u64>,
+}
+
+impl WatchPollsLayer {
+    /// A layer using the process-wide threshold
+    /// ([`set_slow_poll_threshold`](crate::set_slow_poll_threshold)).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Use `threshold` for this service's requests.
+    pub fn threshold(mut self, threshold: Duration) -> Self {
+        self.threshold_ns = Some(nanos(threshold));
+        self
+    }
+}
+
+impl<S> tower_layer::Layer<S> for WatchPollsLayer {
+    type Service = WatchPollsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WatchPollsService {
+            inner,
+            threshold_ns: self.threshold_ns,
+        }
+    }
+}
+
+/// The service [`WatchPollsLayer`] makes: the inner one, its futures watched.
+#[derive(Clone, Debug)]
+pub struct WatchPollsService<S> {
+    inner: S,
+    threshold_ns: Option<u64>,
+}
+
+impl<S, R> tower_service::Service<R> for WatchPollsService<S>
+where
+    S: tower_service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = WatchPolls<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        WatchPolls::with_threshold_ns(self.inner.call(request), self.threshold_ns)
     }
 }

@@ -14,8 +14,8 @@ compile_error!(
 use std::time::Duration;
 
 #[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
-use crate::profile::Label;
-use crate::profile::Sample;
+use crate::format::Label;
+use crate::format::Sample;
 
 /// The samples for the tasks of the runtime the request runs on: one per
 /// suspended leaf future of each task (value 1), labelled `task` and
@@ -100,45 +100,4 @@ async fn dump(timeout: Duration) -> Vec<Sample> {
             })
         })
         .collect()
-}
-
-#[cfg(all(test, feature = "tokio-taskdump", tokio_unstable))]
-mod tests {
-    #[inline(never)]
-    async fn suspended_in_known_async_fn(rx: tokio::sync::oneshot::Receiver<()>) {
-        let _ = rx.await;
-    }
-
-    #[test]
-    fn tasks_appear_with_their_suspended_stacks() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let task = tokio::spawn(suspended_in_known_async_fn(rx));
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            let pprof = crate::Pprof::new(crate::Config::default());
-            let request = http::Request::get("/debug/pprof/goroutine?debug=2")
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .expect("request");
-            let response = pprof.handle(request).await;
-            assert_eq!(response.status(), 200);
-            let body = http_body_util::BodyExt::collect(response.into_body())
-                .await
-                .expect("body")
-                .to_bytes();
-            let text = String::from_utf8_lossy(&body);
-            let block = text
-                .split("\n\n")
-                .find(|b| b.contains("suspended_in_known_async_fn"))
-                .unwrap_or_else(|| panic!("no task block: {text}"));
-            assert!(block.starts_with("task "), "{block}");
-            assert!(block.contains("[suspended]:"), "{block}");
-            let _ = tx.send(());
-            task.await.expect("task");
-        });
-    }
 }

@@ -1,6 +1,6 @@
-//! The mutex and block profiles: process-wide tables of contention events
-//! keyed by raw stack, fed by [`crate::sync`]'s locks (and by poll watching),
-//! with Go's sampling rules, read out as [`StackProfile`]s and Go's text.
+//! The event tables behind the mutex and block profiles: process-wide,
+//! keyed by raw stack, fed by this module's locks and by poll watching,
+//! with Go's sampling rules.
 //!
 //! Values are scaled when they are recorded, as Go (≥ 1.21) does: a mutex
 //! event sampled at fraction `n` adds `n` contentions and `n ×` its delay; a
@@ -11,15 +11,9 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
-
-use crate::profile::{LeafTrim, Sample, StackProfile, ValueType, vt};
-
-pub(crate) const SAMPLE_TYPES: &[ValueType] =
-    &[vt("contentions", "count"), vt("delay", "nanoseconds")];
 
 /// Distinct stacks each table keeps.
 pub(crate) const MAX_STACKS: usize = 4096;
@@ -151,23 +145,6 @@ pub(crate) fn now_nanos() -> u64 {
     u64::try_from(nanos).unwrap_or(u64::MAX)
 }
 
-/// The calling thread's stack as lookup addresses (return address − 1),
-/// leaf first, at most [`MAX_DEPTH`] frames. The first frames are the
-/// capture machinery itself; the encoder trims them after symbolization.
-#[inline(never)]
-fn capture(buf: &mut [u64; MAX_DEPTH]) -> usize {
-    let mut n = 0;
-    backtrace::trace(|frame| {
-        let ip = frame.ip() as usize as u64;
-        if ip > 1 {
-            buf[n] = ip - 1;
-            n += 1;
-        }
-        n < MAX_DEPTH
-    });
-    n
-}
-
 /// Record, at unlock and after the lock is released, what the caller's
 /// stack is charged with: `mutex`, `(count, delay ns)` by which the critical
 /// section just left delayed waiters (`count` of them for the first time),
@@ -181,7 +158,7 @@ pub(crate) fn record_unlock(mutex: Option<(u64, u64)>, block: Option<Duration>) 
 
 /// [`record_unlock`] at the given fraction and block rate.
 #[inline(never)]
-fn record_at_rates(
+pub(crate) fn record_at_rates(
     mutex: Option<(u64, u64)>,
     block: Option<Duration>,
     fraction: u64,
@@ -196,8 +173,10 @@ fn record_at_rates(
     if mutex.is_none() && block.is_none() {
         return;
     }
+    // The first frames are the capture machinery itself; the encoder
+    // trims them after symbolization.
     let mut buf = [0; MAX_DEPTH];
-    let n = capture(&mut buf);
+    let n = crate::signals::stack_here(&mut buf);
     if let Some((count, delay)) = mutex {
         #[allow(clippy::cast_precision_loss)]
         table(Kind::Mutex).add(&buf[..n], count as f64 * scale, delay as f64 * scale);
@@ -246,56 +225,20 @@ pub(crate) fn dropped(kind: Kind) -> u64 {
     table(kind).dropped.load(Ordering::Relaxed)
 }
 
-/// The cumulative profile so far (delta profiles subtract two of these).
-pub(crate) fn profile(kind: Kind) -> StackProfile {
-    let samples = table(kind)
+/// Every recorded stack (lookup addresses, leaf first) with its scaled
+/// `(contentions, delay ns)` so far.
+pub(crate) fn recorded(kind: Kind) -> Vec<(Vec<u64>, [i64; 2])> {
+    table(kind)
         .stacks
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .iter()
-        .map(|(pcs, totals)| Sample {
-            pcs: pcs.to_vec(),
+        .map(|(pcs, totals)| {
             #[allow(clippy::cast_possible_truncation)]
-            values: vec![totals.count.round() as i64, totals.delay.round() as i64],
-            labels: vec![],
+            let values = [totals.count.round() as i64, totals.delay.round() as i64];
+            (pcs.to_vec(), values)
         })
-        .collect();
-    StackProfile {
-        sample_types: SAMPLE_TYPES,
-        period_type: vt("contentions", "count"),
-        period: 1,
-        default_sample_type: None,
-        time: SystemTime::now(),
-        duration: Duration::ZERO,
-        samples,
-        leaf_trim: LeafTrim::Contention,
-    }
-}
-
-/// Go's `debug=1` text: `--- mutex:` (or `--- contention:` for block),
-/// `cycles/second=`, then `<cycles> <count> @ addresses` and frame lines per
-/// stack, most delay first. Our "cycles" are nanoseconds, so the rate is
-/// 10^9 per second and pprof converts them back exactly. Values are already
-/// scaled by the sampling rate, so no `sampling period` line is written
-/// (pprof would scale them again).
-pub(crate) fn text(kind: Kind, profile: &StackProfile) -> String {
-    let symbolized = crate::encode::symbolize(profile);
-    let mut records: Vec<_> = profile.samples.iter().zip(&symbolized).collect();
-    records.sort_by_key(|(s, _)| std::cmp::Reverse(s.values[1]));
-    let mut out = String::new();
-    let name = match kind {
-        Kind::Mutex => "mutex",
-        Kind::Block => "contention",
-    };
-    let _ = writeln!(out, "--- {name}:");
-    let _ = writeln!(out, "cycles/second=1000000000");
-    for (s, stack) in records {
-        let _ = write!(out, "{} {}", s.values[1], s.values[0]);
-        crate::text::write_addresses(&mut out, stack);
-        crate::text::write_frames(&mut out, stack);
-    }
-    let _ = writeln!(out, "# dropped events (table full) = {}", dropped(kind));
-    out
+        .collect()
 }
 
 #[cfg(test)]
@@ -313,48 +256,6 @@ mod tests {
         let short = Duration::from_nanos(250);
         assert_eq!(block_sample(short, 1_000, || 0.2), Some((4.0, 1_000.0)));
         assert_eq!(block_sample(short, 1_000, || 0.3), None);
-    }
-
-    /// 20 000 events at fraction 10 and, for waits of a quarter of the
-    /// block rate, probability 1/4: the scaled totals estimate the truth.
-    #[inline(never)]
-    fn record_sampled_events_here() {
-        for _ in 0..20_000 {
-            record_at_rates(Some((1, 1_000)), Some(Duration::from_nanos(250)), 10, 1_000);
-        }
-    }
-
-    #[test]
-    fn sampled_values_are_scaled_back_to_the_truth() {
-        record_sampled_events_here();
-        let totals = |kind| {
-            let p = profile(kind);
-            crate::encode::symbolize(&p)
-                .iter()
-                .zip(&p.samples)
-                .filter(|(sym, _)| {
-                    sym.stack.first().is_some_and(|(_, frames)| {
-                        frames
-                            .first()
-                            .is_some_and(|f| f.name.ends_with("record_sampled_events_here"))
-                    })
-                })
-                .fold([0i64; 2], |acc, (_, s)| {
-                    [acc[0] + s.values[0], acc[1] + s.values[1]]
-                })
-        };
-        // Within 10 % (about five standard deviations of the sampling).
-        let near = |got: i64, want: i64| (got - want).abs() * 10 <= want;
-        let [count, delay] = totals(Kind::Mutex);
-        assert!(
-            near(count, 20_000) && near(delay, 20_000_000),
-            "{count} {delay}"
-        );
-        let [count, delay] = totals(Kind::Block);
-        assert!(
-            near(count, 20_000) && near(delay, 5_000_000),
-            "{count} {delay}"
-        );
     }
 
     #[test]

@@ -1,55 +1,75 @@
-//! CPU profiles: the `pprof` crate's SIGPROF sampler collects raw stacks;
-//! we re-encode them with our own builder.
+//! `profile`: CPU time. The `pprof` crate's SIGPROF sampler collects raw
+//! stacks; we re-encode them with our own builder.
 //!
 //! One profile runs at a time in the whole process (the sampler is
 //! process-global). Starting, stopping and reading the sampler happen on
 //! blocking threads; the request's future only sleeps in between, and if it
 //! is dropped (the client went away) the sampler is stopped at once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::fmt;
 use std::time::Duration;
 
-use crate::Error;
-use crate::profile::{Label, LeafTrim, Sample, StackProfile, ValueType, vt};
-use crate::symbolize::symbolizer;
+use super::{About, Admission, Ask, Collecting, Profile, Seconds, Slot, Working};
+use crate::error::Error;
+use crate::format::{Label, LeafTrim, Sample, StackProfile, ValueType, vt};
+use crate::jemalloc;
+use crate::symbols::symbolizer;
 
-pub(crate) const SAMPLE_TYPES: &[ValueType] = &[vt("samples", "count"), vt("cpu", "nanoseconds")];
+const SAMPLE_TYPES: &[ValueType] = &[vt("samples", "count"), vt("cpu", "nanoseconds")];
 
 /// Shared libraries in which a sample is dropped rather than unwound:
 /// unwinding from inside the unwinder or the dynamic loader can deadlock.
 const BLOCKLIST: &[&str] = &["libc", "libgcc", "pthread", "vdso", "ld-linux"];
 
-static CPU_PROFILE_RUNNING: AtomicBool = AtomicBool::new(false);
-
-/// Ownership of the process's one CPU profile slot, released on drop.
-#[derive(Debug)]
-struct Slot(());
-
-impl Slot {
-    fn acquire() -> Option<Self> {
-        CPU_PROFILE_RUNNING
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .ok()
-            .map(|_| Self(()))
-    }
+/// `/profile`: the CPU profile.
+pub(crate) struct Cpu {
+    about: About,
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        CPU_PROFILE_RUNNING.store(false, Ordering::Release);
-    }
-}
+pub(crate) static CPU: Cpu = Cpu {
+    about: About {
+        name: "profile",
+        description: "CPU profile. You can specify the duration in the seconds GET parameter. After you get the profile file, use the go tool pprof command to investigate the profile.",
+        index_links: &[],
+        sample_types: SAMPLE_TYPES,
+        period_type: SAMPLE_TYPES[1],
+        seconds: Seconds::Window,
+    },
+};
 
-/// True while a CPU profile is running in this process.
-pub(crate) fn is_running() -> bool {
-    CPU_PROFILE_RUNNING.load(Ordering::Acquire)
+/// The process's one CPU profile at a time.
+static SLOT: Slot = Slot::new(Error::CpuProfilerBusy);
+
+impl Profile for Cpu {
+    fn about(&self) -> &About {
+        &self.about
+    }
+
+    fn admission(&self) -> Admission {
+        Admission::OneAtATime(&SLOT)
+    }
+
+    fn collect(&'static self, ask: Ask, working: Working) -> Collecting {
+        Box::pin(profile(ask.window, ask.hz, working))
+    }
+
+    /// CPU profiles have no text form (the route takes no `debug`).
+    fn text(&self, _: &StackProfile, _: u32, _: &mut dyn fmt::Write) -> fmt::Result {
+        Err(fmt::Error)
+    }
+
+    /// 1 while a CPU profile runs.
+    fn count(&self) -> usize {
+        usize::from(SLOT.in_use())
+    }
 }
 
 /// A running sampler. Dropping it stops the sampler (on a blocking thread
 /// when inside a runtime) and then frees the slot.
 struct Session {
     guard: Option<pprof::ProfilerGuard<'static>>,
-    slot: Option<Slot>,
+    /// The admission slot, freed once the sampler has stopped.
+    slot: Working,
     hz: u32,
 }
 
@@ -57,9 +77,9 @@ impl Drop for Session {
     fn drop(&mut self) {
         let (guard, slot) = (self.guard.take(), self.slot.take());
         let stop = move || {
-            crate::heap::unsampled(|| drop(guard));
+            jemalloc::unsampled(|| drop(guard));
             drop(slot);
-            crate::heap::release_free_memory();
+            jemalloc::release_free_memory();
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -70,9 +90,9 @@ impl Drop for Session {
     }
 }
 
-fn start(hz: u32, slot: Slot) -> Result<Session, Error> {
+fn start(hz: u32, slot: Working) -> Result<Session, Error> {
     let hz_c = i32::try_from(hz).unwrap_or(i32::MAX);
-    let guard = crate::heap::unsampled(|| {
+    let guard = jemalloc::unsampled(|| {
         pprof::ProfilerGuardBuilder::default()
             .frequency(hz_c)
             .blocklist(BLOCKLIST)
@@ -84,7 +104,7 @@ fn start(hz: u32, slot: Slot) -> Result<Session, Error> {
     })?;
     Ok(Session {
         guard: Some(guard),
-        slot: Some(slot),
+        slot,
         hz,
     })
 }
@@ -100,9 +120,9 @@ impl Session {
             .transpose()
             .map_err(|e| Error::Profiler(format!("Could not read the CPU profile: {e}")))?;
         // Stopping frees the sampler's table and allocates a fresh one.
-        crate::heap::unsampled(|| drop(guard));
+        jemalloc::unsampled(|| drop(guard));
         drop(self.slot.take());
-        crate::heap::release_free_memory();
+        jemalloc::release_free_memory();
         let report =
             report.ok_or_else(|| Error::Profiler("CPU profiler was not running".to_owned()))?;
         let period = 1_000_000_000 / i64::from(self.hz.max(1));
@@ -129,7 +149,7 @@ impl Session {
         drop(report.data);
         Ok(StackProfile {
             sample_types: SAMPLE_TYPES,
-            period_type: vt("cpu", "nanoseconds"),
+            period_type: SAMPLE_TYPES[1],
             period,
             default_sample_type: None,
             time: report.timing.start_time,
@@ -191,9 +211,9 @@ fn samples_without_signal_frames(stacks: Vec<(Vec<u64>, String, i64)>, period: i
         .collect()
 }
 
-/// Run one CPU profile for `duration`. Dropping the returned future stops it.
-pub(crate) async fn profile(duration: Duration, hz: u32) -> Result<StackProfile, Error> {
-    let slot = Slot::acquire().ok_or(Error::CpuProfilerBusy)?;
+/// Run one CPU profile for `duration`, holding `slot` until the sampler
+/// has stopped. Dropping the returned future stops it.
+async fn profile(duration: Duration, hz: u32, slot: Working) -> Result<StackProfile, Error> {
     let session = tokio::task::spawn_blocking(move || start(hz, slot))
         .await
         .map_err(|e| Error::Profiler(format!("CPU profiler task failed: {e}")))??;

@@ -2,8 +2,6 @@
 //! done (no body read, no profile started).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{header, request::Parts};
 
@@ -24,52 +22,6 @@ use crate::{Config, Error};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
-
-/// A run-time on/off switch for every pprof route, shared by clones.
-///
-/// Give one to [`Config::switch`] and keep a clone: [`Switch::set`]
-/// turns the routes off and on without a restart. While off, every route
-/// answers `404` with `X-Go-Pprof: 1` and
-/// `pprof endpoints are switched off on this server` (after the access
-/// guards, so a client that may not ask learns nothing about the switch).
-///
-/// ```
-/// let switch = pprof_core::Switch::new(false); // off until an operator needs it
-/// let config = pprof_core::Config::default().switch(&switch);
-/// // later, from an admin route or a signal handler thread:
-/// switch.set(true);
-/// assert!(switch.is_on());
-/// # drop(config);
-/// ```
-#[derive(Debug, Clone)]
-pub struct Switch(Arc<AtomicBool>);
-
-impl Switch {
-    /// A switch, on or off.
-    pub fn new(on: bool) -> Self {
-        Self(Arc::new(AtomicBool::new(on)))
-    }
-
-    /// Turn the routes on (`true`) or off (`false`) for every handler sharing this switch.
-    pub fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Release);
-    }
-
-    /// Whether the routes are on.
-    pub fn is_on(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-impl Default for Switch {
-    /// On.
-    fn default() -> Self {
-        Self::new(true)
-    }
-}
-
-/// A user's access rule over the request head.
-pub(crate) type Predicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 
 /// Apply the guards in order: peer, token, predicate, switch.
 pub(crate) fn check(config: &Config, parts: &Parts) -> Result<(), Error> {
@@ -127,6 +79,7 @@ pub(crate) fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Switch;
 
     fn parts(headers: &[(&str, &str)], peer: Option<&str>) -> Parts {
         let mut builder = http::Request::get("/debug/pprof/");

@@ -4,7 +4,7 @@
 
 use http::Method;
 
-use crate::request::{self, Route};
+use super::request::{self, ProfileRequest, Route};
 use crate::{Config, Error};
 
 /// Parse a request line as the handler does, with the default limits, and
@@ -22,15 +22,22 @@ pub fn request(method: &[u8], path: &str, query: Option<&str>, form: Option<&str
                 "accepted a path outside the prefix: {path:?}"
             );
             match parsed.route {
-                Route::Cpu { duration, hz } => {
-                    assert!(!duration.is_zero() && duration <= config.max_duration);
+                Route::Profile(ProfileRequest {
+                    delta,
+                    debug,
+                    window,
+                    hz,
+                    ..
+                }) if window > std::time::Duration::ZERO => {
+                    assert!(window <= config.max_duration);
                     assert!((config.min_hz..=config.max_hz).contains(&hz));
+                    assert!(delta.is_none() && debug == 0);
                 }
-                Route::Named {
+                Route::Profile(ProfileRequest {
                     delta: Some(delta),
                     debug,
                     ..
-                } => {
+                }) => {
                     assert!(!delta.is_zero() && delta <= config.max_duration);
                     assert_eq!(debug, 0, "seconds with debug>0 was accepted");
                 }
@@ -54,7 +61,7 @@ pub fn request(method: &[u8], path: &str, query: Option<&str>, form: Option<&str
 /// Split and parse a `/symbol` request body as the handler does, and check
 /// that each address it returns is one a token spelled.
 pub fn symbol(input: &str) {
-    let addresses = crate::handler::parse_addresses(input);
+    let addresses = super::symbol::parse_addresses(input);
     assert!(addresses.len() <= input.split('+').count());
     assert!(addresses.iter().all(|&a| a != 0), "zero address kept");
 }
@@ -62,7 +69,7 @@ pub fn symbol(input: &str) {
 /// Bound a text answer to `max` bytes as the handler does, and check the
 /// verdict: whole when it fits, else a 400 naming both sizes.
 pub fn text_cap(text: &str, max: usize) {
-    match crate::text::cap(text.to_owned(), max) {
+    match crate::format::cap(text.to_owned(), max) {
         Ok(out) => assert!(text.len() <= max && out == text),
         Err(Error::TextTooLarge { size, limit }) => {
             assert!(size == text.len() && limit == max && size > max);

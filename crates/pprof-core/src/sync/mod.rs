@@ -62,11 +62,14 @@ use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
 pub use std::sync::WaitTimeoutResult;
 use std::time::{Duration, Instant};
 
-use crate::contention::{self, now_nanos};
-pub use crate::contention::{
+use events::now_nanos;
+pub use events::{
     DEFAULT_BLOCK_PROFILE_RATE, DEFAULT_MUTEX_PROFILE_FRACTION, block_profile_rate,
     mutex_profile_fraction, set_block_profile_rate, set_mutex_profile_fraction,
 };
+
+pub(crate) mod events;
+pub(crate) mod watch;
 
 /// Who is waiting on one lock, for charging their delay at unlock.
 ///
@@ -187,8 +190,8 @@ impl Waiters {
     }
 
     fn wait<G>(&self, wait: impl FnOnce() -> G) -> (G, Option<Duration>) {
-        let mutex = contention::mutex_enabled();
-        let block = contention::block_enabled();
+        let mutex = events::mutex_enabled();
+        let block = events::block_enabled();
         if !mutex && !block {
             return (wait(), None);
         }
@@ -210,8 +213,47 @@ fn release(waiters: &Waiters, waited: Option<Duration>, unlock: impl FnOnce()) {
     let charge = waiters.take_charge();
     unlock();
     if charge.is_some() || waited.is_some() {
-        contention::record_unlock(charge, waited);
+        events::record_unlock(charge, waited);
     }
+}
+
+/// `new`, `into_inner` and the poisoning methods of a lock wrapping the
+/// std lock of the same name.
+macro_rules! std_lock_impls {
+    ($($lock:ident => $std:ident, $what:literal);+ $(;)?) => {$(
+        impl<T> $lock<T> {
+            #[doc = concat!("A new unlocked ", $what, " holding `value`; `const`, so it can be a `static`.")]
+            pub const fn new(value: T) -> Self {
+                Self {
+                    waiters: Waiters::new(),
+                    inner: std::sync::$std::new(value),
+                }
+            }
+
+            #[doc = concat!("Consume the ", $what, " and return its value (`Err` if poisoned).")]
+            pub fn into_inner(self) -> LockResult<T> {
+                self.inner.into_inner()
+            }
+        }
+
+        impl<T: ?Sized> $lock<T> {
+            /// Whether a thread panicked while holding the (write) lock.
+            pub fn is_poisoned(&self) -> bool {
+                self.inner.is_poisoned()
+            }
+
+            /// Clear the poisoned state.
+            pub fn clear_poison(&self) {
+                self.inner.clear_poison();
+            }
+
+            /// A mutable reference to the value; no locking needed.
+            pub fn get_mut(&mut self) -> LockResult<&mut T> {
+                self.inner.get_mut()
+            }
+        }
+
+    )+};
 }
 
 /// `Default`, `From<T>` and std's `Debug` for lock types with a `const fn
@@ -242,7 +284,22 @@ macro_rules! lock_impls {
 /// `Deref` (and `DerefMut` when named), `Drop` (release, then record) and
 /// `Debug` for a guard whose `inner` guard is `Some` until drop.
 macro_rules! guard_impls {
-    ($guard:ident $(, $mutable:ident)?) => {
+    ($guard:ident, $($inner:ident)::+ $(, $mutable:ident)?) => {
+        impl<'a, T: ?Sized> $guard<'a, T> {
+            /// The guard of a lock taken after waiting `waited` (if timed).
+            fn new(
+                waiters: &'a Waiters,
+                waited: Option<Duration>,
+                inner: $($inner)::+<'a, T>,
+            ) -> Self {
+                Self {
+                    waiters,
+                    waited,
+                    inner: Some(inner),
+                }
+            }
+        }
+
         impl<T: ?Sized> Deref for $guard<'_, T> {
             type Target = T;
 
@@ -299,21 +356,6 @@ pub struct MutexGuard<'a, T: ?Sized> {
     inner: Option<std::sync::MutexGuard<'a, T>>,
 }
 
-impl<T> Mutex<T> {
-    /// A new unlocked mutex holding `value`; `const`, so it can be a `static`.
-    pub const fn new(value: T) -> Self {
-        Self {
-            waiters: Waiters::new(),
-            inner: std::sync::Mutex::new(value),
-        }
-    }
-
-    /// Consume the mutex and return its value (`Err` if poisoned).
-    pub fn into_inner(self) -> LockResult<T> {
-        self.inner.into_inner()
-    }
-}
-
 impl<T: ?Sized> Mutex<T> {
     /// Acquire the lock, blocking until it is free. A wait is recorded in
     /// the block profile (this stack) and the mutex profile (the holder's).
@@ -321,35 +363,16 @@ impl<T: ?Sized> Mutex<T> {
         let (result, waited) = self
             .waiters
             .acquire(self.inner.try_lock(), || self.inner.lock());
-        map_result(result, |guard| MutexGuard {
-            waiters: &self.waiters,
-            waited,
-            inner: Some(guard),
+        map_result(result, |guard| {
+            MutexGuard::new(&self.waiters, waited, guard)
         })
     }
 
     /// Acquire the lock if it is free now; records nothing.
     pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
-        map_try(self.inner.try_lock(), |guard| MutexGuard {
-            waiters: &self.waiters,
-            waited: None,
-            inner: Some(guard),
+        map_try(self.inner.try_lock(), |guard| {
+            MutexGuard::new(&self.waiters, None, guard)
         })
-    }
-
-    /// Whether a thread panicked while holding the lock.
-    pub fn is_poisoned(&self) -> bool {
-        self.inner.is_poisoned()
-    }
-
-    /// Clear the poisoned state.
-    pub fn clear_poison(&self) {
-        self.inner.clear_poison();
-    }
-
-    /// A mutable reference to the value; no locking needed.
-    pub fn get_mut(&mut self) -> LockResult<&mut T> {
-        self.inner.get_mut()
     }
 }
 
@@ -472,13 +495,9 @@ impl Condvar {
         let (waiters, waited, inner) = into_parts(guard);
         let charge = waiters.take_charge();
         if charge.is_some() || waited.is_some() {
-            contention::record_unlock(charge, waited);
+            events::record_unlock(charge, waited);
         }
-        (
-            waiters,
-            inner,
-            contention::block_enabled().then(Instant::now),
-        )
+        (waiters, inner, events::block_enabled().then(Instant::now))
     }
 
     fn waiting<'a, T>(
@@ -489,11 +508,7 @@ impl Condvar {
         let (waiters, inner, started) = Self::start_waiting(guard);
         let result = wait(inner);
         let waited = started.map(|s| s.elapsed());
-        map_result(result, |inner| MutexGuard {
-            waiters,
-            waited,
-            inner: Some(inner),
-        })
+        map_result(result, |inner| MutexGuard::new(waiters, waited, inner))
     }
 
     fn waiting_timeout<'a, T>(
@@ -507,12 +522,7 @@ impl Condvar {
         let result = wait(inner);
         let waited = started.map(|s| s.elapsed());
         map_result(result, |(inner, timed_out)| {
-            let guard = MutexGuard {
-                waiters,
-                waited,
-                inner: Some(inner),
-            };
-            (guard, timed_out)
+            (MutexGuard::new(waiters, waited, inner), timed_out)
         })
     }
 }
@@ -542,31 +552,14 @@ pub struct RwLockWriteGuard<'a, T: ?Sized> {
     inner: Option<std::sync::RwLockWriteGuard<'a, T>>,
 }
 
-impl<T> RwLock<T> {
-    /// A new unlocked lock holding `value`; `const`, so it can be a `static`.
-    pub const fn new(value: T) -> Self {
-        Self {
-            waiters: Waiters::new(),
-            inner: std::sync::RwLock::new(value),
-        }
-    }
-
-    /// Consume the lock and return its value (`Err` if poisoned).
-    pub fn into_inner(self) -> LockResult<T> {
-        self.inner.into_inner()
-    }
-}
-
 impl<T: ?Sized> RwLock<T> {
     /// Shared access, blocking while a writer holds the lock.
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
         let (result, waited) = self
             .waiters
             .acquire(self.inner.try_read(), || self.inner.read());
-        map_result(result, |guard| RwLockReadGuard {
-            waiters: &self.waiters,
-            waited,
-            inner: Some(guard),
+        map_result(result, |guard| {
+            RwLockReadGuard::new(&self.waiters, waited, guard)
         })
     }
 
@@ -575,51 +568,31 @@ impl<T: ?Sized> RwLock<T> {
         let (result, waited) = self
             .waiters
             .acquire(self.inner.try_write(), || self.inner.write());
-        map_result(result, |guard| RwLockWriteGuard {
-            waiters: &self.waiters,
-            waited,
-            inner: Some(guard),
+        map_result(result, |guard| {
+            RwLockWriteGuard::new(&self.waiters, waited, guard)
         })
     }
 
     /// Shared access if available now; records nothing.
     pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, T>> {
-        map_try(self.inner.try_read(), |guard| RwLockReadGuard {
-            waiters: &self.waiters,
-            waited: None,
-            inner: Some(guard),
+        map_try(self.inner.try_read(), |guard| {
+            RwLockReadGuard::new(&self.waiters, None, guard)
         })
     }
 
     /// Exclusive access if available now; records nothing.
     pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, T>> {
-        map_try(self.inner.try_write(), |guard| RwLockWriteGuard {
-            waiters: &self.waiters,
-            waited: None,
-            inner: Some(guard),
+        map_try(self.inner.try_write(), |guard| {
+            RwLockWriteGuard::new(&self.waiters, None, guard)
         })
-    }
-
-    /// Whether a thread panicked while holding the write lock.
-    pub fn is_poisoned(&self) -> bool {
-        self.inner.is_poisoned()
-    }
-
-    /// Clear the poisoned state.
-    pub fn clear_poison(&self) {
-        self.inner.clear_poison();
-    }
-
-    /// A mutable reference to the value; no locking needed.
-    pub fn get_mut(&mut self) -> LockResult<&mut T> {
-        self.inner.get_mut()
     }
 }
 
+std_lock_impls!(Mutex => Mutex, "mutex"; RwLock => RwLock, "lock");
 lock_impls!(Mutex, RwLock);
-guard_impls!(MutexGuard, DerefMut);
-guard_impls!(RwLockReadGuard);
-guard_impls!(RwLockWriteGuard, DerefMut);
+guard_impls!(MutexGuard, std::sync::MutexGuard, DerefMut);
+guard_impls!(RwLockReadGuard, std::sync::RwLockReadGuard);
+guard_impls!(RwLockWriteGuard, std::sync::RwLockWriteGuard, DerefMut);
 
 #[cfg(feature = "tokio")]
 pub mod tokio;

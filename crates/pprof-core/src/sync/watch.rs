@@ -4,16 +4,16 @@
 //! async handler).
 //!
 //! A watched future ([`watch_polls`], or every request future of a service
-//! behind [`WatchPollsLayer`]) marks the start and end of each poll in a
+//! behind [`WatchPollsLayer`](crate::WatchPollsLayer)) marks the start and end of each poll in a
 //! per-thread slot: no clock read, a few loads and stores per poll (the
 //! time is a coarse clock the watchdog advances at each scan). A watchdog
 //! thread (`pprof-pollwatch`, started on the first watched poll) scans the
 //! slots every `threshold / 5` (1 to 50 ms). When it finds a poll
 //! running longer than its threshold, it interrupts that worker with a
-//! signal (the thread dump's, see `threads`) and keeps the stack the worker
+//! signal (the thread dump's, see `signals`) and keeps the stack the worker
 //! records in its handler. When the poll ends, the worker adds one blocking
 //! event to the block profile: that stack, and the poll's whole duration
-//! (subject to [`set_block_profile_rate`](crate::sync::set_block_profile_rate)),
+//! (subject to [`set_block_profile_rate`](super::set_block_profile_rate)),
 //! measured on the coarse clock, so to within one scan interval.
 //!
 //! A poll that ends before the watchdog catches it (up to one scan interval
@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::contention::{self, now_nanos};
+use super::events::{self, now_nanos};
 
 /// The default threshold: a poll longer than this blocks a worker.
 pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(10);
@@ -44,9 +44,7 @@ const CAPTURE_TIMEOUT: Duration = Duration::from_millis(50);
 /// Set the threshold of watched futures that name none (default
 /// [`DEFAULT_SLOW_POLL_THRESHOLD`]); returns the previous one.
 pub fn set_slow_poll_threshold(threshold: Duration) -> Duration {
-    let nanos = u64::try_from(threshold.as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1);
+    let nanos = nanos(threshold).max(1);
     Duration::from_nanos(DEFAULT_THRESHOLD_NS.swap(nanos, Ordering::Relaxed))
 }
 
@@ -101,11 +99,8 @@ thread_local! {
 
 fn register() -> Registered {
     start_watchdog();
-    // SAFETY: gettid has no preconditions and cannot fail.
-    #[allow(unsafe_code)]
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
     let slot = Arc::new(Slot {
-        tid: AtomicI32::new(i32::try_from(tid).unwrap_or(0)),
+        tid: AtomicI32::new(crate::signals::gettid()),
         started: AtomicU64::new(0),
         threshold: AtomicU64::new(u64::MAX),
         sequence: AtomicU64::new(0),
@@ -140,7 +135,7 @@ fn watchdog() {
             .clamp(Duration::from_millis(1), Duration::from_millis(50));
         std::thread::sleep(interval);
         COARSE_NOW.store(now_nanos(), Ordering::Relaxed);
-        if !contention::block_enabled() {
+        if !events::block_enabled() {
             continue;
         }
         let slots: Vec<Arc<Slot>> = SLOTS.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -165,7 +160,7 @@ fn check(slot: &Slot) {
     }
     let tid = slot.tid.load(Ordering::Relaxed);
     let signal = SIGNAL.load(Ordering::Relaxed);
-    let Ok(Some(pcs)) = crate::threads::capture(tid, signal, CAPTURE_TIMEOUT) else {
+    let Ok(Some(pcs)) = crate::signals::capture_thread(tid, signal, CAPTURE_TIMEOUT) else {
         return;
     };
     // Keep the stack only if that same poll was still running after the
@@ -235,7 +230,7 @@ fn long_poll_ended(slot: &Slot, sequence: u64, elapsed: u64) {
     if let Some((of, pcs)) = captured
         && of == sequence
     {
-        contention::record_block_stack(&pcs, Duration::from_nanos(elapsed));
+        events::record_block_stack(&pcs, Duration::from_nanos(elapsed));
     }
 }
 
@@ -276,9 +271,22 @@ pub fn watch_polls<F: Future>(future: F) -> WatchPolls<F> {
 impl<F> WatchPolls<F> {
     /// Use `threshold` for this future instead of the process-wide one.
     pub fn threshold(mut self, threshold: Duration) -> Self {
-        self.threshold_ns = Some(u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX));
+        self.threshold_ns = Some(nanos(threshold));
         self
     }
+
+    /// Watch `future` with this threshold (ns), or the process-wide one.
+    pub(crate) fn with_threshold_ns(future: F, threshold_ns: Option<u64>) -> Self {
+        Self {
+            inner: future,
+            threshold_ns,
+        }
+    }
+}
+
+/// A duration in whole nanoseconds, saturating.
+pub(crate) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl<F: Future> Future for WatchPolls<F> {
@@ -294,78 +302,10 @@ impl<F: Future> Future for WatchPolls<F> {
     }
 }
 
-/// A `tower::Layer` that watches the polls of every request future of the
-/// service it wraps ([`watch_polls`] for each call).
-///
-/// ```
-/// use tower_layer::Layer;
-///
-/// # #[derive(Clone)] struct App;
-/// let layer = pprof_core::WatchPollsLayer::new()
-///     .threshold(std::time::Duration::from_millis(20));
-/// let service = layer.layer(App); // a WatchPollsService<App>
-/// # let _ = service;
-/// ```
-#[derive(Clone, Debug, Default)]
-pub struct WatchPollsLayer {
-    threshold_ns: Option<u64>,
-}
-
-impl WatchPollsLayer {
-    /// A layer using the process-wide threshold ([`set_slow_poll_threshold`]).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Use `threshold` for this service's requests.
-    pub fn threshold(mut self, threshold: Duration) -> Self {
-        self.threshold_ns = Some(u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX));
-        self
-    }
-}
-
-impl<S> tower_layer::Layer<S> for WatchPollsLayer {
-    type Service = WatchPollsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        WatchPollsService {
-            inner,
-            threshold_ns: self.threshold_ns,
-        }
-    }
-}
-
-/// The service [`WatchPollsLayer`] makes: the inner one, its futures watched.
-#[derive(Clone, Debug)]
-pub struct WatchPollsService<S> {
-    inner: S,
-    threshold_ns: Option<u64>,
-}
-
-impl<S, R> tower_service::Service<R> for WatchPollsService<S>
-where
-    S: tower_service::Service<R>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = WatchPolls<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        WatchPolls {
-            inner: self.inner.call(request),
-            threshold_ns: self.threshold_ns,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contention::Kind;
+    use crate::sync::events::Kind;
 
     #[inline(never)]
     fn block_the_worker_in_a_known_function(how_long: Duration) {
@@ -373,17 +313,10 @@ mod tests {
     }
 
     fn recorded_with(name: &str) -> Vec<Vec<i64>> {
-        let profile = contention::profile(Kind::Block);
-        crate::encode::symbolize(&profile)
+        crate::profiles::contention_leaves(Kind::Block)
             .into_iter()
-            .zip(&profile.samples)
-            .filter(|(sym, _)| {
-                sym.stack
-                    .first()
-                    .and_then(|(_, frames)| frames.first())
-                    .is_some_and(|f| f.name.ends_with(name))
-            })
-            .map(|(_, s)| s.values.clone())
+            .filter(|(leaf, _)| leaf.ends_with(name))
+            .map(|(_, values)| values)
             .collect()
     }
 

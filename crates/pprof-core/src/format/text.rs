@@ -1,0 +1,212 @@
+//! Go's legacy text formats (`debug=1`, `debug=2`), written into any
+//! [`fmt::Write`] so the caller decides where they go and how far.
+
+use std::fmt::{self, Write};
+
+use super::frames::{Symbolized, symbolize};
+use super::profile::{Label, LeafTrim, StackProfile};
+
+/// One `#\t0xPC\tfunction\tfile:line` line per frame, inlined frames
+/// included, then a blank line (Go's `printStackRecord`).
+fn write_frames(out: &mut dyn Write, stack: &Symbolized) -> fmt::Result {
+    for (pc, frames) in &stack.stack {
+        if frames.is_empty() {
+            writeln!(out, "#\t{pc:#x}")?;
+        }
+        // Go adds `+0xOFFSET` from the function's entry; the debug info we
+        // read gives no entry address, so the offset is left out.
+        for f in frames.iter() {
+            writeln!(out, "#\t{pc:#x}\t{}\t{}:{}", f.name, f.file, f.line)?;
+        }
+    }
+    out.write_char('\n')
+}
+
+/// The `@ 0x… 0x…` stack of a record: return addresses, as Go prints them.
+fn write_addresses(out: &mut dyn Write, stack: &Symbolized) -> fmt::Result {
+    out.write_str(" @")?;
+    for (pc, _) in &stack.stack {
+        write!(out, " {:#x}", pc + 1)?;
+    }
+    out.write_char('\n')
+}
+
+/// The profile's samples with their symbolized stacks, ordered by the
+/// value at `by`, largest first.
+fn records(profile: &StackProfile, by: usize) -> Vec<(&super::profile::Sample, Symbolized)> {
+    let mut records: Vec<_> = profile.samples.iter().zip(symbolize(profile)).collect();
+    records.sort_by_key(|(s, _)| std::cmp::Reverse(s.values.get(by).copied().unwrap_or(0)));
+    records
+}
+
+/// `heap profile: …` text for heap and allocs, largest live bytes first,
+/// followed by the allocator's statistics.
+pub(crate) fn heap(
+    out: &mut dyn Write,
+    profile: &StackProfile,
+    stats: &[(&str, u64)],
+) -> fmt::Result {
+    let records = records(profile, 3);
+    let mut total = [0i64; 4];
+    for (s, _) in &records {
+        for (t, v) in total.iter_mut().zip(&s.values) {
+            *t += v;
+        }
+    }
+    writeln!(
+        out,
+        "heap profile: {}: {} [{}: {}] @ heap/{}",
+        total[2],
+        total[3],
+        total[0],
+        total[1],
+        2 * profile.period
+    )?;
+    for (s, stack) in &records {
+        let v = &s.values;
+        write!(out, "{}: {} [{}: {}]", v[2], v[3], v[0], v[1])?;
+        write_addresses(out, stack)?;
+        write_frames(out, stack)?;
+    }
+    out.write_str("\n# jemalloc stats\n")?;
+    for (name, value) in stats {
+        writeln!(out, "# {name} = {value}")?;
+    }
+    Ok(())
+}
+
+/// The profile with every frame kept: text prints whole stacks, as Go does.
+fn whole(profile: &StackProfile) -> StackProfile {
+    StackProfile {
+        leaf_trim: LeafTrim::None,
+        ..profile.clone()
+    }
+}
+
+/// `goroutine profile: total N` text (goroutine and threadcreate
+/// `debug=1`): one record per distinct stack and labels, most frequent first.
+pub(crate) fn counts(out: &mut dyn Write, name: &str, profile: &StackProfile) -> fmt::Result {
+    let profile = whole(profile);
+    let records = records(&profile, 0);
+    let total: i64 = profile.samples.iter().map(|s| s.values[0]).sum();
+    writeln!(out, "{name} profile: total {total}")?;
+    for (s, stack) in &records {
+        write!(out, "{}", s.values[0])?;
+        write_addresses(out, stack)?;
+        let labels: Vec<String> = s
+            .labels
+            .iter()
+            .filter_map(|l| match l {
+                Label::Str(k, v) => Some(format!("{k:?}:{v:?}")),
+                Label::Num(..) => None,
+            })
+            .collect();
+        if !labels.is_empty() {
+            writeln!(out, "# labels: {{{}}}", labels.join(", "))?;
+        }
+        write_frames(out, stack)?;
+    }
+    Ok(())
+}
+
+/// `goroutine?debug=2`: every thread (and task), whole stack (nothing trimmed), like a
+/// panic dump: `thread TID "name" [state, wait channel]:`, then each frame's
+/// function and `\tfile:line`.
+pub(crate) fn thread_dump(out: &mut dyn Write, profile: &StackProfile) -> fmt::Result {
+    let whole = whole(profile);
+    for (s, stack) in whole.samples.iter().zip(symbolize(&whole)) {
+        let id = |key: &str| {
+            s.labels.iter().find_map(|l| match l {
+                Label::Num(k, v) if *k == key => Some(*v),
+                _ => None,
+            })
+        };
+        let label = |key: &str| {
+            s.labels.iter().find_map(|l| match l {
+                Label::Str(k, v) if *k == key => Some(v.as_str()),
+                _ => None,
+            })
+        };
+        let mut state = label("state").unwrap_or("unknown").to_owned();
+        if let Some(wait) = label("wchan") {
+            state = format!("{state}, {wait}");
+        }
+        if label("task").is_some() {
+            let task = id("task_id").map(|t| t.to_string()).unwrap_or_default();
+            writeln!(out, "task {task} [{state}]:")?;
+        } else {
+            writeln!(
+                out,
+                "thread {} {:?} [{state}]:",
+                id("thread_id").unwrap_or_default(),
+                label("thread").unwrap_or_default()
+            )?;
+        }
+        if let Some(why) = label("stack") {
+            writeln!(out, "\t({why})")?;
+        }
+        for (pc, frames) in &stack.stack {
+            if frames.is_empty() {
+                writeln!(out, "{pc:#x}\n\t?")?;
+            }
+            for f in frames.iter() {
+                writeln!(out, "{}\n\t{}:{}", f.name, f.file, f.line)?;
+            }
+        }
+        out.write_char('\n')?;
+    }
+    Ok(())
+}
+
+/// Go's mutex/block `debug=1` text: `--- NAME:`, `cycles/second=`, then
+/// `<cycles> <count> @ addresses` and frame lines per stack, most delay
+/// first. Our "cycles" are nanoseconds, so the rate is 10^9 per second and
+/// pprof converts them back exactly. Values are already scaled by the
+/// sampling rate, so no `sampling period` line is written (pprof would
+/// scale them again).
+pub(crate) fn contention(
+    out: &mut dyn Write,
+    name: &str,
+    profile: &StackProfile,
+    dropped: u64,
+) -> fmt::Result {
+    writeln!(out, "--- {name}:")?;
+    writeln!(out, "cycles/second=1000000000")?;
+    for (s, stack) in &records(profile, 1) {
+        write!(out, "{} {}", s.values[1], s.values[0])?;
+        write_addresses(out, stack)?;
+        write_frames(out, stack)?;
+    }
+    writeln!(out, "# dropped events (table full) = {dropped}")
+}
+
+/// `text` if it is at most `max` bytes, else the 400 that says so. Every
+/// text answer goes through this (the handler applies it to `debug>0`).
+pub(crate) fn cap(text: String, max: usize) -> Result<String, crate::error::Error> {
+    if text.len() <= max {
+        Ok(text)
+    } else {
+        Err(crate::error::Error::TextTooLarge {
+            size: text.len(),
+            limit: max,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cap;
+    use crate::error::Error;
+
+    #[test]
+    fn text_within_the_limit_is_untouched_and_longer_text_refused() {
+        assert_eq!(cap("a\nb\n".to_owned(), 4), Ok("a\nb\n".to_owned()));
+        assert_eq!(
+            cap("one\ntwo\nthree\n".to_owned(), 10),
+            Err(Error::TextTooLarge {
+                size: 14,
+                limit: 10
+            })
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! The HTML index at the prefix, shaped like Go's: a row per profile of
+//! the registry (and `cmdline`), with its count and description.
+
+use std::fmt::Write;
+
+use super::respond::Reply;
+use crate::Error;
+use crate::profiles::{PROFILES, blocking};
+
+/// One row of the index table.
+struct Entry {
+    name: &'static str,
+    count: usize,
+    description: &'static str,
+    links: &'static [(&'static str, &'static str)],
+}
+
+/// The index page. The counts are read on a blocking thread (the heap's
+/// takes a bare dump, shared by requests within a second of each other).
+pub(super) async fn page(prefix: &str) -> Result<Reply, Error> {
+    let counts = blocking(|| Ok(PROFILES.iter().map(|p| p.count()).collect::<Vec<_>>())).await?;
+    let mut entries = vec![Entry {
+        name: "cmdline",
+        count: 0,
+        description: "The command line invocation of the current program",
+        links: &[],
+    }];
+    entries.extend(PROFILES.iter().zip(counts).map(|(p, count)| Entry {
+        name: p.name(),
+        count,
+        description: p.about().description,
+        links: p.about().index_links,
+    }));
+    Ok(Reply::Html(html(prefix, entries)))
+}
+
+/// Rows sorted by name; links are relative so the page works under any mount.
+fn html(prefix: &str, mut entries: Vec<Entry>) -> String {
+    entries.sort_by_key(|e| e.name);
+    let title = escape(&format!("{prefix}/"));
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<html>\n<head>\n<title>{title}</title>\n<style>\n.profile-name{{\n\tdisplay:inline-block;\n\twidth:6rem;\n}}\n</style>\n</head>\n<body>\n{title}\n<br>\n<p>Set debug=1 as a query parameter to export in legacy text format</p>\n<br>\nTypes of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></thead>\n"
+    );
+    for e in &entries {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td><a href='{}?debug=1'>{}</a></td></tr>",
+            e.count, e.name, e.name
+        );
+    }
+    out.push_str("</table>\n");
+    for (href, text) in entries.iter().flat_map(|e| e.links) {
+        let _ = writeln!(out, "<a href='{}'>{}</a>\n<br>", escape(href), escape(text));
+    }
+    out.push_str("<p>\nProfile Descriptions:\n<ul>\n");
+    for e in &entries {
+        let _ = writeln!(
+            out,
+            "<li><div class=profile-name>{}: </div> {}</li>",
+            e.name,
+            escape(e.description)
+        );
+    }
+    out.push_str("</ul>\n</p>\n</body>\n</html>\n");
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&#39;")
+        .replace('"', "&#34;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_sorted_with_relative_links() {
+        let page = html(
+            "/debug/pprof",
+            vec![
+                Entry {
+                    name: "zeta",
+                    count: 0,
+                    description: "Z",
+                    links: &[("zeta?debug=2", "all of zeta")],
+                },
+                Entry {
+                    name: "alpha",
+                    count: 3,
+                    description: "a<b",
+                    links: &[],
+                },
+            ],
+        );
+        assert!(page.contains("<title>/debug/pprof/</title>"));
+        let alpha = page.find("href='alpha?debug=1'").unwrap_or(usize::MAX);
+        let zeta = page.find("href='zeta?debug=1'").unwrap_or(0);
+        assert!(alpha < zeta);
+        assert!(page.contains("<a href='zeta?debug=2'>all of zeta</a>"));
+        assert!(page.contains("<td>3</td>"));
+        assert!(page.contains("a&lt;b"));
+    }
+}

@@ -1,0 +1,148 @@
+//! Turning answers and errors into responses: Go's headers for each kind
+//! of answer, and the one mapping from an [`Error`] to a status, headers
+//! and a one-line message.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use super::ResponseBody;
+use crate::{Error, format};
+
+/// What a route produced, before headers are decided.
+pub(super) enum Reply {
+    Html(String),
+    Text(String),
+    /// A gzipped profile.proto, served as an attachment named `filename`.
+    Profile {
+        filename: String,
+        body: Vec<u8>,
+    },
+    /// Headers of a profile without running it (HEAD).
+    ProfileHead {
+        filename: String,
+    },
+    Redirect(String),
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+impl Reply {
+    /// Text answers longer than `max` are refused (see [`format::cap`]).
+    pub(super) fn capped(self, max: usize) -> Result<Self, Error> {
+        match self {
+            Self::Text(body) => format::cap(body, max).map(Self::Text),
+            other => Ok(other),
+        }
+    }
+
+    pub(super) fn into_response(self) -> Response<ResponseBody> {
+        let (builder, body) = match self {
+            Self::Html(html) => (
+                base(StatusCode::OK, "text/html; charset=utf-8"),
+                html.into(),
+            ),
+            Self::Text(text) => (base(StatusCode::OK, TEXT), text.into()),
+            Self::Profile { filename, body } => (attachment(&filename), body),
+            Self::ProfileHead { filename } => (attachment(&filename), Vec::new()),
+            Self::Redirect(location) => (
+                base(StatusCode::MOVED_PERMANENTLY, TEXT).header(
+                    header::LOCATION,
+                    HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("./")),
+                ),
+                Vec::new(),
+            ),
+        };
+        builder
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_else(|_| fallback())
+    }
+}
+
+fn base(status: StatusCode, content_type: &'static str) -> http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CACHE_CONTROL, "no-store")
+}
+
+fn attachment(filename: &str) -> http::response::Builder {
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    base(StatusCode::OK, "application/octet-stream")
+        .header(header::CONTENT_DISPOSITION, disposition)
+}
+
+/// The response for an error: its status, `X-Go-Pprof: 1`, one line of text.
+pub(crate) fn error_response(error: &Error) -> Response<ResponseBody> {
+    let mut builder = base(error.status(), TEXT).header("x-go-pprof", "1");
+    if let Some(challenge) = error.challenge() {
+        builder = builder.header(header::WWW_AUTHENTICATE, challenge);
+    }
+    builder
+        .body(Full::new(Bytes::from(format!(
+            "{}\n",
+            error.to_string().replace(['\r', '\n'], " ")
+        ))))
+        .unwrap_or_else(|_| fallback())
+}
+
+fn fallback() -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(Bytes::from_static(b"internal error\n")));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+impl Error {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownProfile => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::InvalidSeconds
+            | Self::SecondsTooLong { .. }
+            | Self::SecondsNotSupported
+            | Self::SecondsWithDebug
+            | Self::InvalidDebug
+            | Self::InvalidHz { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::TextTooLarge { .. }
+            | Self::BadBody => StatusCode::BAD_REQUEST,
+            Self::CpuProfilerBusy | Self::HeapDumpBusy => StatusCode::CONFLICT,
+            Self::MissingToken => StatusCode::UNAUTHORIZED,
+            Self::PeerNotLoopback | Self::PeerUnknown | Self::WrongToken | Self::Denied => {
+                StatusCode::FORBIDDEN
+            }
+            Self::SwitchedOff => StatusCode::NOT_FOUND,
+            Self::HeapProfilingDisabled | Self::FeatureDisabled { .. } | Self::TraceUnsupported => {
+                StatusCode::NOT_IMPLEMENTED
+            }
+            Self::Profiler(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge sent with this error, if any.
+    pub(crate) fn challenge(&self) -> Option<&'static str> {
+        matches!(self, Self::MissingToken).then_some("Bearer")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_is_a_4xx_or_5xx() {
+        for error in crate::error::tests::one_of_each() {
+            let status = error.status();
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{error:?}"
+            );
+            let response = error_response(&error);
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()["x-go-pprof"], "1");
+        }
+    }
+}

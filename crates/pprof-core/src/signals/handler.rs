@@ -1,0 +1,78 @@
+//! Installing a signal handler, and what every handler needs from the
+//! interrupted context.
+
+use crate::error::Error;
+
+/// A handler as `sigaction` takes it with `SA_SIGINFO`.
+pub(super) type Action = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Install `action` for `signal`, unless the application handles the
+/// signal itself (then the error says so). Threads interrupted in a system
+/// call resume it (`SA_RESTART`).
+pub(super) fn install(signal: i32, action: Action) -> Result<(), Error> {
+    // SAFETY: sigaction with a null new action only reads the current one
+    // into `old`, a zeroed sigaction we own.
+    let current = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
+            return Err(Error::Profiler(format!(
+                "cannot read the action of signal {signal}"
+            )));
+        }
+        old.sa_sigaction
+    };
+    let ours = action as libc::sighandler_t;
+    if current != libc::SIG_DFL && current != libc::SIG_IGN && current != ours {
+        return Err(Error::Profiler(format!(
+            "signal {signal} already has a handler in this process; choose another with Config::thread_signal"
+        )));
+    }
+    // SAFETY: `action` is fully initialised (zeroed, then handler, flags and
+    // an empty mask set); the handler is async-signal-safe (module docs).
+    let installed = unsafe {
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = ours;
+        new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut new.sa_mask);
+        libc::sigaction(signal, &new, std::ptr::null_mut())
+    };
+    if installed != 0 {
+        return Err(Error::Profiler(format!(
+            "cannot install a handler for signal {signal}"
+        )));
+    }
+    Ok(())
+}
+
+/// The interrupted instruction's address, from the signal's machine context.
+pub(super) fn interrupted_pc(context: *mut libc::c_void) -> Option<usize> {
+    if context.is_null() {
+        return None;
+    }
+    let context = context.cast::<libc::ucontext_t>();
+    // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler;
+    // we only read the saved program counter.
+    #[cfg(target_arch = "x86_64")]
+    let pc = unsafe { (*context).uc_mcontext.gregs[libc::REG_RIP as usize] as usize };
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    let pc = unsafe { (*context).uc_mcontext.pc as usize };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let pc = {
+        let _ = context;
+        0
+    };
+    (pc != 0).then_some(pc)
+}
+
+/// Run a handler's body with the interrupted code's `errno` kept intact.
+pub(super) fn keeping_errno(body: impl FnOnce()) {
+    // SAFETY: __errno_location returns this thread's errno slot, valid for
+    // the thread's life; reading it is async-signal-safe.
+    let errno = unsafe { *libc::__errno_location() };
+    body();
+    // SAFETY: as above; restoring it keeps the interrupted code's errno.
+    unsafe {
+        *libc::__errno_location() = errno;
+    }
+}

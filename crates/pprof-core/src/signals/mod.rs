@@ -1,0 +1,38 @@
+//! The async-signal-safe machinery, and with the jemalloc glue the only
+//! place in pprof-core with `unsafe` code: installing signal handlers,
+//! unwinding from a signal context into preallocated slots, capturing the
+//! stack of one thread or of all of them.
+//!
+//! # Invariants
+//!
+//! - A signal handler only does async-signal-safe work: it allocates
+//!   nothing, takes no lock, saves and restores `errno`, and writes only
+//!   into atomics of storage allocated before the signal was sent
+//!   ([`threads`]' slot pools, which are never freed, so a handler that
+//!   runs late still writes into valid memory).
+//! - One unwinding routine ([`unwind`]) serves every handler, with one set
+//!   of rules about where it refuses to unwind; its one-time set-up runs
+//!   outside any handler before the first signal is sent.
+//! - A handler is installed only over the default or ignored action, never
+//!   over the application's own, and never uninstalled, so a late signal
+//!   finds a harmless handler.
+//! - Symbolization, aggregation and encoding happen later, on ordinary
+//!   threads, never in a handler.
+//!
+//! Every `unsafe` block here carries a `// SAFETY:` note.
+
+mod handler;
+mod threads;
+mod unwind;
+
+pub(crate) use threads::{
+    ThreadStack, capture as capture_thread, count as thread_count, dump as dump_threads,
+};
+pub(crate) use unwind::stack_here;
+
+/// This thread's kernel id.
+pub(crate) fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions, cannot fail and is async-signal-safe.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    i32::try_from(tid).unwrap_or(0)
+}
