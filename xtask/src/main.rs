@@ -200,6 +200,16 @@ fn ci(skip_lint: bool) -> ExitCode {
             }
         }
     }
+    let step = Instant::now();
+    eprintln!(
+        "xtask: package: cargo package --no-verify -p {}",
+        PUBLISHED.join(" -p ")
+    );
+    if let Err(e) = package() {
+        eprintln!("xtask: package failed: {e}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!("xtask: package passed in {:.0?}", step.elapsed());
     // tokio's task dumps need `--cfg tokio_unstable`, which changes every
     // crate's flags: its own target directory keeps the main one intact.
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
@@ -238,6 +248,68 @@ fn ci(skip_lint: bool) -> ExitCode {
         totals.passed, totals.failed, totals.ignored
     );
     ExitCode::SUCCESS
+}
+
+/// The crates published to crates.io, in dependency order.
+const PUBLISHED: [&str; 4] = ["pprof-core", "pprof-axum", "pprof-actix", "pprof-warp"];
+
+/// Package every published crate (together, so the adapters find the
+/// unpublished core), then check each package holds only its own files:
+/// its manifest, README, both license texts and its `src/`.
+fn package() -> Result<(), String> {
+    let mut command = cargo();
+    command.args(["package", "--no-verify", "--allow-dirty", "--quiet"]);
+    for name in PUBLISHED {
+        command.args(["-p", name]);
+    }
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo package: {status}"));
+    }
+    for name in PUBLISHED {
+        let output = cargo()
+            .args(["package", "--list", "--allow-dirty", "-p", name])
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        let listed = String::from_utf8_lossy(&output.stdout).into_owned();
+        let files: Vec<&str> = listed.lines().collect();
+        for needed in [
+            "Cargo.toml",
+            "README.md",
+            "LICENSE-MIT",
+            "LICENSE-APACHE",
+            "src/lib.rs",
+        ] {
+            if !files.contains(&needed) {
+                return Err(format!("{name}'s package lacks {needed}: {files:?}"));
+            }
+        }
+        let stray: Vec<&&str> = files
+            .iter()
+            .filter(|f| {
+                !f.starts_with("src/")
+                    && ![
+                        "Cargo.toml",
+                        "Cargo.toml.orig",
+                        "Cargo.lock",
+                        "README.md",
+                        "LICENSE-MIT",
+                        "LICENSE-APACHE",
+                        ".cargo_vcs_info.json",
+                    ]
+                    .contains(f)
+            })
+            .collect();
+        if !stray.is_empty() {
+            return Err(format!(
+                "{name}'s package holds files of no use to it: {stray:?}"
+            ));
+        }
+        eprintln!("xtask: package: {name}: {} files", files.len());
+    }
+    Ok(())
 }
 
 /// Test counts summed over every `test result:` line cargo printed.
