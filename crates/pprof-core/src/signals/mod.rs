@@ -22,9 +22,11 @@
 //! Every `unsafe` block here carries a `// SAFETY:` note.
 
 mod handler;
+mod image;
 mod threads;
 mod unwind;
 
+pub(crate) use image::{Image, images, map_file, vdso_bytes};
 pub(crate) use threads::{
     ThreadStack, capture as capture_thread, count as thread_count, dump as dump_threads,
 };

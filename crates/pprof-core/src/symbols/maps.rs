@@ -6,6 +6,10 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+use crate::signals::Image;
+
+use super::elf::build_id_in_notes;
+
 /// One executable mapping of the process, from `/proc/self/maps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Mapping {
@@ -26,9 +30,32 @@ pub(crate) fn mappings() -> Vec<Mapping> {
     // Stable: the main executable first, the rest in address order.
     found.sort_by_key(|m| m.path != exe);
     for m in &mut found {
-        m.build_id = build_id(&m.path);
+        m.build_id = build_id_on_disk(&m.path);
     }
     found
+}
+
+/// Whether one of `image`'s loaded segments overlaps `[start, limit)`.
+pub(super) fn image_holds(image: &Image, start: u64, limit: u64) -> bool {
+    image.segments.iter().any(|s| {
+        let from = image.bias.wrapping_add(s.vaddr);
+        let to = from.wrapping_add(s.memsz);
+        from < limit && start < to
+    })
+}
+
+/// The GNU build id in `image`'s notes as mapped in memory; empty if none.
+pub(super) fn build_id(image: &Image) -> Vec<u8> {
+    image
+        .notes
+        .iter()
+        .find_map(|n| build_id_in_notes(n.align, &n.bytes))
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_maps_line(line: &str) -> Option<Mapping> {
@@ -53,7 +80,7 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
 }
 
 /// The GNU build id of an ELF file as lowercase hex, or empty. Cached per path.
-fn build_id(path: &str) -> String {
+fn build_id_on_disk(path: &str) -> String {
     static IDS: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
     let ids = IDS.get_or_init(Default::default);
     let mut ids = ids.lock().unwrap_or_else(PoisonError::into_inner);

@@ -1,0 +1,1076 @@
+//! DWARF lookups that keep nothing but their answers.
+//!
+//! For one batch of addresses in one file: `.debug_aranges` names the
+//! compilation units that hold them; each such unit's entries are walked
+//! once, keeping only the functions and inlined calls whose ranges hold one
+//! of the addresses; its line program is run once, keeping only the rows
+//! that cover them. Nothing is parsed for units no address falls in, and
+//! nothing of a unit outlives its walk, so the memory a batch needs grows
+//! with the addresses asked (and the largest unit touched), not with the
+//! size of the binary.
+//!
+//! Sections are read in place from the mapped file. A compressed section
+//! (`SHF_COMPRESSED`, as in distributions' separate debug files) is
+//! inflated into an anonymous mapping of its full size of which only the
+//! parts a batch reads are written (so only those pages become resident):
+//! the units, their abbreviations and line programs, and the small
+//! sections read at random (strings, range lists, address table).
+//!
+//! The walk follows what `addr2line` (which `backtrace` uses) reports for
+//! an address, frame for frame: the innermost inlined call first, each
+//! with the call site of the one inside it, then the function.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use gimli::{AttributeValue, DebugInfoOffset, EndianSlice, NativeEndian, Reader, SectionId};
+
+use super::elf::{ElfFile, SectionBytes};
+
+type R<'a> = EndianSlice<'a, NativeEndian>;
+type Dwarf<'a> = gimli::Dwarf<R<'a>>;
+type UnitRef<'u, 'a> = gimli::UnitRef<'u, R<'a>>;
+
+/// A compressed section inflated whole (strings, range lists, ...) may be
+/// at most this large; above it the file's DWARF is not used (its symbol
+/// table still names the functions).
+const MAX_WHOLE_INFLATE: usize = 4 << 20;
+
+/// Name references followed (`DW_AT_abstract_origin`, `DW_AT_specification`)
+/// before giving up, as `addr2line` does.
+const MAX_NAME_HOPS: usize = 16;
+
+/// Units parsed to follow references into other units (LTO builds), kept
+/// for one batch at most.
+const MAX_OTHER_UNITS: usize = 64;
+
+/// What the debug info says about one address.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Found {
+    /// The function holding the address: `Some(None)` when it has no name.
+    pub(super) function: Option<Option<String>>,
+    /// Calls inlined at the address, outermost first.
+    pub(super) inlined: Vec<Inlined>,
+    /// The line table's file and line for the address.
+    pub(super) location: Option<(String, u32)>,
+}
+
+/// One inlined call.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Inlined {
+    pub(super) name: Option<String>,
+    /// Where the call is (in the function it was inlined into).
+    pub(super) call_file: String,
+    pub(super) call_line: u32,
+}
+
+/// One frame at an address: the (mangled) name when known, file, line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct RawFrame {
+    pub(super) name: Option<String>,
+    pub(super) file: String,
+    pub(super) line: u32,
+}
+
+impl Found {
+    /// The frames at the address, innermost first, as `addr2line` gives
+    /// them: each inlined call at the location inside it, the function at
+    /// the call site of its outermost inlined call.
+    pub(super) fn into_frames(self) -> Vec<RawFrame> {
+        let (mut file, mut line) = self.location.clone().unwrap_or_default();
+        let Some(function) = self.function else {
+            return match self.location {
+                Some((file, line)) => vec![RawFrame {
+                    name: None,
+                    file,
+                    line,
+                }],
+                None => Vec::new(),
+            };
+        };
+        let mut frames = Vec::with_capacity(self.inlined.len() + 1);
+        for call in self.inlined.into_iter().rev() {
+            frames.push(RawFrame {
+                name: call.name,
+                file: std::mem::replace(&mut file, call.call_file),
+                line: std::mem::replace(&mut line, call.call_line),
+            });
+        }
+        frames.push(RawFrame {
+            name: function,
+            file,
+            line,
+        });
+        frames
+    }
+}
+
+/// What DWARF in `file` says about each of `sorted` (stated addresses,
+/// ascending, no duplicates); one `Found` per address, empty where the
+/// debug info has nothing.
+pub(super) fn resolve(file: &ElfFile<'_>, sorted: &[u64]) -> Vec<Found> {
+    let mut out = vec![Found::default(); sorted.len()];
+    let Some(mut store) = Store::new(file) else {
+        return out;
+    };
+    // Errors (bad or truncated DWARF) leave the addresses concerned
+    // unresolved; the symbol table still names them.
+    let _ = resolve_into(&mut store, sorted, &mut out);
+    out
+}
+
+fn resolve_into(store: &mut Store<'_>, sorted: &[u64], out: &mut [Found]) -> gimli::Result<()> {
+    for id in [
+        SectionId::DebugAranges,
+        SectionId::DebugStr,
+        SectionId::DebugLineStr,
+        SectionId::DebugStrOffsets,
+        SectionId::DebugAddr,
+        SectionId::DebugRanges,
+        SectionId::DebugRngLists,
+    ] {
+        if !store.fill_whole(id) {
+            return Ok(());
+        }
+    }
+    let groups = {
+        let dwarf = store.dwarf();
+        units_of(&dwarf, sorted, !store.is_sparse(SectionId::DebugInfo))?
+    };
+    if groups.is_empty() {
+        return Ok(());
+    }
+    if store.is_sparse(SectionId::DebugInfo) {
+        fill_units(store, &groups)?;
+    }
+    let dwarf = store.dwarf();
+    let mut others = OtherUnits::default();
+    for (offset, members) in &groups {
+        // One bad unit must not cost the others their answers.
+        let _ = resolve_unit(&dwarf, *offset, members, sorted, out, &mut others);
+    }
+    Ok(())
+}
+
+/// The compilation units holding `sorted`'s addresses, each with the
+/// indices of its addresses (ascending). From `.debug_aranges`; units it
+/// leaves out are looked up by their own ranges when `scan_all` allows
+/// reading every unit's header.
+fn units_of(
+    dwarf: &Dwarf<'_>,
+    sorted: &[u64],
+    scan_all: bool,
+) -> gimli::Result<Vec<(DebugInfoOffset, Vec<usize>)>> {
+    let mut unit_of: Vec<Option<DebugInfoOffset>> = vec![None; sorted.len()];
+    let mut with_aranges = Vec::new();
+    let mut headers = dwarf.debug_aranges.headers();
+    while let Some(header) = headers.next()? {
+        let unit = header.debug_info_offset();
+        with_aranges.push(unit.0);
+        let mut entries = header.entries();
+        loop {
+            let entry = match entries.next() {
+                Ok(Some(entry)) => entry,
+                Ok(None) => break,
+                // addr2line skips bad entries (address overflow) the same way.
+                Err(_) => continue,
+            };
+            let range = entry.range();
+            if range.begin >= range.end {
+                continue;
+            }
+            let from = sorted.partition_point(|a| *a < range.begin);
+            let to = sorted.partition_point(|a| *a < range.end);
+            for slot in &mut unit_of[from..to] {
+                slot.get_or_insert(unit);
+            }
+        }
+    }
+    if scan_all && unit_of.iter().any(Option::is_none) {
+        with_aranges.sort_unstable();
+        let mut units = dwarf.units();
+        while let Some(header) = units.next()? {
+            let Some(offset) = header.debug_info_offset() else {
+                continue;
+            };
+            if with_aranges.binary_search(&offset.0).is_ok() {
+                continue;
+            }
+            let Ok(unit) = dwarf.unit(header) else {
+                continue;
+            };
+            let unit = unit.unit_ref(dwarf);
+            let mut ranges = unit.unit_ranges()?;
+            while let Some(range) = ranges.next()? {
+                let from = sorted.partition_point(|a| *a < range.begin);
+                let to = sorted.partition_point(|a| *a < range.end);
+                for slot in &mut unit_of[from..to] {
+                    slot.get_or_insert(offset);
+                }
+            }
+            if unit_of.iter().all(Option::is_some) {
+                break;
+            }
+        }
+    }
+    let mut groups: HashMap<DebugInfoOffset, Vec<usize>> = HashMap::new();
+    for (i, unit) in unit_of.into_iter().enumerate() {
+        if let Some(unit) = unit {
+            groups.entry(unit).or_default().push(i);
+        }
+    }
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_unstable_by_key(|(offset, _)| offset.0);
+    Ok(groups)
+}
+
+/// Inflate what the units of `groups` need from compressed sections:
+/// their entries, their abbreviations, their line programs.
+fn fill_units(
+    store: &mut Store<'_>,
+    groups: &[(DebugInfoOffset, Vec<usize>)],
+) -> gimli::Result<()> {
+    let starts: Vec<usize> = groups.iter().map(|(o, _)| o.0).collect();
+    store.fill_lengths(SectionId::DebugInfo, &starts);
+    let abbrevs: Vec<usize> = {
+        let dwarf = store.dwarf();
+        starts
+            .iter()
+            .filter_map(|s| dwarf.unit_header(DebugInfoOffset(*s)).ok())
+            .map(|h| h.debug_abbrev_offset().0)
+            .collect()
+    };
+    store.fill_abbreviations(&abbrevs);
+    let lines: Vec<usize> = {
+        let dwarf = store.dwarf();
+        starts
+            .iter()
+            .filter_map(|s| line_program_offset(&dwarf, DebugInfoOffset(*s)))
+            .collect()
+    };
+    store.fill_lengths(SectionId::DebugLine, &lines);
+    Ok(())
+}
+
+/// `DW_AT_stmt_list` of the unit at `offset`, read from its first entry.
+fn line_program_offset(dwarf: &Dwarf<'_>, offset: DebugInfoOffset) -> Option<usize> {
+    let header = dwarf.unit_header(offset).ok()?;
+    let abbreviations = dwarf.abbreviations(&header).ok()?;
+    let mut entries = header.entries_raw(&abbreviations, None).ok()?;
+    let abbrev = entries.read_abbreviation().ok()??;
+    for spec in abbrev.attributes() {
+        let attr = entries.read_attribute(*spec).ok()?;
+        if let AttributeValue::DebugLineRef(line) = attr.value() {
+            return Some(line.0);
+        }
+    }
+    None
+}
+
+/// Attributes of one subprogram or inlined subroutine entry.
+#[derive(Default)]
+struct Attrs<'a> {
+    low_pc: Option<u64>,
+    high_pc: Option<u64>,
+    size: Option<u64>,
+    ranges: Option<gimli::RangeListsOffset>,
+    name: Name<'a>,
+    call_file: Option<u64>,
+    call_line: u32,
+}
+
+/// Where an entry's name comes from.
+#[derive(Debug, Clone, Copy, Default)]
+enum Name<'a> {
+    #[default]
+    None,
+    /// `DW_AT_linkage_name` (the mangled symbol) or else `DW_AT_name`.
+    Here(R<'a>, bool),
+    /// Another entry's name (`DW_AT_abstract_origin`, `DW_AT_specification`).
+    There(AttributeValue<R<'a>>),
+}
+
+impl<'a> Name<'a> {
+    fn linkage(&mut self, value: R<'a>) {
+        *self = Name::Here(value, true);
+    }
+
+    fn plain(&mut self, value: R<'a>) {
+        if !matches!(self, Name::Here(_, true)) {
+            *self = Name::Here(value, false);
+        }
+    }
+
+    fn origin(&mut self, value: AttributeValue<R<'a>>) {
+        if matches!(self, Name::None) {
+            *self = Name::There(value);
+        }
+    }
+}
+
+fn read_attrs<'a>(
+    unit: UnitRef<'_, 'a>,
+    entries: &mut gimli::EntriesRaw<'_, R<'a>>,
+    abbrev: &gimli::Abbreviation,
+) -> gimli::Result<Attrs<'a>> {
+    let mut attrs = Attrs::default();
+    for spec in abbrev.attributes() {
+        let attr = entries.read_attribute(*spec)?;
+        match attr.name() {
+            gimli::DW_AT_low_pc => match attr.value() {
+                AttributeValue::Addr(a) => attrs.low_pc = Some(a),
+                AttributeValue::DebugAddrIndex(i) => attrs.low_pc = Some(unit.address(i)?),
+                _ => {}
+            },
+            gimli::DW_AT_high_pc => match attr.value() {
+                AttributeValue::Addr(a) => attrs.high_pc = Some(a),
+                AttributeValue::DebugAddrIndex(i) => attrs.high_pc = Some(unit.address(i)?),
+                AttributeValue::Udata(size) => attrs.size = Some(size),
+                _ => {}
+            },
+            gimli::DW_AT_ranges => attrs.ranges = unit.attr_ranges_offset(attr.value())?,
+            gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
+                if let Ok(s) = unit.attr_string(attr.value()) {
+                    attrs.name.linkage(s);
+                }
+            }
+            gimli::DW_AT_name => {
+                if let Ok(s) = unit.attr_string(attr.value()) {
+                    attrs.name.plain(s);
+                }
+            }
+            gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => {
+                attrs.name.origin(attr.value());
+            }
+            gimli::DW_AT_call_file => {
+                // DWARF 5 numbers files from 0; before, 0 means "none".
+                if let AttributeValue::FileIndex(fi) = attr.value()
+                    && (fi > 0 || unit.header.version() >= 5)
+                {
+                    attrs.call_file = Some(fi);
+                }
+            }
+            gimli::DW_AT_call_line => {
+                attrs.call_line = attr
+                    .udata_value()
+                    .and_then(|l| u32::try_from(l).ok())
+                    .unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    Ok(attrs)
+}
+
+/// Call `f` with each address range of an entry.
+fn each_range(
+    unit: UnitRef<'_, '_>,
+    attrs: &Attrs<'_>,
+    mut f: impl FnMut(u64, u64),
+) -> gimli::Result<()> {
+    if let Some(offset) = attrs.ranges {
+        let mut ranges = unit.ranges(offset)?;
+        while let Some(r) = ranges.next()? {
+            if r.begin < r.end {
+                f(r.begin, r.end);
+            }
+        }
+    } else if let Some(begin) = attrs.low_pc {
+        let end = attrs
+            .high_pc
+            .or_else(|| attrs.size.map(|s| begin.wrapping_add(s)));
+        // A `-1` tombstone start overflows here and is dropped.
+        if let Some(end) = end
+            && begin < end
+        {
+            f(begin, end);
+        }
+    }
+    Ok(())
+}
+
+/// What the walk keeps for one address of a unit.
+#[derive(Default)]
+struct Local<'a> {
+    function: Option<Name<'a>>,
+    inlined: Vec<(Name<'a>, Option<u64>, u32)>,
+    row: Option<(u64, u32)>,
+}
+
+/// An entry open on the walk's path whose subtree may hold addresses.
+struct Open {
+    depth: isize,
+    /// 0 for a function, n for a call inlined n levels deep.
+    chain: usize,
+    /// Indices (into the unit's addresses) inside this entry's ranges.
+    members: Vec<usize>,
+}
+
+fn resolve_unit<'a>(
+    dwarf: &'a Dwarf<'a>,
+    offset: DebugInfoOffset,
+    members: &[usize],
+    sorted: &[u64],
+    out: &mut [Found],
+    others: &mut OtherUnits<'a>,
+) -> gimli::Result<()> {
+    let header = dwarf.unit_header(offset)?;
+    let unit = dwarf.unit(header)?;
+    let unit = unit.unit_ref(dwarf);
+    let addrs: Vec<u64> = members.iter().map(|&i| sorted[i]).collect();
+    let mut local: Vec<Local<'a>> = (0..addrs.len()).map(|_| Local::default()).collect();
+
+    let mut entries = unit.entries_raw(None)?;
+    let mut open: Vec<Open> = Vec::new();
+    while !entries.is_empty() {
+        let depth = entries.next_depth();
+        let Some(abbrev) = entries.read_abbreviation()? else {
+            continue;
+        };
+        while open.last().is_some_and(|o| o.depth >= depth) {
+            open.pop();
+        }
+        let tag = abbrev.tag();
+        let subprogram = tag == gimli::DW_TAG_subprogram;
+        let parent_has_members = open.last().is_some_and(|o| !o.members.is_empty());
+        if !(subprogram || tag == gimli::DW_TAG_inlined_subroutine && parent_has_members) {
+            entries.skip_attributes(abbrev.attributes())?;
+            // Calls inlined below a call without our addresses are not ours.
+            if tag == gimli::DW_TAG_inlined_subroutine && abbrev.has_children() {
+                open.push(Open {
+                    depth,
+                    chain: 0,
+                    members: Vec::new(),
+                });
+            }
+            continue;
+        }
+        let attrs = read_attrs(unit, &mut entries, abbrev)?;
+        let (chain, inside) = if subprogram {
+            let mut inside = Vec::new();
+            each_range(unit, &attrs, |begin, end| {
+                let from = addrs.partition_point(|a| *a < begin);
+                let to = addrs.partition_point(|a| *a < end);
+                inside.extend(from..to);
+            })?;
+            inside.sort_unstable();
+            inside.dedup();
+            (0, inside)
+        } else {
+            let parent = open
+                .last()
+                .map_or((0, &[][..]), |o| (o.chain, &o.members[..]));
+            let mut ranges = Vec::new();
+            each_range(unit, &attrs, |b, e| ranges.push(b..e))?;
+            let inside = parent
+                .1
+                .iter()
+                .copied()
+                .filter(|&j| ranges.iter().any(|r| r.contains(&addrs[j])))
+                .collect();
+            (parent.0 + 1, inside)
+        };
+        for &j in &inside {
+            let here = &mut local[j];
+            if subprogram {
+                here.function = Some(attrs.name);
+                here.inlined.clear();
+            } else {
+                here.inlined.truncate(chain - 1);
+                here.inlined
+                    .push((attrs.name, attrs.call_file, attrs.call_line));
+            }
+        }
+        if abbrev.has_children() {
+            open.push(Open {
+                depth,
+                chain,
+                members: inside,
+            });
+        }
+    }
+
+    let mut files = FileNames::default();
+    if let Some(program) = unit.line_program.clone() {
+        let mut rows = program.rows();
+        let mut previous: Option<(u64, u64, u32)> = None;
+        while let Some((_, row)) = rows.next_row()? {
+            let address = row.address();
+            if let Some((start, file, line)) = previous
+                && address > start
+            {
+                let from = addrs.partition_point(|a| *a < start);
+                let to = addrs.partition_point(|a| *a < address);
+                for here in &mut local[from..to] {
+                    here.row.get_or_insert((file, line));
+                }
+            }
+            previous = (!row.end_sequence()).then(|| {
+                let line = row
+                    .line()
+                    .map_or(0, |l| u32::try_from(l.get()).unwrap_or(0));
+                (address, row.file_index(), line)
+            });
+        }
+        files.header = Some(rows.header().clone());
+    }
+
+    let mut names: HashMap<usize, Option<String>> = HashMap::new();
+    for (j, here) in local.into_iter().enumerate() {
+        let found = &mut out[members[j]];
+        found.location = here.row.map(|(file, line)| (files.name(unit, file), line));
+        if let Some(function) = here.function {
+            found.function = Some(name_of(unit, function, &mut names, others));
+            found.inlined = here
+                .inlined
+                .into_iter()
+                .map(|(name, call_file, call_line)| Inlined {
+                    name: name_of(unit, name, &mut names, others),
+                    call_file: call_file.map(|f| files.name(unit, f)).unwrap_or_default(),
+                    call_line,
+                })
+                .collect();
+        }
+    }
+    Ok(())
+}
+
+/// The file names of one unit's line program, rendered on demand.
+#[derive(Default)]
+struct FileNames<'a> {
+    header: Option<gimli::LineProgramHeader<R<'a>>>,
+    rendered: HashMap<u64, String>,
+}
+
+impl<'a> FileNames<'a> {
+    fn name(&mut self, unit: UnitRef<'_, 'a>, index: u64) -> String {
+        let Some(header) = &self.header else {
+            return String::new();
+        };
+        self.rendered
+            .entry(index)
+            .or_insert_with(|| {
+                header
+                    .file(index)
+                    .and_then(|file| render_file(unit, file, header).ok())
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+}
+
+/// A file's path as `addr2line` renders it: the unit's directory, the
+/// file's directory, the file name, each replacing what came before when
+/// absolute.
+fn render_file<'a>(
+    unit: UnitRef<'_, 'a>,
+    file: &gimli::FileEntry<R<'a>>,
+    header: &gimli::LineProgramHeader<R<'a>>,
+) -> gimli::Result<String> {
+    let mut path = match unit.comp_dir {
+        Some(dir) => dir.to_string_lossy().into_owned(),
+        None => String::new(),
+    };
+    // Directory 0 is the unit's own directory.
+    if file.directory_index() != 0
+        && let Some(directory) = file.directory(header)
+    {
+        path_push(&mut path, &unit.attr_string(directory)?.to_string_lossy());
+    }
+    path_push(
+        &mut path,
+        &unit.attr_string(file.path_name())?.to_string_lossy(),
+    );
+    Ok(path)
+}
+
+fn path_push(path: &mut String, p: &str) {
+    let rooted = |p: &str| {
+        p.starts_with('/')
+            || p.starts_with('\\')
+            || p.get(1..3) == Some(":/")
+            || p.get(1..3) == Some(":\\")
+    };
+    if rooted(p) {
+        *path = p.to_owned();
+    } else {
+        let separator = if path.starts_with('\\') || path.get(1..3) == Some(":\\") {
+            '\\'
+        } else {
+            '/'
+        };
+        if !path.is_empty() && !path.ends_with(separator) {
+            path.push(separator);
+        }
+        path.push_str(p);
+    }
+}
+
+/// Units parsed only to read an entry another unit refers to.
+#[derive(Default)]
+struct OtherUnits<'a> {
+    units: Vec<gimli::Unit<R<'a>>>,
+}
+
+/// The name an entry's `Name` leads to (the mangled linkage name when
+/// there is one), following references across entries and units.
+fn name_of<'a>(
+    unit: UnitRef<'_, 'a>,
+    name: Name<'a>,
+    memo: &mut HashMap<usize, Option<String>>,
+    others: &mut OtherUnits<'a>,
+) -> Option<String> {
+    others.make_room();
+    let mut name = name;
+    // Where the entry being read lives: `None` for `unit`, else `others`.
+    let mut in_other: Option<usize> = None;
+    let mut seen = Vec::new();
+    let mut found = None;
+    for _ in 0..MAX_NAME_HOPS {
+        let (target, offset) = match name {
+            Name::None => break,
+            Name::Here(value, _) => {
+                found = Some(value.to_string_lossy().into_owned());
+                break;
+            }
+            Name::There(AttributeValue::UnitRef(offset)) => (in_other, offset),
+            Name::There(AttributeValue::DebugInfoRef(at)) => {
+                let Some(i) = others.find(unit.dwarf, at) else {
+                    break;
+                };
+                let Some(offset) = at.to_unit_offset(&others.units[i].header) else {
+                    break;
+                };
+                (Some(i), offset)
+            }
+            Name::There(_) => break,
+        };
+        let target_unit = match target {
+            Some(i) => others.units[i].unit_ref(unit.dwarf),
+            None => unit,
+        };
+        let key = offset
+            .to_debug_info_offset(&target_unit.header)
+            .map_or(usize::MAX, |o| o.0);
+        if let Some(known) = memo.get(&key) {
+            found = known.clone();
+            break;
+        }
+        seen.push(key);
+        let Some(next) = entry_name(target_unit, offset) else {
+            break;
+        };
+        name = next;
+        in_other = target;
+    }
+    for key in seen {
+        memo.insert(key, found.clone());
+    }
+    found
+}
+
+/// The `Name` attributes of the entry at `offset`.
+fn entry_name<'a>(unit: UnitRef<'_, 'a>, offset: gimli::UnitOffset) -> Option<Name<'a>> {
+    let mut entries = unit.entries_raw(Some(offset)).ok()?;
+    let abbrev = entries.read_abbreviation().ok()??;
+    let mut name = Name::None;
+    for spec in abbrev.attributes() {
+        let attr = entries.read_attribute(*spec).ok()?;
+        match attr.name() {
+            gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
+                if let Ok(s) = unit.attr_string(attr.value()) {
+                    name.linkage(s);
+                }
+            }
+            gimli::DW_AT_name => {
+                if let Ok(s) = unit.attr_string(attr.value()) {
+                    name.plain(s);
+                }
+            }
+            gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => {
+                name.origin(attr.value());
+            }
+            _ => {}
+        }
+    }
+    Some(name)
+}
+
+impl<'a> OtherUnits<'a> {
+    /// Forget the parsed units when there are many (only between lookups,
+    /// so that indices handed out stay valid during one).
+    fn make_room(&mut self) {
+        if self.units.len() >= MAX_OTHER_UNITS {
+            self.units.clear();
+        }
+    }
+
+    /// The index of the parsed unit holding `target`, parsing it if needed.
+    fn find(&mut self, dwarf: &Dwarf<'a>, target: DebugInfoOffset) -> Option<usize> {
+        let holds = |header: &gimli::UnitHeader<R<'a>>| {
+            header.debug_info_offset().is_some_and(|start| {
+                start.0 <= target.0 && target.0 < start.0 + header.length_including_self()
+            })
+        };
+        if let Some(i) = self.units.iter().position(|u| holds(&u.header)) {
+            return Some(i);
+        }
+        let mut units = dwarf.units();
+        while let Ok(Some(header)) = units.next() {
+            if holds(&header) {
+                self.units.push(dwarf.unit(header).ok()?);
+                return Some(self.units.len() - 1);
+            }
+            if header.debug_info_offset().is_some_and(|s| s.0 > target.0) {
+                break;
+            }
+        }
+        None
+    }
+}
+
+/// The DWARF sections of one file: read in place, or inflated on demand
+/// into a sparse anonymous mapping.
+struct Store<'a> {
+    sections: Vec<(SectionId, Slot<'a>)>,
+}
+
+enum Slot<'a> {
+    Plain(&'a [u8]),
+    Sparse(Sparse<'a>),
+    /// Compressed in a way we cannot read, or too large to inflate whole.
+    Unusable,
+}
+
+struct Sparse<'a> {
+    stream: &'a [u8],
+    map: memmap2::MmapMut,
+    /// The inflated ranges, sorted and disjoint.
+    filled: Vec<Range<usize>>,
+}
+
+impl<'a> Store<'a> {
+    fn new(file: &ElfFile<'a>) -> Option<Self> {
+        let mut sections = Vec::new();
+        for id in [
+            SectionId::DebugAbbrev,
+            SectionId::DebugAddr,
+            SectionId::DebugAranges,
+            SectionId::DebugInfo,
+            SectionId::DebugLine,
+            SectionId::DebugLineStr,
+            SectionId::DebugStr,
+            SectionId::DebugStrOffsets,
+            SectionId::DebugRanges,
+            SectionId::DebugRngLists,
+        ] {
+            let slot = match file.section(id.name()) {
+                None => continue,
+                Some(SectionBytes::Plain(bytes)) => Slot::Plain(bytes),
+                Some(SectionBytes::Zlib { stream, size }) => {
+                    match memmap2::MmapMut::map_anon(size) {
+                        Ok(map) => Slot::Sparse(Sparse {
+                            stream,
+                            map,
+                            filled: Vec::new(),
+                        }),
+                        Err(_) => Slot::Unusable,
+                    }
+                }
+            };
+            sections.push((id, slot));
+        }
+        sections
+            .iter()
+            .any(|(id, _)| *id == SectionId::DebugInfo)
+            .then_some(Store { sections })
+    }
+
+    fn slot(&self, id: SectionId) -> Option<&Slot<'a>> {
+        self.sections.iter().find(|(i, _)| *i == id).map(|(_, s)| s)
+    }
+
+    fn slot_mut(&mut self, id: SectionId) -> Option<&mut Slot<'a>> {
+        self.sections
+            .iter_mut()
+            .find(|(i, _)| *i == id)
+            .map(|(_, s)| s)
+    }
+
+    fn bytes(&self, id: SectionId) -> &[u8] {
+        match self.slot(id) {
+            Some(Slot::Plain(bytes)) => bytes,
+            Some(Slot::Sparse(sparse)) => &sparse.map,
+            _ => &[],
+        }
+    }
+
+    fn is_sparse(&self, id: SectionId) -> bool {
+        matches!(self.slot(id), Some(Slot::Sparse(_)))
+    }
+
+    fn dwarf(&self) -> Dwarf<'_> {
+        let loaded: Result<Dwarf<'_>, ()> =
+            gimli::Dwarf::load(|id| Ok(EndianSlice::new(self.bytes(id), NativeEndian)));
+        loaded.unwrap_or_default()
+    }
+
+    /// Make a compressed section readable whole (for sections read at
+    /// random offsets); false when that is impossible or too costly.
+    fn fill_whole(&mut self, id: SectionId) -> bool {
+        match self.slot_mut(id) {
+            Some(Slot::Sparse(sparse)) => {
+                let len = sparse.map.len();
+                len <= MAX_WHOLE_INFLATE && sparse.fill(std::slice::from_ref(&(0..len)))
+            }
+            Some(Slot::Unusable) => false,
+            _ => true,
+        }
+    }
+
+    /// Inflate the length-prefixed records (units, line programs) that
+    /// start at `starts`.
+    fn fill_lengths(&mut self, id: SectionId, starts: &[usize]) {
+        let Some(Slot::Sparse(sparse)) = self.slot_mut(id) else {
+            return;
+        };
+        let heads: Vec<Range<usize>> = starts.iter().map(|s| *s..s.saturating_add(12)).collect();
+        sparse.fill(&heads);
+        let whole: Vec<Range<usize>> = starts
+            .iter()
+            .filter_map(|&s| {
+                let mut r = EndianSlice::new(sparse.map.get(s..)?, NativeEndian);
+                let (length, format) = r.read_initial_length().ok()?;
+                let header = if format == gimli::Format::Dwarf64 {
+                    12
+                } else {
+                    4
+                };
+                Some(s..s.saturating_add(header).saturating_add(length))
+            })
+            .collect();
+        sparse.fill(&whole);
+    }
+
+    /// Inflate the abbreviation tables at `starts`, growing each until it
+    /// is seen to end.
+    fn fill_abbreviations(&mut self, starts: &[usize]) {
+        let Some(Slot::Sparse(sparse)) = self.slot_mut(SectionId::DebugAbbrev) else {
+            return;
+        };
+        let len = sparse.map.len();
+        let mut pending: Vec<usize> = starts.to_vec();
+        let mut chunk = 16 << 10;
+        for _ in 0..8 {
+            if pending.is_empty() {
+                break;
+            }
+            let wanted: Vec<Range<usize>> = pending
+                .iter()
+                .map(|&s| s..s.saturating_add(chunk).min(len))
+                .collect();
+            if !sparse.fill(&wanted) {
+                return;
+            }
+            pending.retain(|&s| {
+                let end = sparse.filled_end(s);
+                end < len && abbreviation_table_len(&sparse.map[s..end]).is_none()
+            });
+            chunk = chunk.saturating_mul(4);
+        }
+    }
+}
+
+impl Sparse<'_> {
+    /// The end of the filled stretch that starts at or before `at`.
+    fn filled_end(&self, at: usize) -> usize {
+        self.filled
+            .iter()
+            .find(|r| r.contains(&at))
+            .map_or(at, |r| r.end)
+    }
+
+    /// Inflate the stream once, copying out the parts of `wanted` not yet
+    /// filled. False when the stream is broken.
+    fn fill(&mut self, wanted: &[Range<usize>]) -> bool {
+        let len = self.map.len();
+        let mut todo: Vec<Range<usize>> = Vec::new();
+        for r in wanted {
+            let r = r.start.min(len)..r.end.min(len);
+            for gap in gaps(&self.filled, r) {
+                todo.push(gap);
+            }
+        }
+        if todo.is_empty() {
+            return true;
+        }
+        todo.sort_unstable_by_key(|r| r.start);
+        let todo = merge(todo);
+        let last = todo.last().map_or(0, |r| r.end);
+        let mut inflate = flate2::Decompress::new(true);
+        let mut buffer = vec![0u8; 64 << 10];
+        let mut at = 0usize; // output offset of buffer[0]
+        let mut next = 0usize; // first range of `todo` not finished
+        while at < last {
+            let consumed = usize::try_from(inflate.total_in()).unwrap_or(usize::MAX);
+            let Some(input) = self.stream.get(consumed..) else {
+                return false;
+            };
+            let (before_in, before) = (inflate.total_in(), inflate.total_out());
+            let status = inflate.decompress(input, &mut buffer, flate2::FlushDecompress::None);
+            let produced = usize::try_from(inflate.total_out() - before).unwrap_or(0);
+            let progressed = produced > 0 || inflate.total_in() > before_in;
+            let chunk = at..at + produced;
+            while let Some(r) = todo.get(next) {
+                let from = r.start.max(chunk.start);
+                let to = r.end.min(chunk.end);
+                if from < to {
+                    self.map[from..to].copy_from_slice(&buffer[from - at..to - at]);
+                }
+                if r.end <= chunk.end {
+                    next += 1;
+                } else {
+                    break;
+                }
+            }
+            at += produced;
+            match status {
+                Ok(flate2::Status::StreamEnd) => break,
+                Ok(_) if !progressed => break,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        let mut filled = std::mem::take(&mut self.filled);
+        filled.extend(todo.into_iter().map(|r| r.start..r.end.min(at)));
+        filled.sort_unstable_by_key(|r| r.start);
+        self.filled = merge(filled);
+        true
+    }
+}
+
+/// The parts of `r` not covered by `filled` (sorted, disjoint).
+fn gaps(filled: &[Range<usize>], r: Range<usize>) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = r.start;
+    for f in filled {
+        if f.end <= start {
+            continue;
+        }
+        if f.start >= r.end {
+            break;
+        }
+        if f.start > start {
+            out.push(start..f.start);
+        }
+        start = start.max(f.end);
+    }
+    if start < r.end {
+        out.push(start..r.end);
+    }
+    out
+}
+
+/// Sorted ranges with overlapping or touching ones joined.
+fn merge(sorted: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(sorted.len());
+    for r in sorted {
+        if r.start >= r.end {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// The length of the abbreviation table at the start of `bytes`, or
+/// `None` when it runs past their end.
+fn abbreviation_table_len(bytes: &[u8]) -> Option<usize> {
+    let mut r = EndianSlice::new(bytes, NativeEndian);
+    loop {
+        if r.read_uleb128().ok()? == 0 {
+            return Some(bytes.len() - r.len());
+        }
+        r.read_uleb128().ok()?; // tag
+        r.read_u8().ok()?; // children
+        loop {
+            let name = r.read_uleb128().ok()?;
+            let form = r.read_uleb128().ok()?;
+            if form == u64::from(gimli::DW_FORM_implicit_const.0) {
+                r.read_sleb128().ok()?;
+            }
+            if name == 0 && form == 0 {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_follow_the_inlined_calls() {
+        let found = Found {
+            function: Some(Some("outer".into())),
+            inlined: vec![
+                Inlined {
+                    name: Some("middle".into()),
+                    call_file: "a.rs".into(),
+                    call_line: 10,
+                },
+                Inlined {
+                    name: Some("inner".into()),
+                    call_file: "b.rs".into(),
+                    call_line: 20,
+                },
+            ],
+            location: Some(("c.rs".into(), 30)),
+        };
+        let frames: Vec<_> = found
+            .into_frames()
+            .into_iter()
+            .map(|f| (f.name.unwrap_or_default(), f.file, f.line))
+            .collect();
+        assert_eq!(
+            frames,
+            [
+                ("inner".to_owned(), "c.rs".to_owned(), 30),
+                ("middle".to_owned(), "b.rs".to_owned(), 20),
+                ("outer".to_owned(), "a.rs".to_owned(), 10),
+            ]
+        );
+    }
+
+    #[test]
+    fn ranges_arithmetic() {
+        assert_eq!(gaps(&[2..4, 6..8], 0..10), vec![0..2, 4..6, 8..10]);
+        assert_eq!(
+            gaps(std::slice::from_ref(&(0..10)), 2..4),
+            Vec::<Range<usize>>::new()
+        );
+        assert_eq!(merge(vec![0..2, 2..3, 5..6, 5..9]), vec![0..3, 5..9]);
+    }
+
+    #[test]
+    fn abbreviation_tables_are_measured() {
+        // code 1, tag 0x11, children yes, (name 0x03, form 0x08), (0, 0); end 0
+        let table = [1, 0x11, 1, 0x03, 0x08, 0, 0, 0, 0xff];
+        assert_eq!(abbreviation_table_len(&table), Some(8));
+        assert_eq!(abbreviation_table_len(&table[..5]), None);
+    }
+
+    #[test]
+    fn paths_join_like_addr2line() {
+        let mut p = "/work".to_owned();
+        path_push(&mut p, "src");
+        path_push(&mut p, "lib.rs");
+        assert_eq!(p, "/work/src/lib.rs");
+        path_push(&mut p, "/rustc/abc/library/core/src/ops.rs");
+        assert_eq!(p, "/rustc/abc/library/core/src/ops.rs");
+    }
+}
