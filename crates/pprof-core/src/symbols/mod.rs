@@ -5,7 +5,9 @@
 //! A lookup reads the running images' files in place (mapped, never
 //! copied) and parses only what the asked addresses need (see [`dwarf`]),
 //! so its transient memory grows with the addresses asked, not with the
-//! size of the binary.
+//! size of the binary. The cache lock is held only to read and to insert
+//! answers, never while a lookup parses: a `/symbol` request or a large
+//! profile's symbolization never stalls another profile's.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -123,6 +125,13 @@ pub(crate) fn symbolizer() -> &'static Symbolizer {
     })
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Runs on this thread when a lookup starts, with no lock held.
+    static ON_LOOKUP: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl Symbolizer {
     /// Frames at each address (innermost first); an address that resolves to
     /// nothing maps to an empty slice.
@@ -130,18 +139,20 @@ impl Symbolizer {
         &self,
         pcs: impl IntoIterator<Item = u64>,
     ) -> HashMap<u64, Arc<[Frame]>> {
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = HashMap::new();
         let mut missing = Vec::new();
-        for pc in pcs {
-            if out.contains_key(&pc) {
-                continue;
-            }
-            match cache.frames.get(&pc) {
-                Some(found) => {
-                    out.insert(pc, found.clone());
+        {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            for pc in pcs {
+                if out.contains_key(&pc) {
+                    continue;
                 }
-                None => missing.push(pc),
+                match cache.frames.get(&pc) {
+                    Some(found) => {
+                        out.insert(pc, found.clone());
+                    }
+                    None => missing.push(pc),
+                }
             }
         }
         if missing.is_empty() {
@@ -153,6 +164,7 @@ impl Symbolizer {
         // the user's: kept out of the heap profile.
         crate::jemalloc::unsampled(|| {
             let resolved = self.lookup(&missing);
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             if cache.frames.len() + resolved.len() > MAX_CACHED_ADDRESSES {
                 cache.frames.clear();
                 cache.strings.clear();
@@ -171,7 +183,6 @@ impl Symbolizer {
                 out.insert(pc, frames);
             }
         });
-        drop(cache);
         start_janitor();
         // Hand the lookup's transient memory back now, not after jemalloc's
         // decay time.
@@ -179,9 +190,15 @@ impl Symbolizer {
         out
     }
 
-    /// Resolve `pcs` (sorted, unique): names, system names, files and
-    /// lines, innermost frame first.
+    /// Resolve `pcs` (sorted, unique) with no cache lock held: names,
+    /// system names, files and lines, innermost frame first.
     fn lookup(&self, pcs: &[u64]) -> Vec<(u64, Vec<Named>)> {
+        #[cfg(test)]
+        ON_LOOKUP.with(|hook| {
+            if let Some(hook) = hook.borrow_mut().as_mut() {
+                hook();
+            }
+        });
         let table = self.table(pcs);
         let mut raw = table.resolve(pcs);
         pcs.iter()
@@ -234,6 +251,8 @@ impl Symbolizer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+
     use super::*;
 
     /// The return address of this function's call, minus one: an address
@@ -256,6 +275,11 @@ mod tests {
 
     #[inline(never)]
     fn known_function() -> u64 {
+        caller_pc()
+    }
+
+    #[inline(never)]
+    fn asked_once() -> u64 {
         caller_pc()
     }
 
@@ -354,6 +378,50 @@ mod tests {
     fn libc_function_address() -> u64 {
         let f: unsafe extern "C" fn() -> libc::pid_t = libc::getpid;
         f as usize as u64 + 1
+    }
+
+    /// A lookup that has released the cache lock, held mid-way by a hook,
+    /// while another thread reads a cached answer: the reader finishes
+    /// (and the lock is free) before the held lookup may go on.
+    #[test]
+    fn a_lookup_in_progress_does_not_block_cached_answers() {
+        let cached = known_function();
+        assert!(!symbolizer().resolve_all([cached])[&cached].is_empty());
+        let (started_tx, started_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let slow = std::thread::spawn(move || {
+            ON_LOOKUP.with(|hook| {
+                *hook.borrow_mut() = Some(Box::new(move || {
+                    let _ = started_tx.send(());
+                    let _ = go_rx.recv();
+                }));
+            });
+            // Asked by no other test: it must be looked up.
+            let pc = asked_once();
+            let frames = symbolizer()
+                .resolve_all([pc])
+                .remove(&pc)
+                .unwrap_or_default();
+            ON_LOOKUP.with(|hook| hook.borrow_mut().take());
+            frames
+        });
+        started_rx.recv().expect("the lookup started");
+        assert!(
+            symbolizer().cache.try_lock().is_ok(),
+            "the cache lock is held while a lookup runs"
+        );
+        let (answer_tx, answer_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = answer_tx.send(symbolizer().resolve_all([cached]));
+        });
+        // Not a timing threshold: only how long to wait before calling
+        // it a deadlock instead of hanging the test run.
+        let answer = answer_rx.recv_timeout(Duration::from_secs(120));
+        go_tx.send(()).expect("the held lookup is waiting");
+        let held = slow.join().expect("the held lookup finished");
+        let answer = answer.expect("a cached answer was blocked by a lookup in progress");
+        assert!(!answer[&cached].is_empty());
+        assert!(!held.is_empty(), "the held lookup still resolved");
     }
 }
 
