@@ -40,14 +40,21 @@ pub(crate) struct Frame {
     pub(crate) line: u32,
 }
 
-/// Addresses the cache holds before it is emptied and starts again; keeps
-/// the cache itself to a few MiB whatever the process does.
+/// Addresses the cache holds before it is emptied and starts again.
 const MAX_CACHED_ADDRESSES: usize = 1 << 16;
+
+/// About how many bytes the cache may hold before it is emptied and starts
+/// again: release builds' names are long (generic paths, mangled twice, a
+/// few inlined frames an address), some 2 KiB an address, so the address
+/// bound alone would allow well over 100 MiB.
+const MAX_CACHED_BYTES: usize = 16 << 20;
 
 #[derive(Default)]
 struct Cache {
     frames: HashMap<u64, Arc<[Frame]>>,
     strings: HashSet<Arc<str>>,
+    /// What `frames` and `strings` hold, roughly (their heap bytes).
+    bytes: usize,
 }
 
 impl Cache {
@@ -57,7 +64,21 @@ impl Cache {
         }
         let owned: Arc<str> = Arc::from(s);
         self.strings.insert(owned.clone());
+        // The text, the `Arc` counts and the set's slot.
+        self.bytes += s.len() + 16 + 24;
         owned
+    }
+
+    fn insert(&mut self, pc: u64, frames: Arc<[Frame]>) {
+        // The frames, the `Arc` counts and the map's slot.
+        self.bytes += frames.len() * std::mem::size_of::<Frame>() + 16 + 32;
+        self.frames.insert(pc, frames);
+    }
+
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.strings.clear();
+        self.bytes = 0;
     }
 }
 
@@ -165,9 +186,10 @@ impl Symbolizer {
         crate::jemalloc::unsampled(|| {
             let resolved = self.lookup(&missing);
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if cache.frames.len() + resolved.len() > MAX_CACHED_ADDRESSES {
-                cache.frames.clear();
-                cache.strings.clear();
+            if cache.frames.len() + resolved.len() > MAX_CACHED_ADDRESSES
+                || cache.bytes > MAX_CACHED_BYTES
+            {
+                cache.clear();
             }
             for (pc, raw) in resolved {
                 let frames: Arc<[Frame]> = raw
@@ -179,7 +201,7 @@ impl Symbolizer {
                         line: named.line,
                     })
                     .collect();
-                cache.frames.insert(pc, frames.clone());
+                cache.insert(pc, frames.clone());
                 out.insert(pc, frames);
             }
         });
@@ -293,6 +315,31 @@ mod tests {
         let line = line!() + 1;
         let pc = inlined_leaf();
         (std::hint::black_box(pc), line)
+    }
+
+    #[test]
+    fn the_cache_counts_its_bytes() {
+        let mut cache = Cache::default();
+        let long = "x".repeat(1000);
+        let a = cache.intern(&long);
+        let after_one = cache.bytes;
+        let b = cache.intern(&long);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(cache.bytes, after_one, "a string is counted once");
+        assert!(after_one >= 1000);
+        let frame = Frame {
+            name: a,
+            system_name: b,
+            file: cache.intern(""),
+            line: 1,
+        };
+        cache.insert(1, vec![frame.clone(), frame].into());
+        assert!(cache.bytes > after_one + 2 * std::mem::size_of::<Frame>());
+        cache.clear();
+        assert_eq!(
+            (cache.bytes, cache.frames.len(), cache.strings.len()),
+            (0, 0, 0)
+        );
     }
 
     #[test]
