@@ -182,6 +182,7 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
     )?;
 
     endpoint_costs(&server, quick)?;
+    super::symbols::run(&super::symbols::build(&target, quick)?, quick)?;
     thread_dumps(&server, quick)?;
     accuracy(&server, plan.accuracy_seconds)?;
     locks(&target, quick)
