@@ -72,6 +72,39 @@ pub(crate) fn images() -> Vec<Image> {
     found
 }
 
+/// How many objects the loader has loaded and unloaded so far (glibc's and
+/// musl's `dlpi_adds`, `dlpi_subs`): when neither changed, neither did the
+/// list [`images`] returns.
+pub(crate) fn loader_generation() -> (u64, u64) {
+    let mut counts = (0u64, 0u64);
+    // SAFETY: as in `images`: the callback matches the expected signature,
+    // reads only the `dl_phdr_info` it is handed, and `data` points to a
+    // live `(u64, u64)` for the duration of the synchronous call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(counts_of), (&raw mut counts).cast::<c_void>());
+    }
+    counts
+}
+
+/// `dl_iterate_phdr`'s callback for [`loader_generation`]: the counters are
+/// the same in every object's info, so the first one is enough.
+///
+/// # Safety
+///
+/// `info` must be the loader's description of a loaded object, valid for
+/// the call, and `data` a `*mut (u64, u64)`.
+unsafe extern "C" fn counts_of(
+    info: *mut libc::dl_phdr_info,
+    _size: libc::size_t,
+    data: *mut c_void,
+) -> c_int {
+    // SAFETY: the loader hands a valid `dl_phdr_info` for this call, and
+    // `loader_generation` passes exactly this type as `data`.
+    let (info, counts) = unsafe { (&*info, &mut *data.cast::<(u64, u64)>()) };
+    *counts = (info.dlpi_adds, info.dlpi_subs);
+    1
+}
+
 /// `dl_iterate_phdr`'s callback: copy one object's name, bias, segments and
 /// notes.
 ///
@@ -215,6 +248,13 @@ mod tests {
         assert!(main.segments.iter().any(|s| s.executable));
         assert!(!main.notes.is_empty());
         assert!(found.iter().filter(|i| i.is_vdso).count() <= 1);
+    }
+
+    #[test]
+    fn the_loader_counts_what_it_loaded() {
+        let (adds, subs) = loader_generation();
+        assert!(adds >= images().len() as u64, "{adds} loads");
+        assert!(subs <= adds);
     }
 
     #[test]

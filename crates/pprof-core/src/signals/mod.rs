@@ -26,7 +26,7 @@ mod image;
 mod threads;
 mod unwind;
 
-pub(crate) use image::{Image, images, map_file, vdso_bytes};
+pub(crate) use image::{Image, images, loader_generation, map_file, vdso_bytes};
 pub(crate) use threads::{
     ThreadStack, capture as capture_thread, count as thread_count, dump as dump_threads,
 };

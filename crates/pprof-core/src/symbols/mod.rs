@@ -247,12 +247,14 @@ impl Symbolizer {
     }
 
     /// The images' table, reloaded when an address lies in none of its
-    /// images (a library loaded since).
+    /// images and the loader has loaded or unloaded a library since (an
+    /// address in no image at all, as `/symbol` may be asked, costs no
+    /// reload).
     fn table(&self, pcs: &[u64]) -> Arc<Table> {
         let mut images = self.images.lock().unwrap_or_else(PoisonError::into_inner);
         images.used = Some(Instant::now());
         match &images.table {
-            Some(table) if table.covers(pcs) => table.clone(),
+            Some(table) if table.covers(pcs) || !table.is_stale() => table.clone(),
             _ => {
                 let table = Arc::new(Table::load());
                 images.table = Some(table.clone());

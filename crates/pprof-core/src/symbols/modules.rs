@@ -17,7 +17,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::signals::{Image, images, map_file, vdso_bytes};
+use crate::signals::{Image, images, loader_generation, map_file, vdso_bytes};
 
 use super::dwarf::{self, Found, RawFrame};
 use super::elf::ElfFile;
@@ -28,6 +28,8 @@ const DEBUG_DIR: &str = "/usr/lib/debug";
 
 /// The images loaded when the table was made, each opened on first use.
 pub(super) struct Table {
+    /// The loader's counts of loads and unloads when the table was made.
+    generation: (u64, u64),
     images: Vec<Image>,
     modules: Vec<OnceLock<Module>>,
 }
@@ -42,9 +44,21 @@ impl std::fmt::Debug for Table {
 
 impl Table {
     pub(super) fn load() -> Table {
+        // Counted first: a library loaded meanwhile makes the table look
+        // stale, never current.
+        let generation = loader_generation();
         let images = images();
         let modules = images.iter().map(|_| OnceLock::new()).collect();
-        Table { images, modules }
+        Table {
+            generation,
+            images,
+            modules,
+        }
+    }
+
+    /// Whether the loader has loaded or unloaded anything since.
+    pub(super) fn is_stale(&self) -> bool {
+        loader_generation() != self.generation
     }
 
     fn image_of(&self, pc: u64) -> Option<usize> {
