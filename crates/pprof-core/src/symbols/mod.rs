@@ -389,44 +389,64 @@ mod tests {
     #[test]
     fn libc_and_the_vdso_have_names() {
         let images = crate::signals::images();
-        let libc = images
+        let in_libc = |pc: u64| {
+            images
+                .iter()
+                .find(|i| maps::image_holds(i, pc, pc + 1))
+                .is_some_and(|i| i.name.contains("libc.so"))
+        };
+        // A few bytes into each function, as a sample's address would be.
+        let getpid: unsafe extern "C" fn() -> libc::pid_t = libc::getpid;
+        let epoll_wait: unsafe extern "C" fn(
+            libc::c_int,
+            *mut libc::epoll_event,
+            libc::c_int,
+            libc::c_int,
+        ) -> libc::c_int = libc::epoll_wait;
+        let recv: unsafe extern "C" fn(
+            libc::c_int,
+            *mut libc::c_void,
+            libc::size_t,
+            libc::c_int,
+        ) -> libc::ssize_t = libc::recv;
+        let in_libc_pcs = [
+            (getpid as usize as u64 + 1, "getpid"),
+            (epoll_wait as usize as u64 + 4, "epoll_wait"),
+            (recv as usize as u64 + 4, "recv"),
+        ];
+        let vdso_pcs: Vec<u64> = images
             .iter()
-            .find(|i| i.name.contains("libc.so"))
-            .expect("libc is loaded");
-        let pcs: Vec<u64> = [libc_function_address()]
-            .into_iter()
-            .chain(images.iter().filter(|i| i.is_vdso).flat_map(|i| {
+            .filter(|i| i.is_vdso)
+            .flat_map(|i| {
                 i.segments
                     .iter()
                     .filter(|s| s.executable)
                     .map(|s| i.bias + s.vaddr + s.memsz / 2)
-            }))
+            })
             .collect();
-        let resolved = symbolizer().resolve_all(pcs.iter().copied());
-        assert!(image_of(&images, pcs[0]).is_some_and(|i| i == libc));
+        let resolved = symbolizer().resolve_all(
+            in_libc_pcs
+                .iter()
+                .map(|(pc, _)| *pc)
+                .chain(vdso_pcs.iter().copied()),
+        );
         let names = |pc: &u64| {
             resolved[pc]
                 .iter()
                 .map(|f| f.name.to_string())
                 .collect::<Vec<_>>()
         };
-        assert!(
-            names(&pcs[0]).iter().any(|n| n.contains("getpid")),
-            "{:?}",
-            names(&pcs[0])
-        );
-        for pc in &pcs[1..] {
+        for (pc, name) in &in_libc_pcs {
+            assert!(in_libc(*pc), "{name} at {pc:#x} is not in libc");
+            assert!(
+                names(pc).iter().any(|n| n.contains(name)),
+                "{name}: {:?}",
+                names(pc)
+            );
+        }
+        for pc in &vdso_pcs {
             assert!(!names(pc).is_empty(), "vDSO address {pc:#x} unnamed");
         }
-    }
-
-    fn image_of(images: &[crate::signals::Image], pc: u64) -> Option<&crate::signals::Image> {
-        images.iter().find(|i| maps::image_holds(i, pc, pc + 1))
-    }
-
-    fn libc_function_address() -> u64 {
-        let f: unsafe extern "C" fn() -> libc::pid_t = libc::getpid;
-        f as usize as u64 + 1
     }
 
     /// A lookup that has released the cache lock, held mid-way by a hook,
