@@ -284,18 +284,20 @@ struct Attrs<'a> {
 enum Name<'a> {
     #[default]
     None,
-    /// `DW_AT_linkage_name` (the mangled symbol) or else `DW_AT_name`.
-    Here(R<'a>, bool),
+    /// `DW_AT_linkage_name` (the mangled symbol, `true`) or else
+    /// `DW_AT_name`, as the attribute's value: the string is read only for
+    /// the entries that hold an asked address.
+    Here(AttributeValue<R<'a>>, bool),
     /// Another entry's name (`DW_AT_abstract_origin`, `DW_AT_specification`).
     There(AttributeValue<R<'a>>),
 }
 
 impl<'a> Name<'a> {
-    fn linkage(&mut self, value: R<'a>) {
+    fn linkage(&mut self, value: AttributeValue<R<'a>>) {
         *self = Name::Here(value, true);
     }
 
-    fn plain(&mut self, value: R<'a>) {
+    fn plain(&mut self, value: AttributeValue<R<'a>>) {
         if !matches!(self, Name::Here(_, true)) {
             *self = Name::Here(value, false);
         }
@@ -330,15 +332,9 @@ fn read_attrs<'a>(
             },
             gimli::DW_AT_ranges => attrs.ranges = unit.attr_ranges_offset(attr.value())?,
             gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
-                if let Ok(s) = unit.attr_string(attr.value()) {
-                    attrs.name.linkage(s);
-                }
+                attrs.name.linkage(attr.value());
             }
-            gimli::DW_AT_name => {
-                if let Ok(s) = unit.attr_string(attr.value()) {
-                    attrs.name.plain(s);
-                }
-            }
+            gimli::DW_AT_name => attrs.name.plain(attr.value()),
             gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => {
                 attrs.name.origin(attr.value());
             }
@@ -610,6 +606,9 @@ fn path_push(path: &mut String, p: &str) {
 #[derive(Default)]
 struct OtherUnits<'a> {
     units: Vec<gimli::Unit<R<'a>>>,
+    /// Every unit's `.debug_info` range, sorted, made on the first
+    /// reference into another unit (LTO builds have many).
+    index: Option<Vec<Range<usize>>>,
 }
 
 /// The name an entry's `Name` leads to (the mangled linkage name when
@@ -630,7 +629,14 @@ fn name_of<'a>(
         let (target, offset) = match name {
             Name::None => break,
             Name::Here(value, _) => {
-                found = Some(value.to_string_lossy().into_owned());
+                let read_in = match in_other {
+                    Some(i) => others.units[i].unit_ref(unit.dwarf),
+                    None => unit,
+                };
+                found = read_in
+                    .attr_string(value)
+                    .ok()
+                    .map(|s| s.to_string_lossy().into_owned());
                 break;
             }
             Name::There(AttributeValue::UnitRef(offset)) => (in_other, offset),
@@ -678,15 +684,9 @@ fn entry_name<'a>(unit: UnitRef<'_, 'a>, offset: gimli::UnitOffset) -> Option<Na
         let attr = entries.read_attribute(*spec).ok()?;
         match attr.name() {
             gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
-                if let Ok(s) = unit.attr_string(attr.value()) {
-                    name.linkage(s);
-                }
+                name.linkage(attr.value());
             }
-            gimli::DW_AT_name => {
-                if let Ok(s) = unit.attr_string(attr.value()) {
-                    name.plain(s);
-                }
-            }
+            gimli::DW_AT_name => name.plain(attr.value()),
             gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => {
                 name.origin(attr.value());
             }
@@ -715,17 +715,22 @@ impl<'a> OtherUnits<'a> {
         if let Some(i) = self.units.iter().position(|u| holds(&u.header)) {
             return Some(i);
         }
-        let mut units = dwarf.units();
-        while let Ok(Some(header)) = units.next() {
-            if holds(&header) {
-                self.units.push(dwarf.unit(header).ok()?);
-                return Some(self.units.len() - 1);
+        let index = self.index.get_or_insert_with(|| {
+            let mut index = Vec::new();
+            let mut units = dwarf.units();
+            while let Ok(Some(header)) = units.next() {
+                if let Some(start) = header.debug_info_offset() {
+                    index.push(start.0..start.0 + header.length_including_self());
+                }
             }
-            if header.debug_info_offset().is_some_and(|s| s.0 > target.0) {
-                break;
-            }
-        }
-        None
+            index.sort_unstable_by_key(|r| r.start);
+            index
+        });
+        let at = index.partition_point(|r| r.end <= target.0);
+        let start = index.get(at).filter(|r| r.contains(&target.0))?.start;
+        let header = dwarf.unit_header(DebugInfoOffset(start)).ok()?;
+        self.units.push(dwarf.unit(header).ok()?);
+        Some(self.units.len() - 1)
     }
 }
 
