@@ -9,7 +9,7 @@ use object::elf::{
     SHT_DYNSYM, SHT_NOBITS, SHT_SYMTAB, STB_GLOBAL, STB_WEAK, STT_FUNC, STT_OBJECT,
 };
 use object::read::elf::{
-    CompressionHeader, FileHeader, NoteIterator, SectionHeader, SectionTable, Sym,
+    CompressionHeader, FileHeader, NoteIterator, SectionHeader, SectionTable, Sym, SymbolTable,
 };
 
 type Header = FileHeader64<NativeEndian>;
@@ -111,6 +111,16 @@ impl<'a> ElfFile<'a> {
             .any(|s| s.sh_type(self.endian) == SHT_SYMTAB && s.sh_size(self.endian) > 0)
     }
 
+    /// The full symbol table, or else the dynamic one.
+    fn symbol_table(&self) -> Option<SymbolTable<'a, Header>> {
+        [SHT_SYMTAB, SHT_DYNSYM].into_iter().find_map(|kind| {
+            self.sections
+                .symbols(self.endian, self.data, kind)
+                .ok()
+                .filter(|t| !t.is_empty())
+        })
+    }
+
     /// For each address of `sorted` (stated addresses, ascending), the name
     /// of the function or object symbol that holds it, from the full
     /// symbol table or else the dynamic one. One pass over the table:
@@ -120,13 +130,7 @@ impl<'a> ElfFile<'a> {
     /// (`recv` over `__recv`).
     pub(super) fn symbol_names(&self, sorted: &[u64]) -> Vec<Option<&'a [u8]>> {
         let mut best: Vec<Option<(u64, u8, &'a [u8])>> = vec![None; sorted.len()];
-        let table = [SHT_SYMTAB, SHT_DYNSYM].into_iter().find_map(|kind| {
-            self.sections
-                .symbols(self.endian, self.data, kind)
-                .ok()
-                .filter(|t| !t.is_empty())
-        });
-        let Some(table) = table else {
+        let Some(table) = self.symbol_table() else {
             return vec![None; sorted.len()];
         };
         let strings = table.strings();
@@ -209,13 +213,7 @@ pub(super) fn build_id_in_notes(align: u64, bytes: &[u8]) -> Option<&[u8]> {
 impl ElfFile<'_> {
     /// The middle of every function in the symbol table.
     pub(super) fn function_midpoints(&self) -> Vec<u64> {
-        let table = [SHT_SYMTAB, SHT_DYNSYM].into_iter().find_map(|kind| {
-            self.sections
-                .symbols(self.endian, self.data, kind)
-                .ok()
-                .filter(|t| !t.is_empty())
-        });
-        let Some(table) = table else {
+        let Some(table) = self.symbol_table() else {
             return Vec::new();
         };
         table
