@@ -9,9 +9,9 @@ mod profile;
 mod proto;
 mod text;
 
-pub(crate) use frames::is_thread_start;
 #[cfg(test)]
 pub(crate) use frames::symbolize;
+pub(crate) use frames::{Missing, is_thread_start};
 pub(crate) use profile::{Label, LeafTrim, Sample, StackProfile, ValueType, vt};
 pub(crate) use proto::{gzip_proto, to_proto};
 pub(crate) use text::{cap, contention, counts, heap, thread_dump};

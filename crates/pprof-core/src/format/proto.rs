@@ -156,6 +156,7 @@ pub(crate) fn to_proto(profile: &StackProfile) -> protos::Profile {
         })
         .collect();
     let default_sample_type = profile.default_sample_type.map_or(0, |t| b.string(t));
+    let comment = profile.comments.iter().map(|c| b.string(c)).collect();
     protos::Profile {
         sample_type,
         sample: samples,
@@ -169,7 +170,7 @@ pub(crate) fn to_proto(profile: &StackProfile) -> protos::Profile {
         duration_nanos: profile.duration_nanos(),
         period_type,
         period: profile.period,
-        comment: vec![],
+        comment,
         default_sample_type,
     }
 }
@@ -206,6 +207,7 @@ mod tests {
                 labels: vec![Label::Str("thread", "main".into())],
             }],
             leaf_trim: LeafTrim::None,
+            comments: Vec::new(),
         };
         let p = to_proto(&profile);
         assert_eq!(p.string_table[0], "");
