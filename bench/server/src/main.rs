@@ -237,7 +237,7 @@ fn accuracy() {
     }
     let mut raw = Vec::new();
     let _ = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut raw);
-    let profile = pprof::protos::Profile::decode(raw.as_slice()).unwrap_or_default();
+    let profile = pprof_core::proto::Profile::decode(raw.as_slice()).unwrap_or_default();
     let name_of = |id: u64| {
         profile
             .function

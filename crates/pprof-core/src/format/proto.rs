@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use pprof::protos;
 use prost::Message;
 
 use super::frames::symbolize;
 use super::profile::{Label, StackProfile, ValueType};
+use super::profile_proto as protos;
 use crate::symbols::{Frame, Mapping, mappings};
 
 /// A function's identity: name, system name, file.

@@ -8,16 +8,25 @@
 //! the thread's `CLOCK_THREAD_CPUTIME_ID`-style clock with
 //! `SIGEV_THREAD_ID`), as Go ≥ 1.18 does: the kernel signals that thread
 //! after every `period` of CPU time it used, so a bursty thread is sampled
-//! exactly as much as it ran. A process-wide `ITIMER_PROF` runs beside
-//! them for the threads that have no timer of their own (started since the
-//! last scan, or refused one by the kernel): its ticks on a thread that has
-//! its own timer are ignored, so every thread is sampled once, by one of
-//! the two. (Go filters its `setitimer` ticks the same way.)
+//! exactly as much as it ran. Each tick weighs 1 + the timer's overrun
+//! count: a kernel checks CPU timers at its scheduler tick, so at rates
+//! above its `HZ` it merges expirations, and the overruns say how many.
+//!
+//! The process-wide `ITIMER_PROF` runs beside them for the threads that
+//! have no timer of their own (started since the last scan, or refused one
+//! by the kernel). The kernel sends its signal to the thread that was
+//! running; a tick on a thread that has its own timer is ignored, so every
+//! thread is sampled once, by one of the two (Go filters its `setitimer`
+//! ticks the same way). It reports no overruns, and its one pending
+//! signal is taken by whichever thread gets to it (a thread with its own
+//! timer takes its own first), so each of its ticks on an untimed thread
+//! weighs the whole periods of that thread's own CPU time not yet counted.
 //!
 //! # The handler
 //!
-//! [`on_sigprof`] saves `errno`, takes a tick only from our timers (a
-//! stray `kill -PROF` is ignored, so it never kills the process), claims a
+//! [`on_sigprof`] saves `errno`, takes a tick only from our timers (told
+//! apart by the value they carry; a stray `kill -PROF` or someone else's
+//! timer is ignored, and never kills the process), claims a
 //! free slot of the armed [`Buffer`] with one compare-and-swap, writes the
 //! thread id, the time, the tick's weight (1 + the timer's overruns), the
 //! caller's tag (see [`Buffer::arm`]) and the stack through the one
@@ -107,7 +116,25 @@ pub(crate) struct Buffer {
     timed: Box<[AtomicU64]>,
     /// Run on the interrupted thread for each tick; must be async-signal-safe.
     tag: fn() -> usize,
+    /// Threads without a timer of their own: how much of each one's CPU
+    /// time the process-wide timer's ticks have accounted for.
+    untimed: Box<[Untimed]>,
+    /// Ticks on untimed threads that found `untimed` full (weighed 1).
+    untimed_full: AtomicU64,
+    period_ns: u64,
 }
+
+/// One untimed thread's account: its id (0: free) and the CPU time (ns of
+/// its own clock) its ticks have counted so far.
+struct Untimed {
+    tid: AtomicI32,
+    accounted: AtomicU64,
+}
+
+/// Entries of the untimed-threads table; ids are never removed during one
+/// run of the sampler, so a run holds at most this many threads that ever
+/// went without a timer (beyond it, their ticks weigh 1 and are counted).
+const UNTIMED: usize = 16_384;
 
 /// The armed buffer handlers write into; null when no profile runs.
 static ARMED: AtomicPtr<Buffer> = AtomicPtr::new(std::ptr::null_mut());
@@ -118,7 +145,7 @@ impl Buffer {
     /// A buffer of `slots` ticks for threads ids below `max_tid`; `tag`
     /// runs in the handler on the interrupted thread (it must neither
     /// allocate nor lock) and its value is stored with the tick.
-    pub(crate) fn new(slots: usize, max_tid: usize, tag: fn() -> usize) -> Self {
+    pub(crate) fn new(slots: usize, max_tid: usize, period: Duration, tag: fn() -> usize) -> Self {
         Self {
             slots: (0..slots.max(1)).map(|_| Slot::new()).collect(),
             cursor: AtomicUsize::new(0),
@@ -127,6 +154,85 @@ impl Buffer {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             tag,
+            untimed: (0..UNTIMED)
+                .map(|_| Untimed {
+                    tid: AtomicI32::new(0),
+                    accounted: AtomicU64::new(0),
+                })
+                .collect(),
+            untimed_full: AtomicU64::new(0),
+            period_ns: u64::try_from(period.as_nanos()).unwrap_or(u64::MAX).max(1),
+        }
+    }
+
+    /// The account of untimed thread `tid`, made (from `accounted`) if it
+    /// has none yet; `None` when the table is full.
+    fn untimed_account(&self, tid: i32, accounted: u64) -> Option<&Untimed> {
+        let start = usize::try_from(tid).unwrap_or(0).wrapping_mul(0x9e37_79b9) % UNTIMED;
+        for i in 0..UNTIMED {
+            let entry = &self.untimed[(start + i) % UNTIMED];
+            match entry.tid.load(Ordering::Acquire) {
+                t if t == tid => return Some(entry),
+                0 => {
+                    // Set the account before the id makes it visible.
+                    if entry
+                        .tid
+                        .compare_exchange(0, -1, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        entry.accounted.store(accounted, Ordering::Relaxed);
+                        entry.tid.store(tid, Ordering::Release);
+                        return Some(entry);
+                    }
+                    if entry.tid.load(Ordering::Acquire) == tid {
+                        return Some(entry);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Open the account of a thread that goes without a timer of its own
+    /// from now (the kernel refused one): its CPU time until now (read by
+    /// the caller from its clock) is not this run's.
+    pub(crate) fn untimed_from(&self, tid: i32, cpu_ns: u64) {
+        if self.untimed_account(tid, cpu_ns).is_none() {
+            self.untimed_full.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ticks on untimed threads that found their table full.
+    pub(crate) fn untimed_full(&self) -> u64 {
+        self.untimed_full.load(Ordering::Relaxed)
+    }
+
+    /// Whole periods of this (untimed) thread's CPU time, at `cpu_ns` of
+    /// its own clock, not yet counted; counts them (the remainder stays for
+    /// its next tick). A thread met for the first time started during this
+    /// run (every older one was seen by the first scan and given a timer,
+    /// or opened with [`Buffer::untimed_from`]): all its time counts.
+    fn untimed_ticks(&self, tid: i32, cpu_ns: u64) -> u32 {
+        let Some(entry) = self.untimed_account(tid, 0) else {
+            self.untimed_full.fetch_add(1, Ordering::Relaxed);
+            return 1;
+        };
+        let mut accounted = entry.accounted.load(Ordering::Relaxed);
+        loop {
+            let periods = cpu_ns.saturating_sub(accounted) / self.period_ns;
+            if periods == 0 {
+                return 0;
+            }
+            match entry.accounted.compare_exchange_weak(
+                accounted,
+                accounted + periods * self.period_ns,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return u32::try_from(periods).unwrap_or(u32::MAX),
+                Err(seen) => accounted = seen,
+            }
         }
     }
 
@@ -308,7 +414,11 @@ pub(crate) fn install() -> Result<(), Error> {
     match handler::current(libc::SIGPROF)? {
         current if current == ours => Ok(()),
         current if current == libc::SIG_DFL || current == libc::SIG_IGN => {
-            handler::install_masked(libc::SIGPROF, on_sigprof, &[])
+            // The signals a thread dump or the poll watchdog may use wait
+            // until a tick is recorded, so no walk nests inside ours.
+            let mut held = vec![libc::SIGURG, libc::SIGUSR1, libc::SIGUSR2];
+            held.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
+            handler::install_masked(libc::SIGPROF, on_sigprof, &held)
         }
         _ => Err(Error::SignalTaken {
             signal: "SIGPROF",
@@ -333,10 +443,7 @@ impl ThreadTimer {
     /// the kernel refuses one (e.g. `EAGAIN` past `RLIMIT_SIGPENDING`, or
     /// the thread is gone).
     pub(crate) fn start(tid: i32, period: Duration) -> std::io::Result<Self> {
-        // The kernel's per-thread CPU clock id: MAKE_THREAD_CPUCLOCK(tid,
-        // CPUCLOCK_SCHED), as `pthread_getcpuclockid` builds it.
-        #[allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)]
-        let clock = ((!(tid as u32)) << 3) as libc::clockid_t | 6;
+        let clock = thread_clock(tid);
         // SAFETY: a zeroed sigevent is valid; we set the fields the kernel
         // reads for SIGEV_THREAD_ID.
         let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
@@ -346,23 +453,8 @@ impl ThreadTimer {
         event.sigev_value = libc::sigval {
             sival_ptr: TIMER_MARK as *mut libc::c_void,
         };
-        let mut id: libc::timer_t = std::ptr::null_mut();
-        // SAFETY: `event` and `id` are valid for the call; the kernel
-        // copies the event.
-        if unsafe { libc::timer_create(clock, &mut event, &mut id) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let timer = Self { id };
-        let every = timespec(period);
-        let spec = libc::itimerspec {
-            it_interval: every,
-            it_value: every,
-        };
-        // SAFETY: `id` is the timer just created; `spec` is valid.
-        if unsafe { libc::timer_settime(timer.id, 0, &spec, std::ptr::null_mut()) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(timer)
+        let id = create_and_arm(clock, &mut event, period)?;
+        Ok(Self { id })
     }
 }
 
@@ -373,24 +465,93 @@ impl Drop for ThreadTimer {
     }
 }
 
-/// Start (`Some(period)`) or stop (`None`) the process-wide `ITIMER_PROF`.
-pub(crate) fn process_timer(period: Option<Duration>) {
-    let every = period.map_or(
-        libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        },
-        |p| libc::timeval {
-            tv_sec: libc::time_t::try_from(p.as_secs()).unwrap_or(0),
-            tv_usec: libc::suseconds_t::from(p.subsec_micros().max(1)),
-        },
-    );
+/// The process-wide `ITIMER_PROF`, running while this lives: its ticks
+/// count for threads that have no timer of their own, each weighed by the
+/// receiving thread's own CPU time not yet counted (it merges expirations
+/// silently, and lands on whichever thread takes the pending signal).
+#[derive(Debug)]
+pub(crate) struct ProcessTimer(());
+
+impl ProcessTimer {
+    /// Start it every `period` of process CPU time.
+    pub(crate) fn start(period: Duration) -> std::io::Result<Self> {
+        set_itimer(period)?;
+        Ok(Self(()))
+    }
+}
+
+impl Drop for ProcessTimer {
+    fn drop(&mut self) {
+        let _ = set_itimer(Duration::ZERO);
+    }
+}
+
+/// Arm `ITIMER_PROF` every `period`; zero stops it.
+fn set_itimer(period: Duration) -> std::io::Result<()> {
+    let every = libc::timeval {
+        tv_sec: libc::time_t::try_from(period.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(period.subsec_micros()),
+    };
     let value = libc::itimerval {
         it_interval: every,
         it_value: every,
     };
     // SAFETY: `value` is valid; the old value is not asked for.
-    unsafe { libc::setitimer(libc::ITIMER_PROF, &value, std::ptr::null_mut()) };
+    if unsafe { libc::setitimer(libc::ITIMER_PROF, &value, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// CPU time of thread `tid` of this process (`None`: its own), in
+/// nanoseconds; async-signal-safe. 0 when the thread is gone.
+pub(crate) fn thread_cpu_ns(tid: Option<i32>) -> u64 {
+    let clock = tid.map_or(libc::CLOCK_THREAD_CPUTIME_ID, thread_clock);
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into `now`, which we own; it is
+    // async-signal-safe.
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+        return 0;
+    }
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
+}
+
+/// The kernel's CPU clock id of thread `tid`: MAKE_THREAD_CPUCLOCK(tid,
+/// CPUCLOCK_SCHED), as `pthread_getcpuclockid` builds it.
+fn thread_clock(tid: i32) -> libc::clockid_t {
+    #[allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)]
+    let clock = ((!(tid as u32)) << 3) as libc::clockid_t | 6;
+    clock
+}
+
+/// `timer_create` on `clock` with `event`, then arm it every `period`.
+fn create_and_arm(
+    clock: libc::clockid_t,
+    event: &mut libc::sigevent,
+    period: Duration,
+) -> std::io::Result<libc::timer_t> {
+    let mut id: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: `event` and `id` are valid for the call; the kernel copies
+    // the event.
+    if unsafe { libc::timer_create(clock, event, &mut id) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let every = timespec(period);
+    let spec = libc::itimerspec {
+        it_interval: every,
+        it_value: every,
+    };
+    // SAFETY: `id` is the timer just created; `spec` is valid.
+    if unsafe { libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) } != 0 {
+        let error = std::io::Error::last_os_error();
+        // SAFETY: deleting the timer we just created, once.
+        unsafe { libc::timer_delete(id) };
+        return Err(error);
+    }
+    Ok(id)
 }
 
 fn timespec(d: Duration) -> libc::timespec {
@@ -400,10 +561,11 @@ fn timespec(d: Duration) -> libc::timespec {
     }
 }
 
-/// Where a `SIGPROF` came from.
+/// Where a `SIGPROF` came from; overruns: further expirations the kernel
+/// merged into this one.
 #[derive(Debug, PartialEq, Eq)]
 enum Source {
-    /// Our timer on this thread; overruns: further expirations merged into it.
+    /// Our timer on this thread.
     ThreadTimer { overruns: u32 },
     /// The process-wide `ITIMER_PROF`.
     ProcessTimer,
@@ -436,10 +598,9 @@ unsafe fn source(info: *const libc::siginfo_t) -> Source {
                     base.add(24).cast::<usize>().read_unaligned(),
                 )
             };
+            let overruns = u32::try_from(overrun).unwrap_or(0);
             if value == TIMER_MARK {
-                Source::ThreadTimer {
-                    overruns: u32::try_from(overrun).unwrap_or(0),
-                }
+                Source::ThreadTimer { overruns }
             } else {
                 Source::Other
             }
@@ -462,8 +623,15 @@ extern "C" fn on_sigprof(_: libc::c_int, info: *mut libc::siginfo_t, context: *m
             // SAFETY: `info` is the kernel's siginfo for this signal.
             let weight = match unsafe { source(info) } {
                 Source::ThreadTimer { overruns } => Some(overruns.saturating_add(1)),
-                Source::ProcessTimer if !buffer.is_timed(super::gettid()) => Some(1),
-                Source::ProcessTimer | Source::Other => None,
+                Source::ProcessTimer => {
+                    // Only a thread without a timer of its own keeps it, for
+                    // as much of its own CPU time as is not yet counted.
+                    let tid = super::gettid();
+                    (!buffer.is_timed(tid))
+                        .then(|| buffer.untimed_ticks(tid, thread_cpu_ns(None)))
+                        .filter(|&ticks| ticks > 0)
+                }
+                Source::Other => None,
             };
             if let Some(weight) = weight {
                 buffer.record(weight, handler::interrupted_pc(context));
@@ -484,7 +652,7 @@ mod tests {
     #[test]
     fn a_full_buffer_counts_what_it_cannot_hold_and_drains_what_it_holds() {
         unwind::prepare();
-        let buffer = Buffer::new(2, 64, no_tag);
+        let buffer = Buffer::new(2, 64, Duration::from_millis(10), no_tag);
         for _ in 0..5 {
             buffer.record(3, None);
         }
@@ -501,8 +669,26 @@ mod tests {
     }
 
     #[test]
+    fn untimed_threads_count_whole_periods_of_their_own_time_and_keep_the_rest() {
+        let buffer = Buffer::new(1, 64, Duration::from_millis(1), no_tag);
+        // A thread met first: all its time counts.
+        assert_eq!(buffer.untimed_ticks(77, 2_500_000), 2);
+        assert_eq!(
+            buffer.untimed_ticks(77, 3_100_000),
+            1,
+            "the half period carried"
+        );
+        assert_eq!(buffer.untimed_ticks(77, 3_200_000), 0);
+        // One refused a timer counts from when it was.
+        buffer.untimed_from(78, 10_000_000);
+        assert_eq!(buffer.untimed_ticks(78, 10_900_000), 0);
+        assert_eq!(buffer.untimed_ticks(78, 12_000_000), 2);
+        assert_eq!(buffer.untimed_full(), 0);
+    }
+
+    #[test]
     fn timed_threads_are_marked_and_cleared() {
-        let buffer = Buffer::new(1, 1 << 16, no_tag);
+        let buffer = Buffer::new(1, 1 << 16, Duration::from_millis(10), no_tag);
         assert!(buffer.set_timed(4242, true));
         assert!(buffer.is_timed(4242) && !buffer.is_timed(4243));
         assert!(buffer.set_timed(4242, false));

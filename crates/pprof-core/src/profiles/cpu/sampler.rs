@@ -21,7 +21,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::Error;
 use crate::format::Missing;
 use crate::jemalloc;
-use crate::signals::cpu::{self as timers, Armed, Buffer, ThreadTimer, Tick, monotonic_ns};
+use crate::signals::cpu::{
+    self as timers, Armed, Buffer, ProcessTimer, ThreadTimer, Tick, monotonic_ns, thread_cpu_ns,
+};
 use crate::signals::{MAX_FRAMES, Outcome};
 
 /// How often the manager empties the handler's buffer.
@@ -57,11 +59,15 @@ pub(super) struct Window {
 }
 
 struct Running {
+    /// Which start this is: a manager thread serves only its own.
+    generation: u64,
     hz: u32,
     period: Duration,
     slots: usize,
     armed: Armed,
     timers: HashMap<i32, ThreadTimer>,
+    /// Samples the threads without a timer of their own.
+    process_timer: Option<ProcessTimer>,
     /// Threads the kernel refused a timer, and why (sampled by the process timer).
     refused: HashMap<i32, String>,
     windows: Vec<Window>,
@@ -101,6 +107,14 @@ impl Drop for Subscription {
 /// Blocking (the first one creates a timer per thread).
 pub(super) fn subscribe(hz: u32, max: usize) -> Result<Subscription, Error> {
     let mut guard = sampler();
+    if guard
+        .as_ref()
+        .is_some_and(|r| r.windows.is_empty() && r.hz != hz)
+    {
+        // Idle but not yet stopped by its manager: stop it now for the new rate.
+        let idle = guard.take();
+        jemalloc::unsampled(|| drop(idle));
+    }
     if let Some(running) = guard.as_ref() {
         if running.hz != hz {
             return Err(Error::CpuRateBusy {
@@ -157,16 +171,25 @@ pub(super) fn open_windows() -> usize {
 }
 
 fn start(hz: u32) -> Result<Running, Error> {
+    static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     timers::install()?;
     let period = Duration::from_nanos(1_000_000_000 / u64::from(hz.max(1)));
     let slots = buffer_slots(hz, thread_ids().len());
-    let armed = Buffer::new(slots, max_thread_id(), tag).arm()?;
+    #[cfg(test)]
+    let slots = match tests::SLOTS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => slots,
+        fixed => fixed,
+    };
+    let armed = Buffer::new(slots, max_thread_id(), period, tag).arm()?;
     let mut running = Running {
+        generation,
         hz,
         period,
         slots,
         armed,
         timers: HashMap::new(),
+        process_timer: None,
         refused: HashMap::new(),
         windows: Vec::new(),
         names: HashMap::new(),
@@ -176,10 +199,14 @@ fn start(hz: u32) -> Result<Running, Error> {
         next_id: 0,
     };
     running.scan();
-    timers::process_timer(Some(period));
+    running.process_timer = Some(ProcessTimer::start(period).map_err(|e| {
+        Error::Profiler(format!(
+            "Could not enable CPU profiling: the process-wide CPU timer: {e}"
+        ))
+    })?);
     std::thread::Builder::new()
         .name("pprof-cpu".to_owned())
-        .spawn(manage)
+        .spawn(move || manage(generation))
         .map_err(|e| Error::Profiler(format!("cannot start the CPU sampler's thread: {e}")))?;
     Ok(running)
 }
@@ -222,13 +249,13 @@ fn thread_ids() -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// The manager thread: drain, rescan, and stop the sampler once the last
-/// window has closed.
-fn manage() {
+/// The manager thread of the sampler's `generation`-th start: drain,
+/// rescan, and stop the sampler once the last window has closed.
+fn manage(generation: u64) {
     loop {
         std::thread::sleep(DRAIN_EVERY);
         let mut guard = sampler();
-        let Some(running) = guard.as_mut() else {
+        let Some(running) = guard.as_mut().filter(|r| r.generation == generation) else {
             return;
         };
         if running.windows.is_empty() {
@@ -250,7 +277,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         // Timers first, so no new tick comes; the buffer (`armed`) is
         // freed after them, once no handler is inside.
-        timers::process_timer(None);
+        self.process_timer = None;
         self.timers.clear();
     }
 }
@@ -275,8 +302,7 @@ impl Running {
             }
             // Marked first: from here its process-timer ticks are ignored.
             if !self.armed.set_timed(tid, true) {
-                self.refused
-                    .insert(tid, "its id is beyond the kernel's pid_max".to_owned());
+                self.refuse(tid, "its id is beyond the kernel's pid_max".to_owned());
                 continue;
             }
             match ThreadTimer::start(tid, self.period) {
@@ -285,13 +311,20 @@ impl Running {
                 }
                 Err(e) => {
                     self.armed.set_timed(tid, false);
-                    self.refused.insert(tid, e.to_string());
+                    self.refuse(tid, e.to_string());
                 }
             }
         }
         let cost = started.elapsed();
         self.scan_every = (cost * 50).clamp(SCAN_MIN, SCAN_MAX);
         self.last_scan = Instant::now();
+    }
+
+    /// Thread `tid` goes without a timer: the process-wide timer samples it,
+    /// from its CPU time now.
+    fn refuse(&mut self, tid: i32, why: String) {
+        self.armed.untimed_from(tid, thread_cpu_ns(Some(tid)));
+        self.refused.insert(tid, why);
     }
 
     /// Move every recorded tick into the windows open at its time.
@@ -337,6 +370,12 @@ impl Running {
                 "{} threads had no timer of their own ({}) and were sampled by the process-wide timer",
                 self.refused.len(),
                 why.join("; ")
+            ));
+        }
+        let full = self.armed.untimed_full();
+        if full > 0 {
+            notes.push(format!(
+                "{full} ticks of threads without a timer found their table full and weigh one period each"
             ));
         }
         if self.lost_seen > 0 {
@@ -410,6 +449,10 @@ fn thread_name(tid: i32) -> Arc<str> {
 mod tests {
     use super::*;
 
+    /// A buffer size for the next start, when not 0 (to fill it in a test).
+    pub(super) static SLOTS: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+
     #[test]
     fn the_buffer_grows_with_rate_and_running_threads_within_its_bounds() {
         assert_eq!(buffer_slots(1, 1), MIN_SLOTS);
@@ -421,6 +464,127 @@ mod tests {
         );
         assert_eq!(buffer_slots(1000, 1 << 20), buffer_slots(1000, cpus));
         assert!(buffer_slots(u32::MAX, 1 << 20) <= MAX_SLOTS);
+    }
+
+    /// This thread's CPU time so far, in clock ticks (1/100 s).
+    fn own_cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+        let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        field(11) + field(12)
+    }
+
+    /// Burn until this thread has used `cpu_ticks` of CPU time (however
+    /// long a loaded machine takes to give it that).
+    #[inline(never)]
+    fn burn_while_the_manager_is_held(cpu_ticks: u64) -> u64 {
+        let start = own_cpu_ticks();
+        let mut x = std::hint::black_box(1u64);
+        while own_cpu_ticks() < start + cpu_ticks {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            }
+        }
+        x
+    }
+
+    /// The only unit test that runs the sampler. While the manager cannot
+    /// drain, two busy threads at 1000 Hz fill the buffer: the ticks that
+    /// found it full are one sample under [`Missing::BufferFull`], and the
+    /// totals still count every tick.
+    #[test]
+    fn ticks_that_find_the_buffer_full_are_counted_under_a_named_frame() {
+        // The burners exist before the sampler starts, so each gets its own
+        // timer (up to one signal per kernel tick each); they burn once the
+        // manager is held.
+        let go = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let burners: Vec<_> = (0..2)
+            .map(|_| {
+                let go = go.clone();
+                std::thread::spawn(move || {
+                    go.wait();
+                    burn_while_the_manager_is_held(120)
+                })
+            })
+            .collect();
+        SLOTS.store(64, std::sync::atomic::Ordering::Relaxed);
+        let window = subscribe(1000, 4).expect("sampler starts");
+        SLOTS.store(0, std::sync::atomic::Ordering::Relaxed);
+        // 1.2 s of CPU each at 1000 Hz: 2400 ticks, while no drain runs.
+        let held = sampler();
+        go.wait();
+        for b in burners {
+            let _ = b.join();
+        }
+        drop(held);
+        let window = window.finish().expect("window");
+        let full: u64 = window
+            .ticks
+            .iter()
+            .filter(|((pcs, _, _), _)| pcs.first() == Some(&Missing::BufferFull.pc()))
+            .map(|(_, ticks)| ticks)
+            .sum();
+        let slots = buffer_slots(1000, 2) as u64;
+        let all: u64 = window.ticks.values().sum();
+        let mut by_thread: HashMap<&str, (u64, u64, u64)> = HashMap::new();
+        for ((_, thread, _), ticks) in &window.ticks {
+            let e = by_thread.entry(thread).or_insert((0, 0, 0));
+            e.0 += ticks;
+            e.1 += 1;
+            e.2 = e.2.max(*ticks);
+        }
+        eprintln!("{by_thread:?}");
+        let manager: Vec<_> = window
+            .ticks
+            .iter()
+            .filter(|((_, t, _), _)| &**t == "pprof-cpu")
+            .take(3)
+            .collect();
+        for ((pcs, _, _), n) in manager {
+            let resolved = crate::symbols::symbolizer().resolve_all(pcs.iter().copied());
+            let names: Vec<String> = pcs
+                .iter()
+                .filter_map(|pc| resolved.get(pc))
+                .flat_map(|f| f.iter().map(|f| f.name.to_string()))
+                .collect();
+            eprintln!("{n}: {names:?}");
+        }
+        assert!(full > 0, "no tick found the buffer full: {all} ticks");
+        // Every tick counts: the buffer's ticks and the lost ones together
+        // are the CPU time used (2.4 s at 1 ms a tick), within sampling noise.
+        assert!(
+            (2000..2900).contains(&all),
+            "{all} ticks in all, {full} lost, {slots} slots"
+        );
+        assert!(
+            window
+                .notes
+                .iter()
+                .any(|n| n.contains("found the buffer full")),
+            "{:?}",
+            window.notes
+        );
+        // The profile names it.
+        let profile = super::super::to_profile(window);
+        let names: Vec<String> = crate::format::symbolize(&profile)
+            .iter()
+            .flat_map(|s| {
+                s.stack
+                    .iter()
+                    .flat_map(|(_, f)| f.iter().map(|f| f.name.to_string()))
+            })
+            .collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n == "pprof_core::_LostStack_BufferFull")
+        );
     }
 
     #[test]
