@@ -121,6 +121,9 @@ pub(crate) struct Buffer {
     untimed: Box<[Untimed]>,
     /// Ticks on untimed threads that found `untimed` full (weighed 1).
     untimed_full: AtomicU64,
+    /// Time spent recording ticks (claim to publish), and how many.
+    handler_ns: AtomicU64,
+    handler_ticks: AtomicU64,
     period_ns: u64,
 }
 
@@ -161,6 +164,8 @@ impl Buffer {
                 })
                 .collect(),
             untimed_full: AtomicU64::new(0),
+            handler_ns: AtomicU64::new(0),
+            handler_ticks: AtomicU64::new(0),
             period_ns: u64::try_from(period.as_nanos()).unwrap_or(u64::MAX).max(1),
         }
     }
@@ -310,8 +315,9 @@ impl Buffer {
             self.lost.fetch_add(u64::from(weight), Ordering::Relaxed);
             return;
         };
+        let started = monotonic_ns();
         slot.tid.store(super::gettid(), Ordering::Relaxed);
-        slot.time.store(monotonic_ns(), Ordering::Relaxed);
+        slot.time.store(started, Ordering::Relaxed);
         slot.weight.store(weight, Ordering::Relaxed);
         slot.tag.store((self.tag)(), Ordering::Relaxed);
         // SAFETY: we are in the SIGPROF handler on the interrupted thread,
@@ -320,6 +326,17 @@ impl Buffer {
         slot.len.store(len, Ordering::Relaxed);
         slot.outcome.store(outcome as u8, Ordering::Relaxed);
         slot.state.store(READY, Ordering::Release);
+        self.handler_ns
+            .fetch_add(monotonic_ns().saturating_sub(started), Ordering::Relaxed);
+        self.handler_ticks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ticks recorded so far and the mean time one took to record (from
+    /// claiming its slot to publishing it: the unwinding, mostly).
+    pub(crate) fn handler_cost(&self) -> (u64, u64) {
+        let ticks = self.handler_ticks.load(Ordering::Relaxed);
+        let ns = self.handler_ns.load(Ordering::Relaxed);
+        (ticks, ns.checked_div(ticks).unwrap_or(0))
     }
 
     /// Publish `self` for handlers; the returned [`Armed`] disarms it.

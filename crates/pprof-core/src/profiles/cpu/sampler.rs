@@ -349,13 +349,19 @@ impl Running {
 
     /// The sampler's own counts, for the profile's comments.
     fn notes(&self) -> Vec<String> {
-        let mut notes = vec![format!(
-            "pprof-core CPU sampler: {} threads with their own CPU timer at {} Hz, buffer of {} ticks ({} KiB)",
-            self.timers.len(),
-            self.hz,
-            self.slots,
-            self.armed.bytes() / 1024
-        )];
+        let (ticks, mean_ns) = self.armed.handler_cost();
+        let mut notes = vec![
+            format!(
+                "pprof-core CPU sampler: {} threads with their own CPU timer at {} Hz, buffer of {} ticks ({} KiB)",
+                self.timers.len(),
+                self.hz,
+                self.slots,
+                self.armed.bytes() / 1024
+            ),
+            format!(
+                "signal handler: {mean_ns} ns per recorded tick (mean of {ticks} since the sampler started)"
+            ),
+        ];
         if !crate::signals::lock_free_lookup() {
             notes.push(format!(
                 "stacks were not unwound: this C library has no lock-free unwind-table lookup (glibc < 2.35), so each tick holds its pc and {}",
