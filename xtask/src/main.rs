@@ -291,23 +291,21 @@ fn package() -> Result<(), String> {
                 return Err(format!("{name}'s package lacks {needed}: {files:?}"));
             }
         }
-        let stray: Vec<&&str> = files
-            .iter()
-            .filter(|f| {
-                !f.starts_with("src/")
-                    && !(name == "pprof-core" && f.starts_with("proto/"))
-                    && ![
-                        "Cargo.toml",
-                        "Cargo.toml.orig",
-                        "Cargo.lock",
-                        "README.md",
-                        "LICENSE-MIT",
-                        "LICENSE-APACHE",
-                        ".cargo_vcs_info.json",
-                    ]
-                    .contains(f)
-            })
-            .collect();
+        let belongs = |f: &str| {
+            f.starts_with("src/")
+                || (name == "pprof-core" && f.starts_with("proto/"))
+                || [
+                    "Cargo.toml",
+                    "Cargo.toml.orig",
+                    "Cargo.lock",
+                    "README.md",
+                    "LICENSE-MIT",
+                    "LICENSE-APACHE",
+                    ".cargo_vcs_info.json",
+                ]
+                .contains(&f)
+        };
+        let stray: Vec<&&str> = files.iter().filter(|f| !belongs(f)).collect();
         if !stray.is_empty() {
             return Err(format!(
                 "{name}'s package holds files of no use to it: {stray:?}"
