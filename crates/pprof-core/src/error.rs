@@ -81,6 +81,19 @@ pub enum Error {
     SwitchedOff,
     /// Another heap or allocs profile is being dumped in this process.
     HeapDumpBusy,
+    /// A CPU profile at another rate is running; profiles share one sampler.
+    CpuRateBusy {
+        /// The running sampler's rate.
+        running_hz: u32,
+    },
+    /// The signal a profiler needs already has another handler in this
+    /// process (another profiler?); pprof-core never replaces it.
+    SignalTaken {
+        /// The signal's name.
+        signal: &'static str,
+        /// What needs it.
+        user: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -146,6 +159,14 @@ impl fmt::Display for Error {
             Self::HeapDumpBusy => f.write_str(
                 "Could not dump the heap profile: another heap or allocs dump is in progress; try again",
             ),
+            Self::CpuRateBusy { running_hz } => write!(
+                f,
+                "Could not enable CPU profiling: a CPU profile at {running_hz} Hz is running; ask with hz={running_hz} to share it, or wait"
+            ),
+            Self::SignalTaken { signal, user } => write!(
+                f,
+                "{signal} already has a handler in this process (another profiler?); pprof-core does not replace it, so {user} are unavailable"
+            ),
         }
     }
 }
@@ -189,6 +210,11 @@ pub(crate) mod tests {
             Error::Denied,
             Error::SwitchedOff,
             Error::HeapDumpBusy,
+            Error::CpuRateBusy { running_hz: 100 },
+            Error::SignalTaken {
+                signal: "SIGPROF",
+                user: "CPU profiles",
+            },
         ];
         let mut seen = std::collections::BTreeSet::new();
         for error in &all {
@@ -216,6 +242,8 @@ pub(crate) mod tests {
                 Error::Denied => 20,
                 Error::SwitchedOff => 21,
                 Error::HeapDumpBusy => 22,
+                Error::CpuRateBusy { .. } => 23,
+                Error::SignalTaken { .. } => 24,
             };
             seen.insert(ordinal);
         }

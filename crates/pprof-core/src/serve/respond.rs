@@ -109,7 +109,10 @@ impl Error {
             | Self::BodyTooLarge { .. }
             | Self::TextTooLarge { .. }
             | Self::BadBody => StatusCode::BAD_REQUEST,
-            Self::CpuProfilerBusy | Self::HeapDumpBusy => StatusCode::CONFLICT,
+            Self::CpuProfilerBusy
+            | Self::HeapDumpBusy
+            | Self::CpuRateBusy { .. }
+            | Self::SignalTaken { .. } => StatusCode::CONFLICT,
             Self::MissingToken => StatusCode::UNAUTHORIZED,
             Self::PeerNotLoopback | Self::PeerUnknown | Self::WrongToken | Self::Denied => {
                 StatusCode::FORBIDDEN
