@@ -122,6 +122,8 @@ impl std::ops::Deref for Data {
 struct Module {
     file: Option<Data>,
     debug: Option<Data>,
+    /// What the DWARF reader keeps of the file between lookups.
+    unlisted: dwarf::Unlisted,
 }
 
 impl Module {
@@ -136,7 +138,11 @@ impl Module {
             .and_then(ElfFile::parse)
             .filter(|elf| !elf.has_dwarf())
             .and_then(|elf| open_debug_file(&running_id, elf.debuglink(), &path));
-        Module { file, debug }
+        Module {
+            file,
+            debug,
+            unlisted: dwarf::Unlisted::new(),
+        }
     }
 
     /// Frames for each of `sorted` (stated addresses, ascending, unique):
@@ -150,7 +156,7 @@ impl Module {
             .filter(|d| d.has_dwarf())
             .or(file.as_ref().filter(|f| f.has_dwarf()));
         let found = match with_dwarf {
-            Some(elf) => dwarf::resolve(elf, sorted),
+            Some(elf) => dwarf::resolve(elf, sorted, &self.unlisted),
             None => vec![Found::default(); sorted.len()],
         };
         let mut frames: Vec<Vec<RawFrame>> = found.into_iter().map(Found::into_frames).collect();
