@@ -25,7 +25,8 @@ enum Case {
     /// `GET /debug/pprof/goroutine`: every thread's stack, symbolized.
     Goroutine,
     /// `POST /debug/pprof/symbol` with this many addresses spread evenly
-    /// over the executable's code.
+    /// over the executable's code; with none, the cost of the request
+    /// itself (a blocking-pool thread, the HTTP answer), to subtract.
     Symbol(usize),
 }
 
@@ -33,6 +34,7 @@ impl Case {
     fn label(self) -> String {
         match self {
             Case::Goroutine => "first `/goroutine`".to_owned(),
+            Case::Symbol(0) => "`/symbol`, no address (the request alone)".to_owned(),
             Case::Symbol(n) => format!("first `/symbol`, {n} addresses"),
         }
     }
@@ -42,9 +44,10 @@ impl Case {
 /// table.
 pub(crate) fn run(binaries: &[String], quick: bool) -> Result<(), String> {
     let cases: &[Case] = if quick {
-        &[Case::Goroutine, Case::Symbol(1000)]
+        &[Case::Symbol(0), Case::Goroutine, Case::Symbol(1000)]
     } else {
         &[
+            Case::Symbol(0),
             Case::Goroutine,
             Case::Symbol(100),
             Case::Symbol(1000),
@@ -154,7 +157,11 @@ fn measure(binary: &str, case: Case) -> Result<Measured, String> {
             )
         }
         Case::Symbol(n) => {
-            let body = spread_addresses(pid, n)?;
+            let body = if n == 0 {
+                String::new()
+            } else {
+                spread_addresses(pid, n)?
+            };
             format!(
                 "POST /debug/pprof/symbol HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
