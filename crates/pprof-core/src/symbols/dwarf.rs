@@ -237,17 +237,81 @@ fn unlisted_ranges(dwarf: &Dwarf<'_>) -> gimli::Result<Vec<(Range<u64>, usize)>>
         if listed.binary_search(&offset.0).is_ok() {
             continue;
         }
-        let Ok(unit) = dwarf.unit(header) else {
-            continue;
-        };
-        let mut ranges = unit.unit_ref(dwarf).unit_ranges()?;
-        while let Some(range) = ranges.next()? {
-            if range.begin < range.end {
-                found.push((range.begin..range.end, offset.0));
-            }
-        }
+        // A bad unit keeps its addresses unnamed, not the others'.
+        let _ = root_ranges(dwarf, &header, |range| found.push((range, offset.0)));
     }
     Ok(found)
+}
+
+/// Call `f` with each code range of a unit's first entry, reading only
+/// that entry (not the unit's line program header nor its name strings,
+/// which `gimli::Unit` parses: this runs over every unlisted unit once).
+fn root_ranges(
+    dwarf: &Dwarf<'_>,
+    header: &gimli::UnitHeader<R<'_>>,
+    mut f: impl FnMut(Range<u64>),
+) -> gimli::Result<()> {
+    let abbreviations = dwarf.abbreviations(header)?;
+    let mut entries = header.entries_raw(&abbreviations, None)?;
+    let Some(abbrev) = entries.read_abbreviation()? else {
+        return Ok(());
+    };
+    let (mut low, mut high, mut ranges) = (None, None, None);
+    let mut addr_base = gimli::DebugAddrBase(0);
+    let mut rnglists_base = gimli::DebugRngListsBase(0);
+    for spec in abbrev.attributes() {
+        let attr = entries.read_attribute(*spec)?;
+        match (attr.name(), attr.value()) {
+            (gimli::DW_AT_low_pc, value) => low = Some(value),
+            (gimli::DW_AT_high_pc, value) => high = Some(value),
+            (gimli::DW_AT_ranges, value) => ranges = Some(value),
+            (
+                gimli::DW_AT_addr_base | gimli::DW_AT_GNU_addr_base,
+                AttributeValue::DebugAddrBase(base),
+            ) => addr_base = base,
+            (
+                gimli::DW_AT_rnglists_base | gimli::DW_AT_GNU_ranges_base,
+                AttributeValue::DebugRngListsBase(base),
+            ) => rnglists_base = base,
+            _ => {}
+        }
+    }
+    let address = |value: Option<AttributeValue<R<'_>>>| match value {
+        Some(AttributeValue::Addr(a)) => Some(a),
+        Some(AttributeValue::DebugAddrIndex(i)) => dwarf
+            .debug_addr
+            .get_address(header.address_size(), addr_base, i)
+            .ok(),
+        _ => None,
+    };
+    let base = address(low).unwrap_or(0);
+    let encoding = header.encoding();
+    let offset = match ranges {
+        Some(AttributeValue::RangeListsRef(raw)) => Some(gimli::RangeListsOffset(raw.0)),
+        Some(AttributeValue::DebugRngListsIndex(i)) => {
+            Some(dwarf.ranges.get_offset(encoding, rnglists_base, i)?)
+        }
+        _ => None,
+    };
+    if let Some(offset) = offset {
+        let mut list = dwarf
+            .ranges
+            .ranges(offset, encoding, base, &dwarf.debug_addr, addr_base)?;
+        while let Some(r) = list.next()? {
+            if r.begin < r.end {
+                f(r.begin..r.end);
+            }
+        }
+    } else if let Some(begin) = address(low) {
+        let end = match high {
+            Some(AttributeValue::Udata(size)) => begin.checked_add(size),
+            other => address(other),
+        };
+        if let Some(end) = end.filter(|end| begin < *end) {
+            f(begin..end);
+        }
+    }
+    Ok(())
 }
 
 /// Inflate what the units of `groups` need from compressed sections:
@@ -1075,6 +1139,39 @@ mod tests {
                 ("outer".to_owned(), "a.rs".to_owned(), 10),
             ]
         );
+    }
+
+    /// `root_ranges` reads a unit's first entry by hand; gimli's own
+    /// `unit_ranges` must agree on every unit of this test binary.
+    #[test]
+    fn root_ranges_agree_with_gimli() {
+        let file = std::fs::File::open("/proc/self/exe").expect("own executable");
+        let map = crate::signals::map_file(&file).expect("mapped");
+        let elf = ElfFile::parse(&map).expect("ELF");
+        let store = Store::new(&elf).expect("DWARF");
+        let dwarf = store.dwarf();
+        let mut units = dwarf.units();
+        let mut compared = 0;
+        while let Ok(Some(header)) = units.next() {
+            let mut ours = Vec::new();
+            root_ranges(&dwarf, &header, |r| ours.push(r)).expect("our read");
+            let unit = dwarf.unit(header).expect("unit");
+            let mut theirs = Vec::new();
+            let mut ranges = unit.unit_ref(&dwarf).unit_ranges().expect("ranges");
+            while let Some(r) = ranges.next().expect("range") {
+                if r.begin < r.end {
+                    theirs.push(r.begin..r.end);
+                }
+            }
+            assert_eq!(
+                ours,
+                theirs,
+                "unit at {:?}",
+                unit.header.debug_info_offset()
+            );
+            compared += 1;
+        }
+        assert!(compared > 100, "{compared} units");
     }
 
     #[test]
