@@ -92,7 +92,8 @@ impl Table {
             stated.sort_unstable();
             stated.dedup();
             let image = &self.images[i];
-            let module = self.modules[i].get_or_init(|| Module::open(image));
+            // The loader lists the main program first.
+            let module = self.modules[i].get_or_init(|| Module::open(image, i == 0));
             let frames = module.resolve(&stated);
             for (address, frames) in stated.into_iter().zip(frames) {
                 out.insert(address.wrapping_add(image.bias), frames);
@@ -127,9 +128,9 @@ struct Module {
 }
 
 impl Module {
-    fn open(image: &Image) -> Module {
+    fn open(image: &Image, is_main: bool) -> Module {
         let running_id = build_id(image);
-        let (file, path) = match open_image(image, &running_id) {
+        let (file, path) = match open_image(image, is_main, &running_id) {
             Some((file, path)) => (Some(file), path),
             None => (None, PathBuf::new()),
         };
@@ -191,15 +192,18 @@ impl Module {
 }
 
 /// The running image's file, mapped, with the path it is known by.
-fn open_image(image: &Image, running_id: &[u8]) -> Option<(Data, PathBuf)> {
+fn open_image(image: &Image, is_main: bool, running_id: &[u8]) -> Option<(Data, PathBuf)> {
     if image.is_vdso {
         return vdso_bytes().map(|bytes| (Data::Owned(bytes), PathBuf::new()));
     }
-    if image.name.is_empty() {
+    if is_main {
         // The main program: the kernel keeps the inode it runs.
         let path = std::fs::read_link("/proc/self/exe").unwrap_or_default();
         let file = File::open("/proc/self/exe").ok()?;
         return Some((Data::Mapped(map_file(&file).ok()?), path));
+    }
+    if image.name.is_empty() {
+        return None;
     }
     let path = PathBuf::from(&image.name);
     let entries = maps_entries(image);
