@@ -662,6 +662,19 @@ pub fn save(body: &[u8], name: &str) -> String {
     path.display().to_string()
 }
 
+/// The CPU time the kernel counted for the calling thread, in nanoseconds
+/// (from `/proc/thread-self/stat`, in clock ticks of 10 ms).
+pub fn this_thread_cpu_ns() -> i64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: i64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<i64>().ok()))
+        .sum();
+    ticks * 10_000_000
+}
+
 /// Burn CPU on a thread named `name` in [`burn_cpu_here`] for `duration`.
 pub fn burn_cpu_on_thread(name: &str, duration: Duration) -> std::thread::JoinHandle<u64> {
     std::thread::Builder::new()

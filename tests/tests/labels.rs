@@ -40,7 +40,10 @@ fn a_cpu_heavy_route_carries_its_route_and_method_on_every_adapter() {
         assert!(
             total > 0,
             "{adapter:?}: the route's work was not sampled: {:#?}",
-            stacks.iter().filter(|s| s.has("burn_cpu_here")).collect::<Vec<_>>()
+            stacks
+                .iter()
+                .filter(|s| s.has("burn_cpu_here"))
+                .collect::<Vec<_>>()
         );
         let labeled = cpu_of(&stacks, |s| {
             burning(s)
