@@ -185,6 +185,7 @@ pub(crate) struct Mark {
 
 impl Mark {
     /// A poll starts now, watched at the process-wide threshold.
+    #[cfg(any(feature = "tracing", tokio_unstable))]
     pub(crate) fn enter_default() -> Self {
         Self::enter(DEFAULT_THRESHOLD_NS.load(Ordering::Relaxed))
     }
