@@ -220,7 +220,10 @@ fn polls(n: u32, wrap: Wrap) -> f64 {
         Wrap::Plain => runtime.block_on(task),
         Wrap::Watched => runtime.block_on(pprof_core::watch_polls(task)),
         Wrap::Labeled => runtime.block_on(pprof_core::labels::scope(
-            [("http.route", "/users/{id}"), ("http.request.method", "GET")],
+            [
+                ("http.route", "/users/{id}"),
+                ("http.request.method", "GET"),
+            ],
             task,
         )),
         Wrap::Request => runtime.block_on(pprof_core::label_request("GET", "/users/{id}", task)),
@@ -346,7 +349,10 @@ fn main() {
         ("plain", Wrap::Plain),
         ("pprof_core::watch_polls", Wrap::Watched),
         ("pprof_core::labels::scope (two labels)", Wrap::Labeled),
-        ("pprof_core::label_request (labels + watching)", Wrap::Request),
+        (
+            "pprof_core::label_request (labels + watching)",
+            Wrap::Request,
+        ),
     ];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); wraps.len()];
     for _ in 0..r {

@@ -609,6 +609,34 @@ mod tests {
     }
 
     #[test]
+    fn a_window_keeps_at_most_its_bound_of_label_sets_and_counts_the_rest() {
+        let mut window = Window {
+            id: 0,
+            start: 0,
+            started: SystemTime::now(),
+            hz: 100,
+            ticks: HashMap::new(),
+            notes: Vec::new(),
+            label_sets: HashSet::new(),
+            duration: Duration::ZERO,
+        };
+        let before = labels::overflows();
+        let thread: Arc<str> = Arc::from("t");
+        for i in 0..(MAX_SETS_PER_PROFILE + 10) {
+            let labels = Labels::new([("request.id", i.to_string())]);
+            window.add((Box::new([100u64]), thread.clone(), labels), 1);
+        }
+        assert_eq!(window.label_sets.len(), MAX_SETS_PER_PROFILE);
+        let overflow = (Box::new([100u64]) as Box<[u64]>, thread, overflow_labels());
+        assert_eq!(window.ticks.get(&overflow), Some(&10));
+        assert_eq!(
+            window.ticks.values().sum::<u64>(),
+            MAX_SETS_PER_PROFILE as u64 + 10
+        );
+        assert!(labels::overflows() >= before + 10);
+    }
+
+    #[test]
     fn a_full_window_counts_new_stacks_under_one_sample() {
         let mut window = Window {
             id: 0,
