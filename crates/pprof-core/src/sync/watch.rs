@@ -408,6 +408,9 @@ mod tests {
             .await
             .expect("task");
         });
+        // The task's end wakes `block_on` before its worker runs the
+        // after-poll hook that records the poll: let the workers finish.
+        drop(runtime);
         let stacks = crate::profiles::contention_stacks(Kind::Block);
         let found = stacks
             .iter()
