@@ -30,8 +30,8 @@ use crate::signals::{MAX_FRAMES, Outcome};
 /// How often the manager empties the handler's buffer.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 /// Bounds of the thread-scan interval.
-const SCAN_MIN: Duration = Duration::from_millis(10);
-const SCAN_MAX: Duration = Duration::from_millis(200);
+const SCAN_MIN: Duration = Duration::from_millis(50);
+const SCAN_MAX: Duration = Duration::from_millis(500);
 /// The buffer holds this long of ticks at full rate (the manager drains
 /// it forty times as often).
 const BUFFER_SPAN: Duration = Duration::from_millis(400);
