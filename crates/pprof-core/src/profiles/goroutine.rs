@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use super::{About, Admission, Ask, Collecting, Profile, Seconds, Working, blocking, tasks};
 use crate::error::Error;
 use crate::format::{self, Label, LeafTrim, Sample, StackProfile, ValueType, vt};
+use crate::labels::Labels;
 use crate::signals::{self, ThreadStack};
 use crate::symbols::symbolizer;
 
@@ -194,6 +195,7 @@ fn labels(t: &ThreadStack) -> Vec<Label> {
     } else if let Some(why) = t.partial {
         labels.push(Label::Str("stack", why.to_owned()));
     }
+    labels.extend(Labels::from_set(t.labels.clone()).to_sample_labels());
     labels.push(Label::Num("thread_id", i64::from(t.tid)));
     labels
 }
@@ -208,7 +210,7 @@ fn grouped(mut profile: StackProfile) -> StackProfile {
         let labels: Vec<Label> = s
             .labels
             .into_iter()
-            .filter(|l| matches!(l, Label::Str(key, _) if *key != "wchan"))
+            .filter(|l| l.is_string() && !matches!(l, Label::Str("wchan", _)))
             .collect();
         let key = (s.pcs, labels);
         match index.get(&key) {
@@ -250,7 +252,10 @@ mod task_dump_tests {
             .expect("runtime");
         runtime.block_on(async {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let task = tokio::spawn(suspended_in_known_async_fn(rx));
+            let task = tokio::spawn(crate::labels::scope(
+                [("job", "dumped")],
+                suspended_in_known_async_fn(rx),
+            ));
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             let ask = Ask::new(&crate::config::Config::default(), 2, Default::default(), 0);
             let profile = GOROUTINE.collect(ask, None).await.expect("dump");
@@ -261,7 +266,10 @@ mod task_dump_tests {
                 .find(|b| b.contains("suspended_in_known_async_fn"))
                 .unwrap_or_else(|| panic!("no task block: {text}"));
             assert!(block.starts_with("task "), "{block}");
-            assert!(block.contains("[suspended]:"), "{block}");
+            assert!(
+                block.contains(r#"[suspended] labels: {"job":"dumped"}:"#),
+                "the task's labels: {block}"
+            );
             let _ = tx.send(());
             task.await.expect("task");
         });

@@ -24,6 +24,7 @@
 pub(crate) mod cpu;
 mod handler;
 mod image;
+pub(crate) mod labels;
 mod threads;
 mod unwind;
 
