@@ -580,7 +580,8 @@ fn resolve_unit<'a>(
     if let Some(program) = unit.line_program.clone() {
         let mut rows = program.rows();
         let mut previous: Option<(u64, u64, u32)> = None;
-        while let Some((_, row)) = rows.next_row()? {
+        // A broken line program ends the rows, not the functions found.
+        while let Ok(Some((_, row))) = rows.next_row() {
             let address = row.address();
             if let Some((start, file, line)) = previous
                 && address > start
