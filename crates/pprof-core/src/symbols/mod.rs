@@ -298,7 +298,7 @@ mod tests {
     }
 
     #[inline(never)]
-    fn known_function() -> u64 {
+    fn named_function() -> u64 {
         caller_pc()
     }
 
@@ -344,14 +344,43 @@ mod tests {
         );
     }
 
+    #[inline(never)]
+    fn known_function() -> u64 {
+        let mut pc = 0;
+        backtrace::trace(|frame| {
+            pc = frame.ip() as usize as u64;
+            false
+        });
+        std::hint::black_box(pc)
+    }
+
     #[test]
     fn own_frames_resolve_with_file_and_line() {
         let pc = known_function();
+        assert_ne!(pc, 0);
+        let frames = symbolizer().resolve_all([pc - 1]);
+        let names: Vec<_> = frames[&(pc - 1)]
+            .iter()
+            .map(|f| f.name.to_string())
+            .collect();
+        assert!(!names.is_empty(), "no frames at {pc:#x}");
+        assert!(
+            frames[&(pc - 1)]
+                .iter()
+                .any(|f| f.file.ends_with(".rs") && f.line > 0),
+            "{:?}",
+            frames[&(pc - 1)]
+        );
+    }
+
+    #[test]
+    fn own_functions_resolve_to_their_full_name_file_and_line() {
+        let pc = named_function();
         let frames = symbolizer().resolve_all([pc]);
         let frames = &frames[&pc];
         assert_eq!(
             frames.first().map(|f| &*f.name),
-            Some("pprof_core::symbols::tests::known_function"),
+            Some("pprof_core::symbols::tests::named_function"),
             "{frames:?}"
         );
         assert!(frames[0].file.ends_with("symbols/mod.rs"), "{frames:?}");
@@ -454,7 +483,7 @@ mod tests {
     /// (and the lock is free) before the held lookup may go on.
     #[test]
     fn a_lookup_in_progress_does_not_block_cached_answers() {
-        let cached = known_function();
+        let cached = named_function();
         assert!(!symbolizer().resolve_all([cached])[&cached].is_empty());
         let (started_tx, started_rx) = mpsc::channel();
         let (go_tx, go_rx) = mpsc::channel::<()>();
