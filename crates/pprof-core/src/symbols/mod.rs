@@ -206,9 +206,6 @@ impl Symbolizer {
             }
         });
         start_janitor();
-        // Hand the lookup's transient memory back now, not after jemalloc's
-        // decay time.
-        crate::jemalloc::release_free_memory();
         out
     }
 
