@@ -26,6 +26,7 @@ use std::ops::Range;
 use gimli::{AttributeValue, DebugInfoOffset, EndianSlice, NativeEndian, Reader, SectionId};
 
 use super::elf::{ElfFile, SectionBytes};
+use super::line;
 
 type R<'a> = EndianSlice<'a, NativeEndian>;
 type Dwarf<'a> = gimli::Dwarf<R<'a>>;
@@ -108,21 +109,22 @@ impl Found {
 /// What DWARF in `file` says about each of `sorted` (stated addresses,
 /// ascending, no duplicates); one `Found` per address, empty where the
 /// debug info has nothing.
-pub(super) fn resolve(file: &ElfFile<'_>, sorted: &[u64], unlisted: &Unlisted) -> Vec<Found> {
+pub(super) fn resolve(file: &ElfFile<'_>, sorted: &[u64], kept: &Kept) -> Vec<Found> {
     let mut out = vec![Found::default(); sorted.len()];
-    let Some(mut store) = Store::new(file) else {
+    let Some(mut store) = Store::new(file, kept) else {
         return out;
     };
     // Errors (bad or truncated DWARF) leave the addresses concerned
     // unresolved; the symbol table still names them.
-    let _ = resolve_into(&mut store, sorted, unlisted, &mut out);
+    let _ = resolve_into(&mut store, sorted, kept, &mut out);
+    store.keep_inflated(kept);
     out
 }
 
 fn resolve_into(
     store: &mut Store<'_>,
     sorted: &[u64],
-    unlisted: &Unlisted,
+    kept: &Kept,
     out: &mut [Found],
 ) -> gimli::Result<()> {
     for id in [
@@ -143,7 +145,7 @@ fn resolve_into(
         units_of(
             &dwarf,
             sorted,
-            unlisted,
+            &kept.unlisted,
             !store.is_sparse(SectionId::DebugInfo),
         )?
     };
@@ -157,16 +159,138 @@ fn resolve_into(
     let mut others = OtherUnits::default();
     for (offset, members) in &groups {
         // One bad unit must not cost the others their answers.
-        let _ = resolve_unit(&dwarf, *offset, members, sorted, out, &mut others);
+        let _ = resolve_unit(&dwarf, *offset, members, sorted, out, &mut others, kept);
     }
     Ok(())
 }
 
-/// Code ranges of the units `.debug_aranges` leaves out (most such units
-/// hold no code: some 1,600 of the bench server's 2,100), found once per
-/// file by reading those units' own ranges, and kept: only the few ranges
-/// there are, not the units.
-pub(super) type Unlisted = std::sync::OnceLock<Vec<(Range<u64>, usize)>>;
+/// What the reader keeps of one file between lookups (with the images'
+/// table, so until 10 s idle): small indexes, never parsed entries, names
+/// or line rows.
+#[derive(Default)]
+pub(super) struct Kept {
+    /// Code ranges of the units `.debug_aranges` leaves out (most such
+    /// units hold no code: some 1,600 of the bench server's 2,100), found
+    /// once by reading those units' own first entries.
+    unlisted: Unlisted,
+    /// For units walked before: each function's ranges and entry offset,
+    /// so a later lookup walks only the functions that hold its addresses.
+    functions: std::sync::Mutex<Functions>,
+    /// Compressed sections as far as earlier lookups inflated them (the
+    /// sparse mappings and their filled ranges), so that a library's debug
+    /// file is not inflated again for each lookup. Taken by one lookup at a
+    /// time; a lookup meanwhile starts afresh.
+    inflated: std::sync::Mutex<Vec<Inflated>>,
+}
+
+/// One compressed section: its sparse mapping, the ranges written, where
+/// inflating can resume.
+type Inflated = (
+    SectionId,
+    memmap2::MmapMut,
+    Vec<Range<usize>>,
+    Vec<Checkpoint>,
+);
+
+type Unlisted = std::sync::OnceLock<Vec<(Range<u64>, usize)>>;
+
+/// Indexes kept per unit (by its offset in `.debug_info`).
+#[derive(Default)]
+struct Functions {
+    by_unit: HashMap<usize, std::sync::Arc<UnitIndex>>,
+    entries: usize,
+}
+
+/// Ranges kept before all are dropped and gathered again: 24 bytes each,
+/// 3 MiB at most (the bench server has ~60,000 functions in all).
+const MAX_KEPT_FUNCTIONS: usize = 1 << 17;
+
+/// What a unit's first lookup learnt: where each function's entry is and
+/// where each line sequence's opcodes start, with the addresses they cover.
+struct UnitIndex {
+    functions: Ranges,
+    sequences: Ranges,
+}
+
+/// `(begin, end, offset)` triples sorted by `begin`, and the longest range.
+struct Ranges {
+    ranges: Vec<(u64, u64, usize)>,
+    longest: u64,
+}
+
+impl Ranges {
+    fn new(mut ranges: Vec<(u64, u64, usize)>) -> Self {
+        ranges.sort_unstable_by_key(|r| r.0);
+        let longest = ranges.iter().map(|r| r.1 - r.0).max().unwrap_or(0);
+        Ranges { ranges, longest }
+    }
+
+    /// The offsets of the ranges holding any of `sorted`, ascending (the
+    /// order a whole walk or run meets them).
+    fn holding(&self, sorted: &[u64]) -> Vec<usize> {
+        let mut starts = Vec::new();
+        for &a in sorted {
+            let mut i = self.ranges.partition_point(|r| r.0 <= a);
+            while i > 0 && self.ranges[i - 1].0.saturating_add(self.longest) > a {
+                i -= 1;
+                let (begin, end, at) = self.ranges[i];
+                if begin <= a && a < end {
+                    starts.push(at);
+                }
+            }
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        starts
+    }
+}
+
+impl Kept {
+    pub(super) fn new() -> Self {
+        Kept::default()
+    }
+
+    fn take_inflated(&self) -> Vec<Inflated> {
+        std::mem::take(
+            &mut *self
+                .inflated
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn put_inflated(&self, inflated: Vec<Inflated>) {
+        let mut kept = self
+            .inflated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.is_empty() {
+            *kept = inflated;
+        }
+    }
+
+    fn index_of(&self, unit: usize) -> Option<std::sync::Arc<UnitIndex>> {
+        let kept = self
+            .functions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.by_unit.get(&unit).cloned()
+    }
+
+    fn keep_index(&self, unit: usize, index: UnitIndex) {
+        let entries = index.functions.ranges.len() + index.sequences.ranges.len();
+        let mut kept = self
+            .functions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.entries + entries > MAX_KEPT_FUNCTIONS {
+            kept.by_unit.clear();
+            kept.entries = 0;
+        }
+        kept.entries += entries;
+        kept.by_unit.insert(unit, std::sync::Arc::new(index));
+    }
+}
 
 /// The compilation units holding `sorted`'s addresses, each with the
 /// indices of its addresses (ascending): from `.debug_aranges`, and for
@@ -492,21 +616,18 @@ struct Open {
     members: Vec<usize>,
 }
 
-fn resolve_unit<'a>(
-    dwarf: &'a Dwarf<'a>,
-    offset: DebugInfoOffset,
-    members: &[usize],
-    sorted: &[u64],
-    out: &mut [Found],
-    others: &mut OtherUnits<'a>,
+/// Walk a unit's entries (or, with `subtree`, one function's entries from
+/// where `entries` starts), noting for each of `addrs` the function and the
+/// inlined calls that hold it; with `functions`, also every function's
+/// ranges and entry offset, to walk only those later.
+fn walk<'a>(
+    unit: UnitRef<'_, 'a>,
+    mut entries: gimli::EntriesRaw<'_, R<'a>>,
+    subtree: bool,
+    addrs: &[u64],
+    local: &mut [Local<'a>],
+    mut functions: Option<&mut Vec<(u64, u64, usize)>>,
 ) -> gimli::Result<()> {
-    let header = dwarf.unit_header(offset)?;
-    let unit = dwarf.unit(header)?;
-    let unit = unit.unit_ref(dwarf);
-    let addrs: Vec<u64> = members.iter().map(|&i| sorted[i]).collect();
-    let mut local: Vec<Local<'a>> = (0..addrs.len()).map(|_| Local::default()).collect();
-
-    let mut entries = unit.entries_raw(None)?;
     let mut open: Vec<Open> = Vec::new();
     // Most entries are types and their members: the loop's common path is
     // kept to plain integer tests, as it also runs in unoptimised builds.
@@ -514,8 +635,15 @@ fn resolve_unit<'a>(
     const INLINED: u16 = gimli::DW_TAG_inlined_subroutine.0;
     // The depth of `open`'s last entry, and whether it holds addresses.
     let (mut top_depth, mut top_has_members) = (isize::MIN, false);
+    let mut first = true;
     while !entries.is_empty() {
         let depth = entries.next_depth();
+        // A function's subtree ends at its next sibling.
+        if subtree && !first && depth <= 0 {
+            break;
+        }
+        first = false;
+        let at = entries.next_offset().0;
         let Some(abbrev) = entries.read_abbreviation()? else {
             continue;
         };
@@ -549,6 +677,9 @@ fn resolve_unit<'a>(
                 let from = addrs.partition_point(|a| *a < begin);
                 let to = addrs.partition_point(|a| *a < end);
                 inside.extend(from..to);
+                if let Some(functions) = functions.as_deref_mut() {
+                    functions.push((begin, end, at));
+                }
             })?;
             inside.sort_unstable();
             inside.dedup();
@@ -587,39 +718,88 @@ fn resolve_unit<'a>(
             });
         }
     }
+    Ok(())
+}
+
+fn resolve_unit<'a>(
+    dwarf: &'a Dwarf<'a>,
+    offset: DebugInfoOffset,
+    members: &[usize],
+    sorted: &[u64],
+    out: &mut [Found],
+    others: &mut OtherUnits<'a>,
+    kept: &Kept,
+) -> gimli::Result<()> {
+    let header = dwarf.unit_header(offset)?;
+    let unit = dwarf.unit(header)?;
+    let unit = unit.unit_ref(dwarf);
+    let addrs: Vec<u64> = members.iter().map(|&i| sorted[i]).collect();
+    let mut local: Vec<Local<'a>> = (0..addrs.len()).map(|_| Local::default()).collect();
+
+    let index = kept.index_of(offset.0);
+    let mut functions = Vec::new();
+    match &index {
+        // Walked before: only the functions that hold the addresses.
+        Some(index) => {
+            for start in index.functions.holding(&addrs) {
+                let entries = unit.entries_raw(Some(gimli::UnitOffset(start)))?;
+                walk(unit, entries, true, &addrs, &mut local, None)?;
+            }
+        }
+        None => walk(
+            unit,
+            unit.entries_raw(None)?,
+            false,
+            &addrs,
+            &mut local,
+            Some(&mut functions),
+        )?,
+    }
 
     let mut files = FileNames::default();
+    let mut sequences = Vec::new();
     if let Some(program) = unit.line_program.clone() {
-        let mut rows = program.rows();
-        // The row in force (its address, file, line) and the first asked
-        // address not below it: rows rise within a sequence, so one cursor
-        // walks the addresses with plain comparisons.
-        let mut current: Option<(u64, u64, Option<std::num::NonZeroU64>)> = None;
-        let mut next = 0;
-        // A broken line program ends the rows, not the functions found.
-        while let Ok(Some((_, row))) = rows.next_row() {
-            let address = row.address();
-            if let Some((start, file, line)) = current
-                && address > start
-            {
-                while next < addrs.len() && addrs[next] < address {
-                    if addrs[next] >= start {
-                        let line = line.map_or(0, |l| u32::try_from(l.get()).unwrap_or(0));
-                        local[next].row.get_or_insert((file, line));
+        let mut rows = Rows::default();
+        match line::Program::new(program.header()) {
+            Some(vm) => match &index {
+                // Run before: only the sequences that hold the addresses.
+                Some(index) => {
+                    for start in index.sequences.holding(&addrs) {
+                        vm.run(start, true, |row| rows.row(row, &addrs, &mut local), |_| {});
                     }
-                    next += 1;
+                }
+                None => vm.run(
+                    0,
+                    false,
+                    |row| rows.row(row, &addrs, &mut local),
+                    |s| sequences.push((s.start, s.end, s.offset)),
+                ),
+            },
+            None => {
+                let mut gimli_rows = program.clone().rows();
+                // A broken line program ends the rows, not the functions found.
+                while let Ok(Some((_, row))) = gimli_rows.next_row() {
+                    let line = row.line().map_or(0, std::num::NonZeroU64::get);
+                    let row = line::Row {
+                        address: row.address(),
+                        file: row.file_index(),
+                        line,
+                        end_sequence: row.end_sequence(),
+                    };
+                    rows.row(row, &addrs, &mut local);
                 }
             }
-            if row.end_sequence() {
-                current = None;
-                continue;
-            }
-            if current.is_none_or(|(start, ..)| address < start) {
-                next = addrs.partition_point(|a| *a < address);
-            }
-            current = Some((address, row.file_index(), row.line()));
         }
-        files.header = Some(rows.header().clone());
+        files.header = Some(program.header().clone());
+    }
+    if index.is_none() {
+        kept.keep_index(
+            offset.0,
+            UnitIndex {
+                functions: Ranges::new(functions),
+                sequences: Ranges::new(sequences),
+            },
+        );
     }
 
     let mut names: HashMap<usize, Option<String>> = HashMap::new();
@@ -640,6 +820,40 @@ fn resolve_unit<'a>(
         }
     }
     Ok(())
+}
+
+/// Matches line rows, as they come, to a unit's sorted addresses: the row
+/// in force (address, file, line) and the first address not below it.
+/// Rows rise within a sequence, so one cursor walks the addresses with
+/// plain comparisons.
+#[derive(Default)]
+struct Rows {
+    current: Option<(u64, u64, u64)>,
+    next: usize,
+}
+
+impl Rows {
+    fn row(&mut self, row: line::Row, addrs: &[u64], local: &mut [Local<'_>]) {
+        if let Some((start, file, line)) = self.current
+            && row.address > start
+        {
+            while self.next < addrs.len() && addrs[self.next] < row.address {
+                if addrs[self.next] >= start {
+                    let line = u32::try_from(line).unwrap_or(0);
+                    local[self.next].row.get_or_insert((file, line));
+                }
+                self.next += 1;
+            }
+        }
+        if row.end_sequence {
+            self.current = None;
+            return;
+        }
+        if self.current.is_none_or(|(start, ..)| row.address < start) {
+            self.next = addrs.partition_point(|a| *a < row.address);
+        }
+        self.current = Some((row.address, row.file, row.line));
+    }
 }
 
 /// The file names of one unit's line program, rendered on demand.
@@ -863,10 +1077,35 @@ struct Sparse<'a> {
     map: memmap2::MmapMut,
     /// The inflated ranges, sorted and disjoint.
     filled: Vec<Range<usize>>,
+    /// Where inflating can resume, ascending, one every
+    /// [`CHECKPOINT_EVERY`] bytes of output so far reached.
+    checkpoints: Vec<Checkpoint>,
+}
+
+/// The last 32 KiB of output, which deflate's back references reach.
+const WINDOW: usize = 32 << 10;
+
+/// How much output lies between two checkpoints: a lookup that needs a
+/// unit far into a section inflates from the checkpoint before it, not
+/// from the section's start. ~43 KiB a checkpoint; libc's debug info
+/// (8 MiB inflated) needs about 16.
+const CHECKPOINT_EVERY: usize = 512 << 10;
+
+/// A point inflating can resume from: the inflater's state, its window,
+/// how far into the stream and into the output it was.
+#[derive(Clone)]
+struct Checkpoint {
+    state: Box<miniz_oxide::inflate::core::DecompressorOxide>,
+    window: Box<[u8]>,
+    consumed: usize,
+    produced: usize,
 }
 
 impl<'a> Store<'a> {
-    fn new(file: &ElfFile<'a>) -> Option<Self> {
+    /// The file's DWARF sections; compressed ones start from what `kept`
+    /// holds of them from earlier lookups.
+    fn new(file: &ElfFile<'a>, kept: &Kept) -> Option<Self> {
+        let mut inflated = kept.take_inflated();
         let mut sections = Vec::new();
         for id in [
             SectionId::DebugAbbrev,
@@ -884,13 +1123,26 @@ impl<'a> Store<'a> {
                 None => continue,
                 Some(SectionBytes::Plain(bytes)) => Slot::Plain(bytes),
                 Some(SectionBytes::Zlib { stream, size }) => {
-                    match memmap2::MmapMut::map_anon(size) {
-                        Ok(map) => Slot::Sparse(Sparse {
+                    let earlier = inflated
+                        .iter()
+                        .position(|(i, map, ..)| *i == id && map.len() == size)
+                        .map(|at| inflated.swap_remove(at));
+                    match earlier {
+                        Some((_, map, filled, checkpoints)) => Slot::Sparse(Sparse {
                             stream,
                             map,
-                            filled: Vec::new(),
+                            filled,
+                            checkpoints,
                         }),
-                        Err(_) => Slot::Unusable,
+                        None => match memmap2::MmapMut::map_anon(size) {
+                            Ok(map) => Slot::Sparse(Sparse {
+                                stream,
+                                map,
+                                filled: Vec::new(),
+                                checkpoints: Vec::new(),
+                            }),
+                            Err(_) => Slot::Unusable,
+                        },
                     }
                 }
             };
@@ -900,6 +1152,19 @@ impl<'a> Store<'a> {
             .iter()
             .any(|(id, _)| *id == SectionId::DebugInfo)
             .then_some(Store { sections })
+    }
+
+    /// Hand what was inflated back to `kept`, for the next lookup.
+    fn keep_inflated(self, kept: &Kept) {
+        let inflated = self
+            .sections
+            .into_iter()
+            .filter_map(|(id, slot)| match slot {
+                Slot::Sparse(sparse) => Some((id, sparse.map, sparse.filled, sparse.checkpoints)),
+                _ => None,
+            })
+            .collect();
+        kept.put_inflated(inflated);
     }
 
     fn slot(&self, id: SectionId) -> Option<&Slot<'a>> {
@@ -1006,9 +1271,14 @@ impl Sparse<'_> {
             .map_or(at, |r| r.end)
     }
 
-    /// Inflate the stream once, copying out the parts of `wanted` not yet
-    /// filled. False when the stream is broken.
+    /// Inflate the stream once, from the checkpoint before the first part
+    /// of `wanted` not yet filled, copying out those parts. False when the
+    /// stream is broken.
     fn fill(&mut self, wanted: &[Range<usize>]) -> bool {
+        use miniz_oxide::inflate::TINFLStatus;
+        use miniz_oxide::inflate::core::inflate_flags::{
+            TINFL_FLAG_HAS_MORE_INPUT, TINFL_FLAG_IGNORE_ADLER32, TINFL_FLAG_PARSE_ZLIB_HEADER,
+        };
         let len = self.map.len();
         let mut todo: Vec<Range<usize>> = Vec::new();
         for r in wanted {
@@ -1022,26 +1292,40 @@ impl Sparse<'_> {
         }
         todo.sort_unstable_by_key(|r| r.start);
         let todo = merge(todo);
-        let last = todo.last().map_or(0, |r| r.end);
-        let mut inflate = flate2::Decompress::new(true);
-        let mut buffer = vec![0u8; 64 << 10];
-        let mut at = 0usize; // output offset of buffer[0]
+        let (first, last) = (todo[0].start, todo.last().map_or(0, |r| r.end));
+        let mut here = match self.checkpoints.iter().rev().find(|c| c.produced <= first) {
+            Some(checkpoint) => checkpoint.clone(),
+            None => Checkpoint {
+                state: Box::default(),
+                window: vec![0; WINDOW].into_boxed_slice(),
+                consumed: 0,
+                produced: 0,
+            },
+        };
+        let flags =
+            TINFL_FLAG_PARSE_ZLIB_HEADER | TINFL_FLAG_HAS_MORE_INPUT | TINFL_FLAG_IGNORE_ADLER32;
         let mut next = 0usize; // first range of `todo` not finished
-        while at < last {
-            let consumed = usize::try_from(inflate.total_in()).unwrap_or(usize::MAX);
-            let Some(input) = self.stream.get(consumed..) else {
+        while here.produced < last {
+            let Some(input) = self.stream.get(here.consumed..) else {
                 return false;
             };
-            let (before_in, before) = (inflate.total_in(), inflate.total_out());
-            let status = inflate.decompress(input, &mut buffer, flate2::FlushDecompress::None);
-            let produced = usize::try_from(inflate.total_out() - before).unwrap_or(0);
-            let progressed = produced > 0 || inflate.total_in() > before_in;
-            let chunk = at..at + produced;
+            let at = here.produced % WINDOW;
+            let (status, read, written) = miniz_oxide::inflate::core::decompress(
+                &mut here.state,
+                input,
+                &mut here.window,
+                at,
+                flags,
+            );
+            // The bytes written are window[at..at + written], wrapping.
+            let chunk = here.produced..here.produced + written;
             while let Some(r) = todo.get(next) {
-                let from = r.start.max(chunk.start);
-                let to = r.end.min(chunk.end);
-                if from < to {
-                    self.map[from..to].copy_from_slice(&buffer[from - at..to - at]);
+                let (mut from, to) = (r.start.max(chunk.start), r.end.min(chunk.end));
+                while from < to {
+                    let w = from % WINDOW;
+                    let n = (to - from).min(WINDOW - w);
+                    self.map[from..from + n].copy_from_slice(&here.window[w..w + n]);
+                    from += n;
                 }
                 if r.end <= chunk.end {
                     next += 1;
@@ -1049,16 +1333,23 @@ impl Sparse<'_> {
                     break;
                 }
             }
-            at += produced;
+            here.consumed += read;
+            here.produced += written;
+            let reached = self.checkpoints.last().map_or(0, |c| c.produced);
+            if here.produced >= reached + CHECKPOINT_EVERY {
+                self.checkpoints.push(here.clone());
+            }
             match status {
-                Ok(flate2::Status::StreamEnd) => break,
-                Ok(_) if !progressed => break,
-                Ok(_) => {}
-                Err(_) => return false,
+                TINFLStatus::Done => break,
+                TINFLStatus::HasMoreOutput | TINFLStatus::NeedsMoreInput
+                    if read > 0 || written > 0 => {}
+                TINFLStatus::HasMoreOutput | TINFLStatus::NeedsMoreInput => break,
+                _ => return false,
             }
         }
+        let reached = here.produced;
         let mut filled = std::mem::take(&mut self.filled);
-        filled.extend(todo.into_iter().map(|r| r.start..r.end.min(at)));
+        filled.extend(todo.into_iter().map(|r| r.start..r.end.min(reached)));
         filled.sort_unstable_by_key(|r| r.start);
         self.filled = merge(filled);
         true
@@ -1169,7 +1460,7 @@ mod tests {
         let file = std::fs::File::open("/proc/self/exe").expect("own executable");
         let map = crate::signals::map_file(&file).expect("mapped");
         let elf = ElfFile::parse(&map).expect("ELF");
-        let store = Store::new(&elf).expect("DWARF");
+        let store = Store::new(&elf, &Kept::new()).expect("DWARF");
         let dwarf = store.dwarf();
         let mut units = dwarf.units();
         let mut compared = 0;
@@ -1196,6 +1487,154 @@ mod tests {
             compared += 1;
         }
         assert!(compared > 100, "{compared} units");
+    }
+
+    /// A lookup in units walked before walks only the functions holding its
+    /// addresses, from the kept index: the answers must be the same as a
+    /// whole walk's.
+    #[test]
+    fn lookups_from_the_function_index_match_whole_walks() {
+        let file = std::fs::File::open("/proc/self/exe").expect("own executable");
+        let map = crate::signals::map_file(&file).expect("mapped");
+        let elf = ElfFile::parse(&map).expect("ELF");
+        let mut all = elf.function_midpoints();
+        all.sort_unstable();
+        all.dedup();
+        // Some two dozen addresses around this test's own code: a few
+        // units, at little CPU.
+        let bias = crate::signals::images().first().map_or(0, |i| i.bias);
+        let here = (lookups_from_the_function_index_match_whole_walks as fn() as usize as u64)
+            .wrapping_sub(bias);
+        let near: Vec<u64> = all
+            .into_iter()
+            .filter(|a| a.abs_diff(here) < 1 << 16)
+            .collect();
+        let sample: Vec<u64> = near.iter().copied().step_by(near.len() / 24 + 1).collect();
+        let whole = resolve(&elf, &sample, &Kept::new());
+        assert!(whole.iter().filter(|f| f.function.is_some()).count() > sample.len() / 2);
+        let kept = Kept::new();
+        let even: Vec<usize> = (0..sample.len()).step_by(2).collect();
+        let odd: Vec<usize> = (1..sample.len()).step_by(2).collect();
+        let first: Vec<u64> = even.iter().map(|&i| sample[i]).collect();
+        let second: Vec<u64> = odd.iter().map(|&i| sample[i]).collect();
+        let first_found = resolve(&elf, &first, &kept);
+        let walked = kept.functions.lock().map(|f| f.by_unit.len()).unwrap_or(0);
+        assert!(walked >= 2, "{walked} units indexed");
+        let second_found = resolve(&elf, &second, &kept);
+        for (&i, found) in even.iter().zip(first_found) {
+            assert_eq!(found, whole[i], "{:#x}", sample[i]);
+        }
+        for (&i, found) in odd.iter().zip(second_found) {
+            assert_eq!(found, whole[i], "{:#x} (from the index)", sample[i]);
+        }
+    }
+
+    /// A compressed section filled in pieces, later pieces resuming from
+    /// checkpoints (and one reaching back before the last of them), holds
+    /// exactly the original bytes where it was filled.
+    #[test]
+    fn sparse_inflation_resumes_from_checkpoints() {
+        use std::io::Write;
+        // 1.5 MiB that differ from block to block: three checkpoints.
+        let block: Vec<u8> = (0u8..=255).collect();
+        let mut original = Vec::with_capacity(3 << 19);
+        for i in 0..(3 << 19) / 256 {
+            original.extend_from_slice(&block[i % 256..]);
+            original.extend_from_slice(&block[..i % 256]);
+        }
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(&original).expect("compress");
+        let stream = zlib.finish().expect("compress");
+        let mut sparse = Sparse {
+            stream: &stream,
+            map: memmap2::MmapMut::map_anon(original.len()).expect("anonymous map"),
+            filled: Vec::new(),
+            checkpoints: Vec::new(),
+        };
+        let pieces = [
+            1_000_000..1_000_100,
+            100..200,
+            1_400_000..1_500_000,
+            700_000..800_000,
+            1_550_000..1_572_864,
+        ];
+        for piece in &pieces {
+            assert!(sparse.fill(std::slice::from_ref(piece)));
+        }
+        assert!(
+            sparse.checkpoints.len() >= 2,
+            "{}",
+            sparse.checkpoints.len()
+        );
+        for piece in pieces {
+            assert_eq!(
+                &sparse.map[piece.clone()],
+                &original[piece.clone()],
+                "{piece:?}"
+            );
+        }
+        // Unfilled bytes stay zero (their pages untouched).
+        assert!(sparse.map[500_000..500_100].iter().all(|b| *b == 0));
+    }
+
+    /// Our line-program runner gives gimli's rows, run whole, and each
+    /// sequence run alone from its noted offset gives that sequence's rows.
+    #[test]
+    fn line_sequences_run_alone_as_gimli_runs_them_whole() {
+        let file = std::fs::File::open("/proc/self/exe").expect("own executable");
+        let map = crate::signals::map_file(&file).expect("mapped");
+        let elf = ElfFile::parse(&map).expect("ELF");
+        let store = Store::new(&elf, &Kept::new()).expect("DWARF");
+        let dwarf = store.dwarf();
+        let mut units = dwarf.units();
+        let (mut programs, mut sequences_seen) = (0, 0);
+        while let Ok(Some(header)) = units.next()
+            && programs < 40
+        {
+            let unit = dwarf.unit(header).expect("unit");
+            let Some(program) = unit.line_program.clone() else {
+                continue;
+            };
+            let mut theirs = Vec::new();
+            let mut rows = program.clone().rows();
+            while let Some((_, row)) = rows.next_row().expect("gimli's rows") {
+                theirs.push(line::Row {
+                    address: row.address(),
+                    file: row.file_index(),
+                    line: row.line().map_or(0, std::num::NonZeroU64::get),
+                    end_sequence: row.end_sequence(),
+                });
+            }
+            let vm = line::Program::new(program.header()).expect("a plain encoding");
+            let (mut ours, mut sequences) = (Vec::new(), Vec::new());
+            vm.run(0, false, |r| ours.push(r), |s| sequences.push(s));
+            assert_eq!(
+                ours,
+                theirs,
+                "unit at {:?}",
+                unit.header.debug_info_offset()
+            );
+            let whole: Vec<&[line::Row]> = ours
+                .split_inclusive(|r| r.end_sequence)
+                .filter(|s| s.len() > 1 && s[0].address < s[s.len() - 1].address)
+                .collect();
+            assert_eq!(whole.len(), sequences.len());
+            for (rows, sequence) in whole.into_iter().zip(&sequences) {
+                let mut alone = Vec::new();
+                vm.run(sequence.offset, true, |r| alone.push(r), |_| {});
+                assert_eq!(alone, rows);
+                assert_eq!(
+                    (sequence.start, sequence.end),
+                    (rows[0].address, rows[rows.len() - 1].address)
+                );
+            }
+            programs += 1;
+            sequences_seen += sequences.len();
+        }
+        assert!(
+            programs > 20 && sequences_seen > 100,
+            "{programs} {sequences_seen}"
+        );
     }
 
     #[test]

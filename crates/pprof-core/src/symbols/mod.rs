@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 mod dwarf;
 mod elf;
+mod line;
 mod maps;
 mod modules;
 mod names;

@@ -124,7 +124,7 @@ struct Module {
     file: Option<Data>,
     debug: Option<Data>,
     /// What the DWARF reader keeps of the file between lookups.
-    unlisted: dwarf::Unlisted,
+    kept: dwarf::Kept,
 }
 
 impl Module {
@@ -142,7 +142,7 @@ impl Module {
         Module {
             file,
             debug,
-            unlisted: dwarf::Unlisted::new(),
+            kept: dwarf::Kept::new(),
         }
     }
 
@@ -157,7 +157,7 @@ impl Module {
             .filter(|d| d.has_dwarf())
             .or(file.as_ref().filter(|f| f.has_dwarf()));
         let found = match with_dwarf {
-            Some(elf) => dwarf::resolve(elf, sorted, &self.unlisted),
+            Some(elf) => dwarf::resolve(elf, sorted, &self.kept),
             None => vec![Found::default(); sorted.len()],
         };
         let mut frames: Vec<Vec<RawFrame>> = found.into_iter().map(Found::into_frames).collect();
