@@ -1453,40 +1453,46 @@ mod tests {
         );
     }
 
-    /// `root_ranges` reads a unit's first entry by hand; gimli's own
-    /// `unit_ranges` must agree on every unit of this test binary.
-    #[test]
-    fn root_ranges_agree_with_gimli() {
+    /// Call `f` with this test binary's DWARF.
+    fn with_own_dwarf(f: impl FnOnce(&Dwarf<'_>)) {
         let file = std::fs::File::open("/proc/self/exe").expect("own executable");
         let map = crate::signals::map_file(&file).expect("mapped");
         let elf = ElfFile::parse(&map).expect("ELF");
         let store = Store::new(&elf, &Kept::new()).expect("DWARF");
-        let dwarf = store.dwarf();
-        let mut units = dwarf.units();
-        let mut compared = 0;
-        // The first few hundred units: enough kinds of them, little CPU.
-        while let Ok(Some(header)) = units.next()
-            && compared < 300
-        {
-            let mut ours = Vec::new();
-            root_ranges(&dwarf, &header, |r| ours.push(r)).expect("our read");
-            let unit = dwarf.unit(header).expect("unit");
-            let mut theirs = Vec::new();
-            let mut ranges = unit.unit_ref(&dwarf).unit_ranges().expect("ranges");
-            while let Some(r) = ranges.next().expect("range") {
-                if r.begin < r.end {
-                    theirs.push(r.begin..r.end);
+        f(&store.dwarf());
+    }
+
+    /// `root_ranges` reads a unit's first entry by hand; gimli's own
+    /// `unit_ranges` must agree on every unit of this test binary.
+    #[test]
+    fn root_ranges_agree_with_gimli() {
+        with_own_dwarf(|dwarf| {
+            let mut units = dwarf.units();
+            let mut compared = 0;
+            // The first few hundred units: enough kinds of them, little CPU.
+            while let Ok(Some(header)) = units.next()
+                && compared < 300
+            {
+                let mut ours = Vec::new();
+                root_ranges(dwarf, &header, |r| ours.push(r)).expect("our read");
+                let unit = dwarf.unit(header).expect("unit");
+                let mut theirs = Vec::new();
+                let mut ranges = unit.unit_ref(dwarf).unit_ranges().expect("ranges");
+                while let Some(r) = ranges.next().expect("range") {
+                    if r.begin < r.end {
+                        theirs.push(r.begin..r.end);
+                    }
                 }
+                assert_eq!(
+                    ours,
+                    theirs,
+                    "unit at {:?}",
+                    unit.header.debug_info_offset()
+                );
+                compared += 1;
             }
-            assert_eq!(
-                ours,
-                theirs,
-                "unit at {:?}",
-                unit.header.debug_info_offset()
-            );
-            compared += 1;
-        }
-        assert!(compared > 100, "{compared} units");
+            assert!(compared > 100, "{compared} units");
+        });
     }
 
     /// A lookup in units walked before walks only the functions holding its
@@ -1581,60 +1587,57 @@ mod tests {
     /// sequence run alone from its noted offset gives that sequence's rows.
     #[test]
     fn line_sequences_run_alone_as_gimli_runs_them_whole() {
-        let file = std::fs::File::open("/proc/self/exe").expect("own executable");
-        let map = crate::signals::map_file(&file).expect("mapped");
-        let elf = ElfFile::parse(&map).expect("ELF");
-        let store = Store::new(&elf, &Kept::new()).expect("DWARF");
-        let dwarf = store.dwarf();
-        let mut units = dwarf.units();
-        let (mut programs, mut sequences_seen) = (0, 0);
-        while let Ok(Some(header)) = units.next()
-            && programs < 40
-        {
-            let unit = dwarf.unit(header).expect("unit");
-            let Some(program) = unit.line_program.clone() else {
-                continue;
-            };
-            let mut theirs = Vec::new();
-            let mut rows = program.clone().rows();
-            while let Some((_, row)) = rows.next_row().expect("gimli's rows") {
-                theirs.push(line::Row {
-                    address: row.address(),
-                    file: row.file_index(),
-                    line: row.line().map_or(0, std::num::NonZeroU64::get),
-                    end_sequence: row.end_sequence(),
-                });
-            }
-            let vm = line::Program::new(program.header()).expect("a plain encoding");
-            let (mut ours, mut sequences) = (Vec::new(), Vec::new());
-            vm.run(0, false, |r| ours.push(r), |s| sequences.push(s));
-            assert_eq!(
-                ours,
-                theirs,
-                "unit at {:?}",
-                unit.header.debug_info_offset()
-            );
-            let whole: Vec<&[line::Row]> = ours
-                .split_inclusive(|r| r.end_sequence)
-                .filter(|s| s.len() > 1 && s[0].address < s[s.len() - 1].address)
-                .collect();
-            assert_eq!(whole.len(), sequences.len());
-            for (rows, sequence) in whole.into_iter().zip(&sequences) {
-                let mut alone = Vec::new();
-                vm.run(sequence.offset, true, |r| alone.push(r), |_| {});
-                assert_eq!(alone, rows);
+        with_own_dwarf(|dwarf| {
+            let mut units = dwarf.units();
+            let (mut programs, mut sequences_seen) = (0, 0);
+            while let Ok(Some(header)) = units.next()
+                && programs < 40
+            {
+                let unit = dwarf.unit(header).expect("unit");
+                let Some(program) = unit.line_program.clone() else {
+                    continue;
+                };
+                let mut theirs = Vec::new();
+                let mut rows = program.clone().rows();
+                while let Some((_, row)) = rows.next_row().expect("gimli's rows") {
+                    theirs.push(line::Row {
+                        address: row.address(),
+                        file: row.file_index(),
+                        line: row.line().map_or(0, std::num::NonZeroU64::get),
+                        end_sequence: row.end_sequence(),
+                    });
+                }
+                let vm = line::Program::new(program.header()).expect("a plain encoding");
+                let (mut ours, mut sequences) = (Vec::new(), Vec::new());
+                vm.run(0, false, |r| ours.push(r), |s| sequences.push(s));
                 assert_eq!(
-                    (sequence.start, sequence.end),
-                    (rows[0].address, rows[rows.len() - 1].address)
+                    ours,
+                    theirs,
+                    "unit at {:?}",
+                    unit.header.debug_info_offset()
                 );
+                let whole: Vec<&[line::Row]> = ours
+                    .split_inclusive(|r| r.end_sequence)
+                    .filter(|s| s.len() > 1 && s[0].address < s[s.len() - 1].address)
+                    .collect();
+                assert_eq!(whole.len(), sequences.len());
+                for (rows, sequence) in whole.into_iter().zip(&sequences) {
+                    let mut alone = Vec::new();
+                    vm.run(sequence.offset, true, |r| alone.push(r), |_| {});
+                    assert_eq!(alone, rows);
+                    assert_eq!(
+                        (sequence.start, sequence.end),
+                        (rows[0].address, rows[rows.len() - 1].address)
+                    );
+                }
+                programs += 1;
+                sequences_seen += sequences.len();
             }
-            programs += 1;
-            sequences_seen += sequences.len();
-        }
-        assert!(
-            programs > 20 && sequences_seen > 100,
-            "{programs} {sequences_seen}"
-        );
+            assert!(
+                programs > 20 && sequences_seen > 100,
+                "{programs} {sequences_seen}"
+            );
+        });
     }
 
     #[test]
