@@ -73,13 +73,20 @@ pub(crate) mod watch;
 
 /// Who is waiting on one lock, for charging their delay at unlock.
 ///
-/// Only the contended path touches `book`; the unlock path reads `waiters`.
+/// Only the contended path and unlocks that find something pending touch
+/// `book`; every unlock reads `pending`.
 struct Waiters {
-    /// Mirrors `book.waiters`; read without the book's lock at every unlock.
-    waiters: AtomicU32,
+    /// Mirrors `book.pending()`: waiters registered plus waits settled
+    /// since the last charge. Read without the book's lock at every unlock.
+    pending: AtomicU32,
     book: std::sync::Mutex<Book>,
 }
 
+/// The delay a lock's waiters are owed, kept so that each unlock that finds
+/// some is charged what they waited since the previous charge. Times are
+/// [`now_nanos`]; sums are `u128`, so no number of waiters or uptime
+/// overflows them.
+#[derive(Debug, Default)]
 struct Book {
     /// Threads registered as waiting.
     waiters: u32,
@@ -87,10 +94,17 @@ struct Book {
     new_waiters: u32,
     /// Sum over waiters of the time from which their delay is still owed:
     /// their start, or the last charge if later.
-    owed_since_sum: u64,
+    owed_since_sum: u128,
     /// Time of the last charge, and how many charges there were.
     last_charge: u64,
     generation: u64,
+    /// Waits that ended (the waiter took the lock) before any unlock
+    /// charged them: how many (twice: `settled_new` is what the charge
+    /// counts as contentions), and their delay. The unlock that let them in
+    /// charges them once it has released the lock.
+    settled: u32,
+    settled_new: u32,
+    settled_delay: u128,
 }
 
 /// A waiter's registration: when it started and which charge it saw.
@@ -99,84 +113,116 @@ struct Ticket {
     generation: u64,
 }
 
+impl Book {
+    const fn new() -> Self {
+        Self {
+            waiters: 0,
+            new_waiters: 0,
+            owed_since_sum: 0,
+            last_charge: 0,
+            generation: 0,
+            settled: 0,
+            settled_new: 0,
+            settled_delay: 0,
+        }
+    }
+
+    /// What an unlock must look at: anything non-zero sends it to the book.
+    fn pending(&self) -> u32 {
+        self.waiters.saturating_add(self.settled)
+    }
+
+    /// A thread starts waiting at `now`.
+    fn register(&mut self, now: u64) -> Ticket {
+        self.waiters = self.waiters.saturating_add(1);
+        self.new_waiters = self.new_waiters.saturating_add(1);
+        self.owed_since_sum += u128::from(now);
+        Ticket {
+            start: now,
+            generation: self.generation,
+        }
+    }
+
+    /// The thread of `ticket` got the lock at `now`: what it is still owed
+    /// waits for the next charge.
+    fn deregister(&mut self, ticket: &Ticket, now: u64) {
+        if self.waiters == 0 {
+            return;
+        }
+        self.waiters -= 1;
+        if ticket.generation == self.generation {
+            // No unlock has charged it yet: the one that let it in will.
+            self.new_waiters = self.new_waiters.saturating_sub(1);
+            self.owed_since_sum = self.owed_since_sum.saturating_sub(u128::from(ticket.start));
+            self.settled = self.settled.saturating_add(1);
+            self.settled_new = self.settled_new.saturating_add(1);
+            self.settled_delay += u128::from(now.saturating_sub(ticket.start));
+        } else {
+            // Charged up to the last unlock; the moment between that unlock
+            // and taking the lock is the scheduler's, not a critical
+            // section's, and is not charged to anyone.
+            self.owed_since_sum = self
+                .owed_since_sum
+                .saturating_sub(u128::from(self.last_charge));
+        }
+    }
+
+    /// At an unlock, at `now`: `(new waiters, delay ns)` owed since the
+    /// previous charge, or `None` when nobody waited.
+    fn charge(&mut self, now: u64) -> Option<(u64, u64)> {
+        if self.pending() == 0 {
+            return None;
+        }
+        let owed_until_now = u128::from(self.waiters) * u128::from(now);
+        let delay = owed_until_now.saturating_sub(self.owed_since_sum) + self.settled_delay;
+        let count = u64::from(self.new_waiters) + u64::from(self.settled_new);
+        self.new_waiters = 0;
+        self.settled = 0;
+        self.settled_new = 0;
+        self.settled_delay = 0;
+        self.owed_since_sum = owed_until_now;
+        self.last_charge = now;
+        self.generation += 1;
+        Some((count, u64::try_from(delay).unwrap_or(u64::MAX)))
+    }
+}
+
 impl Waiters {
     const fn new() -> Self {
         Self {
-            waiters: AtomicU32::new(0),
-            book: std::sync::Mutex::new(Book {
-                waiters: 0,
-                new_waiters: 0,
-                owed_since_sum: 0,
-                last_charge: 0,
-                generation: 0,
-            }),
+            pending: AtomicU32::new(0),
+            book: std::sync::Mutex::new(Book::new()),
         }
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
-        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Run `f` on the book, keeping `pending` in step.
+    fn with_book<R>(&self, f: impl FnOnce(&mut Book) -> R) -> R {
+        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = f(&mut book);
+        self.pending.store(book.pending(), Ordering::SeqCst);
+        out
     }
 
     fn register(&self) -> Ticket {
-        let mut book = self.book();
-        let start = now_nanos();
-        book.waiters += 1;
-        book.new_waiters += 1;
-        book.owed_since_sum += start;
-        self.waiters.store(book.waiters, Ordering::SeqCst);
-        Ticket {
-            start,
-            generation: book.generation,
-        }
+        self.with_book(|book| book.register(now_nanos()))
     }
 
     fn deregister(&self, ticket: Ticket) {
-        let mut book = self.book();
-        book.waiters = book.waiters.saturating_sub(1);
-        if ticket.generation == book.generation {
-            // Never charged: it got the lock before any unlock saw it (its
-            // wait stays in the block profile only).
-            book.new_waiters = book.new_waiters.saturating_sub(1);
-            book.owed_since_sum = book.owed_since_sum.saturating_sub(ticket.start);
-        } else {
-            book.owed_since_sum = book.owed_since_sum.saturating_sub(book.last_charge);
-        }
-        self.waiters.store(book.waiters, Ordering::SeqCst);
+        self.with_book(|book| book.deregister(&ticket, now_nanos()));
     }
 
-    /// At unlock: take what the waiters are owed, `(new waiters, delay ns)`.
-    #[inline]
+    /// What the waiters are owed now, `(new waiters, delay ns)`.
     fn take_charge(&self) -> Option<(u64, u64)> {
-        if self.waiters.load(Ordering::SeqCst) == 0 {
+        if self.pending.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        self.take_charge_slow()
+        self.with_book(|book| book.charge(now_nanos()))
     }
 
-    #[cold]
-    fn take_charge_slow(&self) -> Option<(u64, u64)> {
-        let mut book = self.book();
-        if book.waiters == 0 {
-            return None;
-        }
-        let now = now_nanos();
-        let owed_until_now = u64::from(book.waiters).saturating_mul(now);
-        let delay = owed_until_now.saturating_sub(book.owed_since_sum);
-        let count = u64::from(book.new_waiters);
-        book.new_waiters = 0;
-        book.owed_since_sum = owed_until_now;
-        book.last_charge = now;
-        book.generation += 1;
-        Some((count, delay))
-    }
-
-    /// Wait with `wait`, timing it and keeping the books, when a profile is
-    /// on; the wait is returned for the block profile (recorded at unlock,
-    /// once the lock is released, so no stack is taken while holding it).
-    #[cold]
-    #[inline(never)]
     /// Take a lock: `attempt` first (free: nothing recorded), then `block`
     /// if it would have blocked (timed and recorded by [`Waiters::wait`]).
+    /// Inlined: the uncontended path is one `try_lock` and a match.
+    #[inline]
     fn acquire<G>(
         &self,
         attempt: TryLockResult<G>,
@@ -189,6 +235,11 @@ impl Waiters {
         }
     }
 
+    /// Wait with `wait`, timing it and keeping the books, when a profile is
+    /// on; the wait is returned for the block profile (recorded at unlock,
+    /// once the lock is released, so no stack is taken while holding it).
+    #[cold]
+    #[inline(never)]
     fn wait<G>(&self, wait: impl FnOnce() -> G) -> (G, Option<Duration>) {
         let mutex = events::mutex_enabled();
         let block = events::block_enabled();
@@ -206,14 +257,55 @@ impl Waiters {
     }
 }
 
-/// Release a lock: `unlock` releases it; then the caller's stack is charged
-/// with what its waiters waited (mutex) and with its own wait (block).
+/// What a guard's release records besides what the lock's waiters are owed
+/// then: its own wait for the lock (block) and, after a [`Condvar`] wait,
+/// the critical section that ended at the wait (mutex), kept until the lock
+/// is released so that no stack is taken while it is held.
+#[derive(Debug, Clone, Copy, Default)]
+struct Owed {
+    waited: Option<Duration>,
+    charge: Option<(u64, u64)>,
+}
+
+impl Owed {
+    fn waited(waited: Option<Duration>) -> Self {
+        Self {
+            waited,
+            charge: None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waited.is_none() && self.charge.is_none()
+    }
+}
+
+/// Two charges to the same stack, as one.
+fn add_charges(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    match (a, b) {
+        (Some((c1, d1)), Some((c2, d2))) => Some((c1.saturating_add(c2), d1.saturating_add(d2))),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Release a lock: `unlock` releases it; then, outside the critical
+/// section, the caller's stack is charged with what its waiters waited
+/// (mutex) and with its own wait (block). Uncontended, that is the unlock
+/// plus one atomic load and a branch.
 #[inline]
-fn release(waiters: &Waiters, waited: Option<Duration>, unlock: impl FnOnce()) {
-    let charge = waiters.take_charge();
+fn release(waiters: &Waiters, owed: Owed, unlock: impl FnOnce()) {
     unlock();
-    if charge.is_some() || waited.is_some() {
-        events::record_unlock(charge, waited);
+    if waiters.pending.load(Ordering::SeqCst) != 0 || !owed.is_empty() {
+        released_with_something_owed(waiters, owed);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn released_with_something_owed(waiters: &Waiters, owed: Owed) {
+    let charge = add_charges(waiters.take_charge(), owed.charge);
+    if charge.is_some() || owed.waited.is_some() {
+        events::record_unlock(charge, owed.waited);
     }
 }
 
@@ -294,7 +386,7 @@ macro_rules! guard_impls {
             ) -> Self {
                 Self {
                     waiters,
-                    waited,
+                    owed: Owed::waited(waited),
                     inner: Some(inner),
                 }
             }
@@ -326,7 +418,7 @@ macro_rules! guard_impls {
             #[inline]
             fn drop(&mut self) {
                 let inner = &mut self.inner;
-                release(self.waiters, self.waited, || drop(inner.take()));
+                release(self.waiters, self.owed, || drop(inner.take()));
             }
         }
 
@@ -346,12 +438,21 @@ pub struct Mutex<T: ?Sized> {
 }
 
 /// The guard of a [`Mutex`]; the lock is released when it is dropped.
+///
+/// Like std's, it is `Sync` but not `Send`: the thread that locked must
+/// unlock. This does not compile:
+///
+/// ```compile_fail,E0277
+/// fn on_another_thread<T: Send>(_: T) {}
+/// let lock = pprof_core::sync::Mutex::new(0);
+/// on_another_thread(lock.lock().unwrap());
+/// ```
 #[must_use = "if unused the Mutex will immediately unlock"]
 pub struct MutexGuard<'a, T: ?Sized> {
     waiters: &'a Waiters,
-    /// How long this thread waited for the lock, if it did and the block
-    /// profile is on.
-    waited: Option<Duration>,
+    /// What its release records: how long this thread waited for the lock
+    /// (if it did and the block profile is on), and a Condvar wait's charge.
+    owed: Owed,
     /// Always `Some` until drop.
     inner: Option<std::sync::MutexGuard<'a, T>>,
 }
@@ -404,10 +505,12 @@ impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
 /// A wait is a blocking event: its whole duration (the wait for a
 /// notification and the re-lock) goes to the block profile, on the stack
 /// where the returned guard is released, as Go records `sync.Cond.Wait`.
-/// Releasing the mutex to wait ends a critical section: threads waiting for
-/// the mutex are charged to it in the mutex profile, with the stack taken
-/// before the wait (while the lock is still held, and only when someone
-/// waits for it).
+/// Releasing the mutex to wait ends a critical section: what threads
+/// waiting for the mutex were owed then is charged to it in the mutex
+/// profile. Nothing is recorded while the mutex is held: both are recorded
+/// when the returned guard is released, on that stack (a guard that waited
+/// for the lock and then on the condition variable records the two waits
+/// as one blocking event).
 #[derive(Debug, Default)]
 pub struct Condvar {
     inner: std::sync::Condvar,
@@ -417,12 +520,12 @@ pub struct Condvar {
 /// over releasing the lock).
 fn into_parts<T: ?Sized>(
     mut guard: MutexGuard<'_, T>,
-) -> (&Waiters, Option<Duration>, std::sync::MutexGuard<'_, T>) {
-    let (waiters, waited) = (guard.waiters, guard.waited);
+) -> (&Waiters, Owed, std::sync::MutexGuard<'_, T>) {
+    let (waiters, owed) = (guard.waiters, guard.owed);
     let inner = guard.inner.take();
     std::mem::forget(guard);
     match inner {
-        Some(inner) => (waiters, waited, inner),
+        Some(inner) => (waiters, owed, inner),
         None => unreachable!("a MutexGuard is only emptied by drop"),
     }
 }
@@ -487,17 +590,40 @@ impl Condvar {
         self.inner.notify_all();
     }
 
-    /// Record the critical section ending at the wait (and the guard's own
-    /// earlier wait for the lock), run `wait` on the std guard and time it.
+    /// Take what the critical section ending at the wait owes its
+    /// waiters (a few arithmetic steps under the lock's book; no stack is
+    /// taken while the user's mutex is held), and start timing the wait.
     fn start_waiting<'a, T>(
         guard: MutexGuard<'a, T>,
-    ) -> (&'a Waiters, std::sync::MutexGuard<'a, T>, Option<Instant>) {
-        let (waiters, waited, inner) = into_parts(guard);
-        let charge = waiters.take_charge();
-        if charge.is_some() || waited.is_some() {
-            events::record_unlock(charge, waited);
+    ) -> (
+        &'a Waiters,
+        Owed,
+        std::sync::MutexGuard<'a, T>,
+        Option<Instant>,
+    ) {
+        let (waiters, mut owed, inner) = into_parts(guard);
+        owed.charge = add_charges(owed.charge, waiters.take_charge());
+        let started = events::block_enabled().then(Instant::now);
+        (waiters, owed, inner, started)
+    }
+
+    /// The guard after the wait: it owes, at its release, the charge taken
+    /// at the wait and the thread's waits (for the lock, then on the
+    /// condition variable) as one blocking event.
+    fn after_waiting<'a, T>(
+        waiters: &'a Waiters,
+        mut owed: Owed,
+        started: Option<Instant>,
+        inner: std::sync::MutexGuard<'a, T>,
+    ) -> MutexGuard<'a, T> {
+        if let Some(started) = started {
+            owed.waited = Some(owed.waited.unwrap_or_default() + started.elapsed());
         }
-        (waiters, inner, events::block_enabled().then(Instant::now))
+        MutexGuard {
+            waiters,
+            owed,
+            inner: Some(inner),
+        }
     }
 
     fn waiting<'a, T>(
@@ -505,10 +631,11 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         wait: impl FnOnce(std::sync::MutexGuard<'a, T>) -> LockResult<std::sync::MutexGuard<'a, T>>,
     ) -> LockResult<MutexGuard<'a, T>> {
-        let (waiters, inner, started) = Self::start_waiting(guard);
+        let (waiters, owed, inner, started) = Self::start_waiting(guard);
         let result = wait(inner);
-        let waited = started.map(|s| s.elapsed());
-        map_result(result, |inner| MutexGuard::new(waiters, waited, inner))
+        map_result(result, |inner| {
+            Self::after_waiting(waiters, owed, started, inner)
+        })
     }
 
     fn waiting_timeout<'a, T>(
@@ -518,11 +645,13 @@ impl Condvar {
             std::sync::MutexGuard<'a, T>,
         ) -> LockResult<(std::sync::MutexGuard<'a, T>, WaitTimeoutResult)>,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        let (waiters, inner, started) = Self::start_waiting(guard);
+        let (waiters, owed, inner, started) = Self::start_waiting(guard);
         let result = wait(inner);
-        let waited = started.map(|s| s.elapsed());
         map_result(result, |(inner, timed_out)| {
-            (MutexGuard::new(waiters, waited, inner), timed_out)
+            (
+                Self::after_waiting(waiters, owed, started, inner),
+                timed_out,
+            )
         })
     }
 }
@@ -537,18 +666,34 @@ pub struct RwLock<T: ?Sized> {
 }
 
 /// Shared access to an [`RwLock`]'s value, released on drop.
+///
+/// Not `Send`, like std's:
+///
+/// ```compile_fail,E0277
+/// fn on_another_thread<T: Send>(_: T) {}
+/// let lock = pprof_core::sync::RwLock::new(0);
+/// on_another_thread(lock.read().unwrap());
+/// ```
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
     waiters: &'a Waiters,
-    waited: Option<Duration>,
+    owed: Owed,
     inner: Option<std::sync::RwLockReadGuard<'a, T>>,
 }
 
 /// Exclusive access to an [`RwLock`]'s value, released on drop.
+///
+/// Not `Send`, like std's:
+///
+/// ```compile_fail,E0277
+/// fn on_another_thread<T: Send>(_: T) {}
+/// let lock = pprof_core::sync::RwLock::new(0);
+/// on_another_thread(lock.write().unwrap());
+/// ```
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
     waiters: &'a Waiters,
-    waited: Option<Duration>,
+    owed: Owed,
     inner: Option<std::sync::RwLockWriteGuard<'a, T>>,
 }
 

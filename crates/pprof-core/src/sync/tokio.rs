@@ -26,7 +26,7 @@ pub use ::tokio::sync::TryLockError;
 use ::tokio::sync as tokio_sync;
 
 use super::events;
-use super::{Ticket, Waiters, release};
+use super::{Owed, Ticket, Waiters, release};
 
 /// Deregisters a waiting task when its wait ends or is cancelled.
 struct Registration<'a> {
@@ -71,7 +71,7 @@ pub struct Mutex<T: ?Sized> {
 #[must_use = "if unused the Mutex will immediately unlock"]
 pub struct MutexGuard<'a, T: ?Sized> {
     waiters: &'a Waiters,
-    waited: Option<Duration>,
+    owed: Owed,
     inner: Option<::tokio::sync::MutexGuard<'a, T>>,
 }
 
@@ -118,7 +118,7 @@ impl<T: ?Sized> Mutex<T> {
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
     waiters: &'a Waiters,
-    waited: Option<Duration>,
+    owed: Owed,
     inner: Option<::tokio::sync::RwLockReadGuard<'a, T>>,
 }
 
@@ -126,7 +126,7 @@ pub struct RwLockReadGuard<'a, T: ?Sized> {
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
     waiters: &'a Waiters,
-    waited: Option<Duration>,
+    owed: Owed,
     inner: Option<::tokio::sync::RwLockWriteGuard<'a, T>>,
 }
 
