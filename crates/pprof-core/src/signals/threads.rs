@@ -12,12 +12,16 @@
 //!
 //! Slots live in pools that are never freed, so a handler that runs late
 //! (after its dump gave up on it) still writes into valid memory; it finds
-//! its slot no longer waiting and returns without writing.
+//! its slot no longer waiting and returns without writing. A slot's owner
+//! (the thread id) and its state are one atomic word, changed together: a
+//! handler claims a slot only while it waits for that handler's own
+//! thread, so a late handler never writes into a slot that has since been
+//! given to another thread.
 //! How the handler unwinds is [`unwind`](super::unwind)'s business.
 
 use std::fs;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{gettid, handler, unwind};
@@ -36,21 +40,54 @@ const DONE: u8 = 3;
 const ABANDONED: u8 = 4;
 
 struct Slot {
-    tid: AtomicI32,
-    state: AtomicU8,
+    /// Owner and state together ([`word`]): who may write and whether.
+    word: AtomicU64,
     len: AtomicUsize,
     /// Leaf first: the interrupted pc, then return addresses.
     pcs: [AtomicUsize; MAX_FRAMES],
 }
 
+/// A slot's owner (a thread id) and state as one word.
+const fn word(tid: i32, state: u8) -> u64 {
+    ((tid as u32 as u64) << 8) | state as u64
+}
+
+/// The state part of a slot's word.
+const fn state_of(word: u64) -> u8 {
+    (word & 0xff) as u8
+}
+
 impl Slot {
     fn new() -> Self {
         Self {
-            tid: AtomicI32::new(0),
-            state: AtomicU8::new(FREE),
+            word: AtomicU64::new(word(0, FREE)),
             len: AtomicUsize::new(0),
             pcs: std::array::from_fn(|_| AtomicUsize::new(0)),
         }
+    }
+
+    fn state(&self) -> u8 {
+        state_of(self.word.load(Ordering::Acquire))
+    }
+
+    /// Give the slot to `tid`, waiting for its handler, unless a handler is
+    /// writing into it (then it is left alone).
+    fn assign(&self, tid: i32) -> bool {
+        let current = self.word.load(Ordering::Acquire);
+        if matches!(state_of(current), WAITING | WRITING) {
+            return false;
+        }
+        // No handler writes into a slot that is neither waiting nor being
+        // written, so the length may be reset before it waits again.
+        self.len.store(0, Ordering::Relaxed);
+        self.word
+            .compare_exchange(
+                current,
+                word(tid, WAITING),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 }
 
@@ -206,26 +243,19 @@ type Captured = (i32, Option<Vec<u64>>);
 /// Signal each of `tids` (other threads of this process) and collect what
 /// their handlers recorded: `(tid, stack or None)`, in `tids`' order.
 fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<Captured>, Error> {
-    let mut dumper = DUMPER
-        .lock()
-        .map_err(|_| Error::Profiler("thread dump state poisoned".to_owned()))?;
+    // What the lock guards (the pool and the installed signal) is never
+    // left half-changed, so a panic elsewhere while it was held leaves
+    // nothing to repair.
+    let mut dumper = DUMPER.lock().unwrap_or_else(PoisonError::into_inner);
     install(&mut dumper, signal)?;
     let pool = pool_for(&mut dumper, tids.len());
 
     // Assign a slot per thread, skipping slots a late handler may still be
     // writing into.
     let mut assigned: Vec<(i32, Option<&Slot>)> = Vec::with_capacity(tids.len());
-    let mut free_slots = pool
-        .slots
-        .iter()
-        .filter(|s| s.state.load(Ordering::Acquire) != WRITING);
+    let mut free_slots = pool.slots.iter();
     for &tid in tids {
-        let slot = free_slots.next();
-        if let Some(slot) = slot {
-            slot.len.store(0, Ordering::Relaxed);
-            slot.tid.store(tid, Ordering::Relaxed);
-            slot.state.store(WAITING, Ordering::Release);
-        }
+        let slot = free_slots.by_ref().find(|s| s.assign(tid));
         assigned.push((tid, slot));
     }
     // SAFETY: getpid has no preconditions.
@@ -236,38 +266,54 @@ fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<C
         // (so it cannot kill the thread) and the target is one of our
         // threads (or gone, which tgkill reports).
         let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, *tid, signal) };
-        if sent != 0 {
-            s.state.store(FREE, Ordering::Release);
+        if sent != 0
+            && s.word
+                .compare_exchange(
+                    word(*tid, WAITING),
+                    word(0, FREE),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
             *slot = None;
         }
     }
 
     let deadline = Instant::now() + timeout;
     let pending = |assigned: &[(i32, Option<&Slot>)]| {
-        assigned.iter().any(|(_, s)| {
-            s.is_some_and(|s| matches!(s.state.load(Ordering::Acquire), WAITING | WRITING))
-        })
+        assigned
+            .iter()
+            .any(|(_, s)| s.is_some_and(|s| matches!(s.state(), WAITING | WRITING)))
     };
     while pending(&assigned) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(100));
     }
     Ok(assigned
         .into_iter()
-        .map(|(tid, slot)| (tid, slot.and_then(|s| collect(s, deadline + timeout))))
+        .map(|(tid, slot)| {
+            let stack = slot.and_then(|s| collect(s, tid, deadline + timeout));
+            (tid, stack)
+        })
         .collect())
 }
 
-/// The stack a slot holds, or `None` (and the slot abandoned) if its thread
-/// never answered. A handler caught mid-write gets until `hard_deadline`.
-fn collect(slot: &Slot, hard_deadline: Instant) -> Option<Vec<u64>> {
+/// The stack the slot given to `tid` holds, or `None` (and the slot
+/// abandoned) if its thread never answered. A handler caught mid-write gets
+/// until `hard_deadline`.
+fn collect(slot: &Slot, tid: i32, hard_deadline: Instant) -> Option<Vec<u64>> {
     loop {
-        match slot
-            .state
-            .compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
-        {
+        match slot.word.compare_exchange(
+            word(tid, WAITING),
+            word(tid, ABANDONED),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) => return None,
-            Err(DONE) => break,
-            Err(WRITING) if Instant::now() < hard_deadline => std::thread::yield_now(),
+            Err(w) if w == word(tid, DONE) => break,
+            Err(w) if w == word(tid, WRITING) && Instant::now() < hard_deadline => {
+                std::thread::yield_now();
+            }
             Err(_) => return None,
         }
     }
@@ -283,7 +329,7 @@ fn collect(slot: &Slot, hard_deadline: Instant) -> Option<Vec<u64>> {
         })
         .filter(|pc| *pc != 0) // the outermost frame of a thread ends at address 0
         .collect();
-    slot.state.store(FREE, Ordering::Release);
+    slot.word.store(word(0, FREE), Ordering::Release);
     Some(pcs)
 }
 
@@ -364,11 +410,17 @@ fn record_stack(interrupted: Option<usize>) {
     // for the rest of the process.
     let pool = unsafe { &*pool };
     let tid = gettid();
+    // Owner and state in one compare-and-swap: only a slot waiting for this
+    // very thread is claimed.
     let Some(slot) = pool.slots.iter().find(|s| {
-        s.tid.load(Ordering::Relaxed) == tid
-            && s.state
-                .compare_exchange(WAITING, WRITING, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+        s.word
+            .compare_exchange(
+                word(tid, WAITING),
+                word(tid, WRITING),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }) else {
         return;
     };
@@ -376,7 +428,7 @@ fn record_stack(interrupted: Option<usize>) {
     // `install` ran `unwind::prepare` before any signal was sent.
     let len = unsafe { unwind::from_signal(interrupted, &slot.pcs) };
     slot.len.store(len, Ordering::Release);
-    slot.state.store(DONE, Ordering::Release);
+    slot.word.store(word(tid, DONE), Ordering::Release);
 }
 
 #[cfg(test)]
@@ -471,5 +523,119 @@ mod tests {
         blocker.join().expect("join");
         let again = dump(libc::SIGURG, Duration::from_secs(2)).expect("dump");
         assert!(again.iter().all(|t| t.pcs.is_some()), "{again:?}");
+    }
+
+    #[test]
+    fn a_poisoned_dump_lock_recovers() {
+        let _ = std::thread::spawn(|| {
+            let _held = DUMPER.lock();
+            panic!("poisoning the dump lock on purpose");
+        })
+        .join();
+        assert!(DUMPER.is_poisoned());
+        let stacks = dump(libc::SIGURG, Duration::from_secs(2)).expect("a dump after a panic");
+        assert!(stacks.iter().filter(|t| t.pcs.is_some()).count() >= 2);
+    }
+
+    /// Threads that each sit in a function of their own (told apart by the
+    /// constant they pass around, so the compiler cannot merge them) and
+    /// keep blocking and unblocking the dump signal: a signal sent while it
+    /// is blocked runs its handler late, when the dump that sent it may
+    /// have given up and the next one given the slot to another thread.
+    macro_rules! toggling_threads {
+        ($($name:ident = $n:literal),+) => {$(
+            #[inline(never)]
+            fn $name(stop: &std::sync::atomic::AtomicBool) {
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: a zeroed sigset_t is initialised by
+                    // sigemptyset/sigaddset; pthread_sigmask changes only
+                    // this thread's mask.
+                    unsafe {
+                        let mut set: libc::sigset_t = std::mem::zeroed();
+                        libc::sigemptyset(&mut set);
+                        libc::sigaddset(&mut set, libc::SIGURG);
+                        let how = if round % 2 == 0 { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+                        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+                    }
+                    std::thread::sleep(Duration::from_micros(std::hint::black_box($n) * 150 + round % 7 * 100));
+                    round += 1;
+                }
+                // SAFETY: as above; leave the signal unblocked.
+                unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGURG);
+                    libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                }
+            }
+        )+};
+    }
+    toggling_threads!(
+        toggling_a = 1,
+        toggling_b = 2,
+        toggling_c = 3,
+        toggling_d = 4
+    );
+
+    #[test]
+    fn late_handlers_against_back_to_back_dumps_write_only_their_own_stacks() {
+        type Body = fn(&std::sync::atomic::AtomicBool);
+        let bodies: [(&str, Body); 4] = [
+            ("toggling_a", toggling_a),
+            ("toggling_b", toggling_b),
+            ("toggling_c", toggling_c),
+            ("toggling_d", toggling_d),
+        ];
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let threads: Vec<_> = bodies
+            .iter()
+            .map(|&(name, body)| {
+                let (stop, tx) = (stop.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let _ = tx.send((gettid(), name));
+                    body(&stop);
+                })
+            })
+            .collect();
+        let owners: std::collections::HashMap<i32, &str> =
+            (0..bodies.len()).filter_map(|_| rx.recv().ok()).collect();
+        let tids: Vec<i32> = owners.keys().copied().collect();
+        let (mut answered, mut late) = (0, 0);
+        for _ in 0..300 {
+            // Sent whether or not the signal is blocked, with a timeout
+            // short enough that many answers come after the dump gave up.
+            let captured =
+                capture_threads(&tids, libc::SIGURG, Duration::from_micros(300)).expect("dump");
+            for (tid, pcs) in captured {
+                let Some(pcs) = pcs else {
+                    late += 1;
+                    continue;
+                };
+                answered += 1;
+                let resolved = crate::symbols::symbolizer().resolve_all(pcs.iter().copied());
+                let names: Vec<String> = pcs
+                    .iter()
+                    .filter_map(|pc| resolved.get(pc))
+                    .flat_map(|frames| frames.iter().map(|f| f.name.to_string()))
+                    .collect();
+                let own = owners[&tid];
+                let theirs: Vec<&str> = bodies
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .filter(|name| names.iter().any(|n| n.ends_with(&format!("tests::{name}"))))
+                    .collect();
+                assert!(
+                    theirs.is_empty() || theirs == [own],
+                    "thread {tid} ({own}) got the stack of {theirs:?}: {names:?}"
+                );
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().expect("toggling thread");
+        }
+        assert!(answered > 0 && late > 0, "answered {answered}, late {late}");
     }
 }
