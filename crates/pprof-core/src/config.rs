@@ -134,15 +134,25 @@ impl Config {
         self
     }
 
-    /// The signal that interrupts each thread for the goroutine and
-    /// threadcreate profiles (default `SIGURG`, whose default action is to
-    /// ignore it, so a stray one never kills the process). pprof-core
-    /// installs a handler for it on the first dump and keeps it; if the
-    /// application already handles that signal, dumps fail with a message
-    /// saying so. Threads interrupted in a system call resume it
-    /// (`SA_RESTART`); calls the kernel never restarts (`epoll_wait`,
-    /// `nanosleep`, timed futex waits) return `EINTR` once, as they do under
-    /// the CPU profiler's `SIGPROF`.
+    /// The signal that interrupts a thread to take its stack: for the
+    /// goroutine and threadcreate profiles, and for poll watching (see
+    /// [`watch_polls`](crate::watch_polls); the process has one such
+    /// signal, the one of the last [`Pprof`](crate::Pprof) created).
+    /// Default `SIGURG`, whose default action is to ignore it, so a stray
+    /// one never kills the process. Only signals that do no harm once
+    /// handled and that applications rarely use are accepted: `SIGURG`,
+    /// `SIGUSR1`, `SIGUSR2` and the real-time signals (`libc::SIGRTMIN()`
+    /// to `libc::SIGRTMAX()`); any other (`SIGTERM`, `SIGINT`, `SIGHUP`,
+    /// `SIGPIPE`, `SIGCHLD`, `SIGPROF`, …) makes dumps answer 500 saying so.
+    ///
+    /// pprof-core installs its handler on the first dump and keeps it. If
+    /// the application handles that signal itself, dumps fail with a
+    /// message saying so; the current handler is read again before each
+    /// dump, so an application that installs its own later gets that
+    /// message too, never a stream of signals. Threads interrupted in a
+    /// system call resume it (`SA_RESTART`); calls the kernel never
+    /// restarts (`epoll_wait`, `nanosleep`, timed futex waits) return
+    /// `EINTR` once, as they do under the CPU profiler's `SIGPROF`.
     pub fn thread_signal(mut self, signal: i32) -> Self {
         self.thread_signal = signal;
         self

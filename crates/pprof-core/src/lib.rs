@@ -50,6 +50,5 @@ pub use serve::guard::PeerAddr;
 pub use serve::tower::{PprofLayer, PprofService, WatchPollsLayer, WatchPollsService};
 pub use serve::{BoxError, Pprof, ResponseBody};
 pub use sync::watch::{
-    DEFAULT_SLOW_POLL_THRESHOLD, WatchPolls, set_poll_watch_signal, set_slow_poll_threshold,
-    watch_polls,
+    DEFAULT_SLOW_POLL_THRESHOLD, WatchPolls, set_slow_poll_threshold, watch_polls,
 };

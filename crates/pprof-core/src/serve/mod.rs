@@ -56,8 +56,11 @@ pub struct Pprof {
 }
 
 impl Pprof {
-    /// A handler with the given settings.
+    /// A handler with the given settings. Its
+    /// [`thread_signal`](Config::thread_signal) becomes the process's
+    /// (poll watching uses it too).
     pub fn new(config: Config) -> Self {
+        crate::signals::set_thread_signal(config.thread_signal);
         Self {
             config: Arc::new(config),
         }

@@ -44,6 +44,22 @@ pub(super) fn install(signal: i32, action: Action) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether `signal` runs `action` now: the application may have installed
+/// its own handler over ours since we installed it.
+pub(super) fn runs(signal: i32, action: Action) -> Result<bool, Error> {
+    // SAFETY: sigaction with a null new action only reads the current one
+    // into `current`, a zeroed sigaction we own.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signal, std::ptr::null(), &mut current) != 0 {
+            return Err(Error::Profiler(format!(
+                "cannot read the action of signal {signal}"
+            )));
+        }
+        Ok(current.sa_sigaction == action as libc::sighandler_t)
+    }
+}
+
 /// The interrupted instruction's address, from the signal's machine context.
 pub(super) fn interrupted_pc(context: *mut libc::c_void) -> Option<usize> {
     if context.is_null() {

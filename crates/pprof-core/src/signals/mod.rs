@@ -27,6 +27,7 @@ mod unwind;
 
 pub(crate) use threads::{
     ThreadStack, capture as capture_thread, count as thread_count, dump as dump_threads,
+    set_thread_signal, thread_signal,
 };
 pub(crate) use unwind::stack_here;
 

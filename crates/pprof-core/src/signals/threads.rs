@@ -20,7 +20,7 @@
 //! How the handler unwinds is [`unwind`](super::unwind)'s business.
 
 use std::fs;
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -102,12 +102,13 @@ static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
 /// One dump at a time; holds the current pool and the installed signal.
 static DUMPER: Mutex<Dumper> = Mutex::new(Dumper {
     pool: None,
-    installed: None,
+    installed: Vec::new(),
 });
 
 struct Dumper {
     pool: Option<&'static Pool>,
-    installed: Option<i32>,
+    /// Signals our handler was installed for (and never uninstalled from).
+    installed: Vec<i32>,
 }
 
 /// What one thread looked like at the dump.
@@ -365,34 +366,95 @@ fn pool_for(dumper: &mut Dumper, threads: usize) -> &'static Pool {
     }
 }
 
-/// Install the handler for `signal` once. Refuses a signal the application
-/// handles itself; never restores the default action, so a late signal finds
-/// a harmless handler.
+/// Install the handler for `signal` once, and check before every dump that
+/// it is still the one that runs. Refuses a signal that is not
+/// [`usable`], or that the application handles itself; never restores the
+/// default action, so a late signal finds a harmless handler.
 fn install(dumper: &mut Dumper, signal: i32) -> Result<(), Error> {
-    if dumper.installed == Some(signal) {
-        return Ok(());
-    }
-    // Not: signals that cannot be caught, the CPU profiler's, and the ones
-    // the kernel raises for faults (a handler there would hide crashes).
-    const UNUSABLE: [i32; 7] = [
-        libc::SIGKILL,
-        libc::SIGSTOP,
-        libc::SIGPROF,
-        libc::SIGSEGV,
-        libc::SIGBUS,
-        libc::SIGILL,
-        libc::SIGFPE,
-    ];
-    if !(1..=64).contains(&signal) || UNUSABLE.contains(&signal) {
+    usable(signal)?;
+    if dumper.installed.contains(&signal) {
+        // Re-read: an application that installs its own handler after our
+        // first dump must not get a stream of signals meant for us.
+        if handler::runs(signal, on_signal)? {
+            return Ok(());
+        }
         return Err(Error::Profiler(format!(
-            "signal {signal} cannot serve thread dumps; choose another with Config::thread_signal"
+            "{} now runs a handler of the application's, installed after pprof-core's: \
+             thread dumps no longer send it; choose another with Config::thread_signal",
+            signal_name(signal)
         )));
     }
     // Run the unwinder's one-time set-up here, outside any signal handler.
     unwind::prepare();
     handler::install(signal, on_signal)?;
-    dumper.installed = Some(signal);
+    dumper.installed.push(signal);
     Ok(())
+}
+
+/// `Ok` for a signal that may interrupt threads for dumps: one whose
+/// default action does no harm once our handler is in place and that
+/// applications rarely use: `SIGURG`, `SIGUSR1`, `SIGUSR2` and the
+/// real-time signals. Not `SIGTERM`, `SIGINT`, `SIGHUP`, `SIGPIPE`,
+/// `SIGCHLD` (applications and shells rely on them), the fault signals (a
+/// handler would hide crashes) or `SIGPROF` (the CPU profiler's).
+pub(crate) fn usable(signal: i32) -> Result<(), Error> {
+    let real_time = (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal);
+    if real_time || [libc::SIGURG, libc::SIGUSR1, libc::SIGUSR2].contains(&signal) {
+        return Ok(());
+    }
+    Err(Error::Profiler(format!(
+        "{} cannot serve thread dumps: Config::thread_signal takes SIGURG (the default), \
+         SIGUSR1, SIGUSR2 or a real-time signal (SIGRTMIN to SIGRTMAX)",
+        signal_name(signal)
+    )))
+}
+
+/// `signal` by name, for messages: `signal 15 (SIGTERM)`.
+fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGURG => "SIGURG",
+        libc::SIGPROF => "SIGPROF",
+        libc::SIGWINCH => "SIGWINCH",
+        s if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&s) => {
+            return format!("signal {s} (SIGRTMIN+{})", s - libc::SIGRTMIN());
+        }
+        _ => return format!("signal {signal}"),
+    };
+    format!("signal {signal} ({name})")
+}
+
+/// The signal thread captures use outside a dump request (the poll
+/// watchdog): the one the last [`Pprof`](crate::Pprof) was configured
+/// with, `SIGURG` until then. One setting, `Config::thread_signal`.
+static THREAD_SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGURG);
+
+/// Make `signal` the process's thread signal (see [`THREAD_SIGNAL`]).
+pub(crate) fn set_thread_signal(signal: i32) {
+    THREAD_SIGNAL.store(signal, Ordering::Relaxed);
+}
+
+/// The process's thread signal (see [`THREAD_SIGNAL`]).
+pub(crate) fn thread_signal() -> i32 {
+    THREAD_SIGNAL.load(Ordering::Relaxed)
 }
 
 /// The signal handler: record this thread's stack into its slot, if a dump
@@ -436,6 +498,13 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    /// Tests that dump every thread run one at a time: a dump's signal
+    /// wakes threads that another test expects asleep.
+    fn one_dump_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     #[inline(never)]
     fn park_here_for_the_test(stop: &mpsc::Receiver<()>) {
         let _ = stop.recv_timeout(Duration::from_secs(30));
@@ -443,17 +512,69 @@ mod tests {
 
     #[test]
     fn signals_that_must_not_be_taken_over_are_refused() {
-        for signal in [0, libc::SIGPROF, libc::SIGSEGV, libc::SIGKILL, 65] {
+        for signal in [
+            0,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGPIPE,
+            libc::SIGCHLD,
+            libc::SIGPROF,
+            libc::SIGSEGV,
+            libc::SIGKILL,
+            65,
+        ] {
             let refused = dump(signal, Duration::from_millis(10));
             assert!(
-                matches!(&refused, Err(Error::Profiler(m)) if m.contains("cannot serve thread dumps")),
+                matches!(&refused, Err(Error::Profiler(m)) if m.contains("cannot serve thread dumps")
+                    && m.contains("SIGUSR1, SIGUSR2 or a real-time signal")),
                 "{signal}: {refused:?}"
             );
         }
+        let refused = dump(libc::SIGTERM, Duration::from_millis(10));
+        assert!(
+            matches!(&refused, Err(Error::Profiler(m)) if m.starts_with("signal 15 (SIGTERM) cannot")),
+            "{refused:?}"
+        );
+        for signal in [
+            libc::SIGURG,
+            libc::SIGUSR1,
+            libc::SIGRTMIN() + 2,
+            libc::SIGRTMAX(),
+        ] {
+            assert!(usable(signal).is_ok(), "{signal}");
+        }
+    }
+
+    extern "C" fn the_applications_own_handler(_: libc::c_int) {}
+
+    #[test]
+    fn a_handler_the_application_installs_later_stops_dumps_with_a_clear_error() {
+        let _one = one_dump_test_at_a_time();
+        let signal = libc::SIGUSR2;
+        let first = dump(signal, Duration::from_secs(2)).expect("our handler installs");
+        assert!(first.iter().filter(|t| t.pcs.is_some()).count() >= 2);
+        // The application takes the signal over afterwards.
+        // SAFETY: a zeroed sigaction with a plain handler, its flags and an
+        // empty mask; the handler does nothing.
+        unsafe {
+            let mut own: libc::sigaction = std::mem::zeroed();
+            let handler: extern "C" fn(libc::c_int) = the_applications_own_handler;
+            own.sa_sigaction = handler as libc::sighandler_t;
+            libc::sigemptyset(&mut own.sa_mask);
+            libc::sigaction(signal, &own, std::ptr::null_mut());
+        }
+        let refused = dump(signal, Duration::from_millis(200));
+        assert!(
+            matches!(&refused, Err(Error::Profiler(m))
+                if m.starts_with("signal 12 (SIGUSR2) now runs a handler of the application's")),
+            "{refused:?}"
+        );
     }
 
     #[test]
     fn every_thread_answers_with_its_stack_and_name() {
+        let _one = one_dump_test_at_a_time();
         let (tx, rx) = mpsc::channel();
         let parked = std::thread::Builder::new()
             .name("parked-test".to_owned())
@@ -483,6 +604,7 @@ mod tests {
 
     #[test]
     fn a_thread_blocking_the_signal_is_listed_without_a_stack_and_the_dump_completes() {
+        let _one = one_dump_test_at_a_time();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let blocker = std::thread::Builder::new()
@@ -527,6 +649,7 @@ mod tests {
 
     #[test]
     fn a_poisoned_dump_lock_recovers() {
+        let _one = one_dump_test_at_a_time();
         let _ = std::thread::spawn(|| {
             let _held = DUMPER.lock();
             panic!("poisoning the dump lock on purpose");
@@ -580,6 +703,7 @@ mod tests {
 
     #[test]
     fn late_handlers_against_back_to_back_dumps_write_only_their_own_stacks() {
+        let _one = one_dump_test_at_a_time();
         type Body = fn(&std::sync::atomic::AtomicBool);
         let bodies: [(&str, Body); 4] = [
             ("toggling_a", toggling_a),

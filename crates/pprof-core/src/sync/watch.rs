@@ -10,7 +10,7 @@
 //! thread (`pprof-pollwatch`, started on the first watched poll) scans the
 //! slots every `threshold / 5` (1 to 50 ms). When it finds a poll
 //! running longer than its threshold, it interrupts that worker with a
-//! signal (the thread dump's, see `signals`) and keeps the stack the worker
+//! signal (the thread dump's, [`Config::thread_signal`](crate::Config::thread_signal)) and keeps the stack the worker
 //! records in its handler. When the poll ends, the worker adds one blocking
 //! event to the block profile: that stack, and the poll's whole duration
 //! (subject to [`set_block_profile_rate`](super::set_block_profile_rate)),
@@ -34,10 +34,6 @@ pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(10);
 
 static DEFAULT_THRESHOLD_NS: AtomicU64 = AtomicU64::new(10_000_000);
 
-/// The signal that interrupts a worker caught in a long poll (default
-/// `SIGURG`, as the goroutine profile's thread dump).
-static SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGURG);
-
 /// How long the watchdog waits for a signalled worker to record its stack.
 const CAPTURE_TIMEOUT: Duration = Duration::from_millis(50);
 
@@ -46,13 +42,6 @@ const CAPTURE_TIMEOUT: Duration = Duration::from_millis(50);
 pub fn set_slow_poll_threshold(threshold: Duration) -> Duration {
     let nanos = nanos(threshold).max(1);
     Duration::from_nanos(DEFAULT_THRESHOLD_NS.swap(nanos, Ordering::Relaxed))
-}
-
-/// Set the signal the watchdog uses to interrupt a worker (default
-/// `SIGURG`); use the same as [`Config::thread_signal`](crate::Config::thread_signal)
-/// if you changed that.
-pub fn set_poll_watch_signal(signal: i32) {
-    SIGNAL.store(signal, Ordering::Relaxed);
 }
 
 /// One worker thread's poll in progress, shared with the watchdog.
@@ -159,7 +148,7 @@ fn check(slot: &Slot) {
         return;
     }
     let tid = slot.tid.load(Ordering::Relaxed);
-    let signal = SIGNAL.load(Ordering::Relaxed);
+    let signal = crate::signals::thread_signal();
     let Ok(Some(pcs)) = crate::signals::capture_thread(tid, signal, CAPTURE_TIMEOUT) else {
         return;
     };
