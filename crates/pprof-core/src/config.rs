@@ -40,6 +40,8 @@ pub struct Config {
     pub(crate) thread_timeout: Duration,
     pub(crate) task_dump_timeout: Duration,
     pub(crate) max_text_bytes: usize,
+    pub(crate) max_delta_requests: usize,
+    pub(crate) max_symbol_addresses: usize,
     pub(crate) loopback_only: bool,
     pub(crate) bearer_token: Option<Arc<str>>,
     pub(crate) allow: Option<Predicate>,
@@ -57,6 +59,8 @@ impl fmt::Debug for Config {
             .field("max_hz", &self.max_hz)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_text_bytes", &self.max_text_bytes)
+            .field("max_delta_requests", &self.max_delta_requests)
+            .field("max_symbol_addresses", &self.max_symbol_addresses)
             .field("thread_signal", &self.thread_signal)
             .field("thread_timeout", &self.thread_timeout)
             .field("task_dump_timeout", &self.task_dump_timeout)
@@ -86,6 +90,8 @@ impl Default for Config {
             thread_timeout: Duration::from_millis(250),
             task_dump_timeout: Duration::from_secs(1),
             max_text_bytes: 16 * 1024 * 1024,
+            max_delta_requests: 4,
+            max_symbol_addresses: 8192,
             loopback_only: false,
             bearer_token: None,
             allow: None,
@@ -176,10 +182,29 @@ impl Config {
     }
 
     /// The largest text answer (`debug=1`, `debug=2`) the handler sends
-    /// (default 16 MiB). A longer one is answered `400` with a message giving
-    /// both sizes; the protobuf form (`debug=0`) has no such limit.
+    /// (default 16 MiB). Text is written through a writer that stops at
+    /// the limit, so a longer answer is never built: it is answered `400`
+    /// with a message naming the limit. The protobuf form (`debug=0`) has
+    /// no such limit.
     pub fn max_text_bytes(mut self, max: usize) -> Self {
         self.max_text_bytes = max;
+        self
+    }
+
+    /// How many delta profiles (`?seconds=N`) of one profile may be in
+    /// flight at once in the process (default 4; at least 1). Each holds
+    /// its first snapshot while it waits; one more is answered `409`.
+    pub fn max_delta_requests(mut self, max: usize) -> Self {
+        self.max_delta_requests = max.max(1);
+        self
+    }
+
+    /// The most addresses one `/symbol` request may ask for (default 8192;
+    /// `go tool pprof` asks in one request for what a profile lacks). More
+    /// is answered `400`. At most two lookups run at once in the process;
+    /// a third meanwhile gets `409`.
+    pub fn max_symbol_addresses(mut self, max: usize) -> Self {
+        self.max_symbol_addresses = max;
         self
     }
 

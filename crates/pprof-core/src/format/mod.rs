@@ -14,4 +14,4 @@ pub(crate) use frames::is_thread_start;
 pub(crate) use frames::symbolize;
 pub(crate) use profile::{Label, LeafTrim, Sample, StackProfile, ValueType, vt};
 pub(crate) use proto::{gzip_proto, to_proto};
-pub(crate) use text::{cap, contention, counts, heap, thread_dump};
+pub(crate) use text::{BoundedWriter, WriteError, cap, contention, counts, heap, thread_dump};

@@ -2,6 +2,9 @@
 //! the registry (and `cmdline`), with its count and description.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::respond::Reply;
 use crate::Error;
@@ -15,17 +18,57 @@ struct Entry {
     links: &'static [(&'static str, &'static str)],
 }
 
-/// The index page. The counts are read on a blocking thread (the heap's
-/// takes a bare dump, shared by requests within a second of each other).
+/// How long the index's counts are served before they are read again.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// The counts of the last read, and when it was.
+static COUNTS: Mutex<Option<(Instant, Arc<[usize]>)>> = Mutex::new(None);
+
+/// Held by the one request reading the counts again; the others wait for
+/// it (as tasks, not threads) and share what it read.
+static READING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Every profile's count, in [`PROFILES`]' order: read on a blocking thread
+/// (the heap's takes a bare dump) at most once every [`FRESH_FOR`], by one
+/// request while the others wait for its answer.
+async fn counts() -> Result<Arc<[usize]>, Error> {
+    let fresh = || {
+        COUNTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < FRESH_FOR)
+            .map(|(_, counts)| counts.clone())
+    };
+    if let Some(counts) = fresh() {
+        return Ok(counts);
+    }
+    let _reading = READING.lock().await;
+    if let Some(counts) = fresh() {
+        return Ok(counts);
+    }
+    let counts: Arc<[usize]> =
+        blocking(|| Ok(PROFILES.iter().map(|p| p.count()).collect::<Vec<_>>()))
+            .await?
+            .into();
+    READS.fetch_add(1, Ordering::Relaxed);
+    *COUNTS.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), counts.clone()));
+    Ok(counts)
+}
+
+/// How many times the counts were read (tests).
+static READS: AtomicUsize = AtomicUsize::new(0);
+
+/// The index page.
 pub(super) async fn page(prefix: &str) -> Result<Reply, Error> {
-    let counts = blocking(|| Ok(PROFILES.iter().map(|p| p.count()).collect::<Vec<_>>())).await?;
+    let counts = counts().await?;
     let mut entries = vec![Entry {
         name: "cmdline",
         count: 0,
         description: "The command line invocation of the current program",
         links: &[],
     }];
-    entries.extend(PROFILES.iter().zip(counts).map(|(p, count)| Entry {
+    entries.extend(PROFILES.iter().zip(counts.iter()).map(|(p, &count)| Entry {
         name: p.name(),
         count,
         description: p.about().description,
@@ -78,6 +121,22 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_index_requests_reads_the_counts_once() {
+        // After a first read, 64 requests at once within the second: none
+        // reads again (each did, on a blocking thread of its own, before).
+        let _ = page("/debug/pprof").await.expect("index");
+        let before = READS.load(Ordering::Relaxed);
+        let pages: Vec<_> = (0..64)
+            .map(|_| tokio::spawn(async { page("/debug/pprof").await.map(|_| ()) }))
+            .collect();
+        for page in pages {
+            page.await.expect("task").expect("index");
+        }
+        let reads = READS.load(Ordering::Relaxed) - before;
+        assert!(reads <= 1, "{reads} reads for 64 requests");
+    }
 
     #[test]
     fn rows_are_sorted_with_relative_links() {

@@ -13,6 +13,7 @@ use http_body_util::Full;
 
 use crate::{Config, Error};
 
+mod flight;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub(crate) mod guard;
@@ -157,8 +158,7 @@ impl Pprof {
             Route::Index => index::page(&self.config.prefix).await,
             Route::Cmdline => Ok(Reply::Text(symbol::cmdline())),
             Route::Symbol => {
-                let max = self.config.max_body_bytes;
-                symbol::answer(&parts.method, parts.uri.query(), body, max).await
+                symbol::answer(&parts.method, parts.uri.query(), body, &self.config).await
             }
             Route::Profile(asked) if parsed.head_only => profile::head(&asked),
             Route::Profile(asked) => profile::serve(&self.config, asked).await,

@@ -10,6 +10,7 @@ use super::ResponseBody;
 use crate::{Error, format};
 
 /// What a route produced, before headers are decided.
+#[derive(Debug, Clone)]
 pub(super) enum Reply {
     Html(String),
     Text(String),
@@ -108,8 +109,12 @@ impl Error {
             | Self::InvalidHz { .. }
             | Self::BodyTooLarge { .. }
             | Self::TextTooLarge { .. }
-            | Self::BadBody => StatusCode::BAD_REQUEST,
-            Self::CpuProfilerBusy | Self::HeapDumpBusy => StatusCode::CONFLICT,
+            | Self::BadBody
+            | Self::TooManyAddresses { .. } => StatusCode::BAD_REQUEST,
+            Self::CpuProfilerBusy
+            | Self::HeapDumpBusy
+            | Self::DeltaBusy { .. }
+            | Self::SymbolLookupsBusy { .. } => StatusCode::CONFLICT,
             Self::MissingToken => StatusCode::UNAUTHORIZED,
             Self::PeerNotLoopback | Self::PeerUnknown | Self::WrongToken | Self::Denied => {
                 StatusCode::FORBIDDEN
@@ -143,6 +148,27 @@ mod tests {
             let response = error_response(&error);
             assert_eq!(response.status(), status);
             assert_eq!(response.headers()["x-go-pprof"], "1");
+            // What the client reads: one line, whatever the error carried.
+            let body = response.into_body();
+            let text = futures_lite_block_on(http_body_util::BodyExt::collect(body))
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            assert!(
+                text.ends_with('\n') && text.matches('\n').count() == 1,
+                "{error:?}: {text:?}"
+            );
+        }
+    }
+
+    /// Poll a ready future to completion on this thread.
+    fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
         }
     }
 }

@@ -25,6 +25,8 @@ mod handler;
 mod threads;
 mod unwind;
 
+#[cfg(test)]
+pub(crate) use threads::hold_dumps;
 pub(crate) use threads::{
     ThreadStack, capture as capture_thread, count as thread_count, dump as dump_threads,
     set_thread_signal, thread_signal,

@@ -238,6 +238,12 @@ pub(crate) fn capture(tid: i32, signal: i32, timeout: Duration) -> Result<Option
         .and_then(|(_, pcs)| pcs))
 }
 
+/// Hold the dump lock: every dump waits until the guard is dropped (tests).
+#[cfg(test)]
+pub(crate) fn hold_dumps() -> std::sync::MutexGuard<'static, impl Sized> {
+    DUMPER.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A thread id and its stack, if it answered.
 type Captured = (i32, Option<Vec<u64>>);
 
