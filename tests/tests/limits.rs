@@ -133,3 +133,24 @@ fn text_over_the_limit_is_a_400_that_says_so() {
     }
     drop(std::hint::black_box(keep));
 }
+
+#[test]
+fn heap_dumps_survive_a_tmp_cleaner_removing_their_directory() {
+    let _heap = heap_profiler_lock();
+    let addr = Adapter::Axum.start(None);
+    assert_eq!(get(addr, "/debug/pprof/heap").status, 200);
+    // What systemd-tmpfiles or tmpreaper would do to our private directory.
+    let ours = format!("pprof-core-{}-", std::process::id());
+    let mut removed = 0;
+    for entry in std::fs::read_dir(std::env::temp_dir()).expect("temp dir") {
+        let entry = entry.expect("entry");
+        if entry.file_name().to_string_lossy().starts_with(&ours) {
+            std::fs::remove_dir_all(entry.path()).expect("remove");
+            removed += 1;
+        }
+    }
+    assert!(removed >= 1, "no private dump directory to remove");
+    let r = get(addr, "/debug/pprof/heap");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.profile().sample.is_empty());
+}

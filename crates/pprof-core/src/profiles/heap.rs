@@ -190,6 +190,11 @@ fn unsample(objects: u64, bytes: u64, period: u64) -> (i64, i64) {
     if objects == 0 || period == 0 {
         return (0, 0);
     }
+    if bytes == 0 {
+        // No size, no sampling probability to invert (it would scale the
+        // objects to infinity, then i64::MAX, and overflow any sum): as is.
+        return (i64::try_from(objects).unwrap_or(i64::MAX), 0);
+    }
     #[allow(clippy::cast_precision_loss)]
     let (o, b, p) = (objects as f64, bytes as f64, period as f64);
     let scale = 1.0 / (1.0 - (-(b / o) / p).exp());
@@ -310,6 +315,8 @@ MAPPED_LIBRARIES:
         assert_eq!(objects, 3);
         assert_eq!(bytes, 1_658_823);
         assert_eq!(unsample(0, 0, 512 << 10), (0, 0));
+        // Zero bytes: the objects as they are, not i64::MAX.
+        assert_eq!(unsample(3, 0, 512 << 10), (3, 0));
     }
 
     #[test]
