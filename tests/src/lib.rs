@@ -75,6 +75,32 @@ impl Adapter {
 }
 
 fn start_actix(bind: &str, prefix: &str, config: pprof_core::Config) -> SocketAddr {
+    start_actix_on(bind, prefix, config, OnConnect::BeforeListen)
+}
+
+/// Where an actix-web server is given `pprof_actix::on_connect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConnect {
+    /// Before `listen`, as the README says.
+    BeforeListen,
+    /// After `listen`, where actix-web ignores it.
+    AfterListen,
+    /// Not at all.
+    Never,
+}
+
+/// An actix-web server with the pprof scope under `/debug`, next to
+/// `/hello`, given `on_connect` as `how` says.
+pub fn start_actix_with(config: pprof_core::Config, how: OnConnect) -> SocketAddr {
+    start_actix_on("127.0.0.1:0", "/debug/pprof", config, how)
+}
+
+fn start_actix_on(
+    bind: &str,
+    prefix: &str,
+    config: pprof_core::Config,
+    how: OnConnect,
+) -> SocketAddr {
     let mount = prefix
         .strip_suffix("/pprof")
         .unwrap_or_else(|| panic!("actix mounts at {{mount}}/pprof; {prefix} does not end so"))
@@ -85,17 +111,20 @@ fn start_actix(bind: &str, prefix: &str, config: pprof_core::Config) -> SocketAd
         .name("test-actix".into())
         .spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let server = actix_web::HttpServer::new(move || {
+                let mut server = actix_web::HttpServer::new(move || {
                     actix_web::App::new()
                         .route("/hello", actix_web::web::get().to(|| async { "hello\n" }))
                         .service(pprof_actix::scope_with(&mount, config.clone()))
                 })
-                .workers(2)
-                .on_connect(pprof_actix::on_connect)
-                .listen(listener)
-                .expect("listen")
-                .run();
-                let _ = server.await;
+                .workers(2);
+                if how == OnConnect::BeforeListen {
+                    server = server.on_connect(pprof_actix::on_connect);
+                }
+                let mut server = server.listen(listener).expect("listen");
+                if how == OnConnect::AfterListen {
+                    server = server.on_connect(pprof_actix::on_connect);
+                }
+                let _ = server.run().await;
             });
         })
         .expect("spawn actix");

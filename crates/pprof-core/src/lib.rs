@@ -46,6 +46,7 @@ pub use serve::fuzzing;
 
 pub use config::{Config, Switch};
 pub use error::Error;
+pub use serve::client::{ClientSocket, MountNotice};
 pub use serve::guard::PeerAddr;
 pub use serve::tower::{PprofLayer, PprofService, WatchPollsLayer, WatchPollsService};
 pub use serve::{BoxError, Pprof, ResponseBody};

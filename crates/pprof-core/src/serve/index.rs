@@ -59,8 +59,8 @@ async fn counts() -> Result<Arc<[usize]>, Error> {
 /// How many times the counts were read (tests).
 static READS: AtomicUsize = AtomicUsize::new(0);
 
-/// The index page.
-pub(super) async fn page(prefix: &str) -> Result<Reply, Error> {
+/// The index page, with the adapter's `notice` about the mount, if any.
+pub(super) async fn page(prefix: &str, notice: Option<&str>) -> Result<Reply, Error> {
     let counts = counts().await?;
     let mut entries = vec![Entry {
         name: "cmdline",
@@ -74,18 +74,22 @@ pub(super) async fn page(prefix: &str) -> Result<Reply, Error> {
         description: p.about().description,
         links: p.about().index_links,
     }));
-    Ok(Reply::Html(html(prefix, entries)))
+    Ok(Reply::Html(html(prefix, notice, entries)))
 }
 
 /// Rows sorted by name; links are relative so the page works under any mount.
-fn html(prefix: &str, mut entries: Vec<Entry>) -> String {
+fn html(prefix: &str, notice: Option<&str>, mut entries: Vec<Entry>) -> String {
     entries.sort_by_key(|e| e.name);
     let title = escape(&format!("{prefix}/"));
     let mut out = String::new();
     let _ = write!(
         out,
-        "<html>\n<head>\n<title>{title}</title>\n<style>\n.profile-name{{\n\tdisplay:inline-block;\n\twidth:6rem;\n}}\n</style>\n</head>\n<body>\n{title}\n<br>\n<p>Set debug=1 as a query parameter to export in legacy text format</p>\n<br>\nTypes of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></thead>\n"
+        "<html>\n<head>\n<title>{title}</title>\n<style>\n.profile-name{{\n\tdisplay:inline-block;\n\twidth:6rem;\n}}\n</style>\n</head>\n<body>\n{title}\n<br>\n"
     );
+    if let Some(notice) = notice {
+        let _ = writeln!(out, "<p class=notice><b>Note:</b> {}</p>", escape(notice));
+    }
+    out.push_str("<p>Set debug=1 as a query parameter to export in legacy text format</p>\n<br>\nTypes of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></thead>\n");
     for e in &entries {
         let _ = writeln!(
             out,
@@ -126,10 +130,10 @@ mod tests {
     async fn a_burst_of_index_requests_reads_the_counts_once() {
         // After a first read, 64 requests at once within the second: none
         // reads again (each did, on a blocking thread of its own, before).
-        let _ = page("/debug/pprof").await.expect("index");
+        let _ = page("/debug/pprof", None).await.expect("index");
         let before = READS.load(Ordering::Relaxed);
         let pages: Vec<_> = (0..64)
-            .map(|_| tokio::spawn(async { page("/debug/pprof").await.map(|_| ()) }))
+            .map(|_| tokio::spawn(async { page("/debug/pprof", None).await.map(|_| ()) }))
             .collect();
         for page in pages {
             page.await.expect("task").expect("index");
@@ -142,6 +146,7 @@ mod tests {
     fn rows_are_sorted_with_relative_links() {
         let page = html(
             "/debug/pprof",
+            Some("mounted <wrong>"),
             vec![
                 Entry {
                     name: "zeta",
@@ -164,5 +169,6 @@ mod tests {
         assert!(page.contains("<a href='zeta?debug=2'>all of zeta</a>"));
         assert!(page.contains("<td>3</td>"));
         assert!(page.contains("a&lt;b"));
+        assert!(page.contains("<p class=notice><b>Note:</b> mounted &lt;wrong&gt;</p>"));
     }
 }

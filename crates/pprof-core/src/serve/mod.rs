@@ -13,6 +13,7 @@ use http_body_util::Full;
 
 use crate::{Config, Error};
 
+pub(crate) mod client;
 mod flight;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -105,7 +106,7 @@ impl Pprof {
     ///
     /// For servers that keep running a handler after its client hung up
     /// (actix-web does): the adapter supplies a future that completes when
-    /// the connection is closed.
+    /// the connection is closed, such as [`ClientSocket::closed`](crate::ClientSocket::closed).
     pub async fn handle_until<B>(
         &self,
         request: Request<B>,
@@ -155,7 +156,10 @@ impl Pprof {
         )?;
         match parsed.route {
             Route::Redirect { location } => Ok(Reply::Redirect(location)),
-            Route::Index => index::page(&self.config.prefix).await,
+            Route::Index => {
+                let notice = parts.extensions.get::<client::MountNotice>();
+                index::page(&self.config.prefix, notice.map(|n| n.0)).await
+            }
             Route::Cmdline => Ok(Reply::Text(symbol::cmdline())),
             Route::Symbol => {
                 symbol::answer(&parts.method, parts.uri.query(), body, &self.config).await

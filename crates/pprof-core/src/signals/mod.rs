@@ -22,9 +22,11 @@
 //! Every `unsafe` block here carries a `// SAFETY:` note.
 
 mod handler;
+mod socket;
 mod threads;
 mod unwind;
 
+pub(crate) use socket::duplicate as duplicate_fd;
 #[cfg(test)]
 pub(crate) use threads::hold_dumps;
 pub(crate) use threads::{
