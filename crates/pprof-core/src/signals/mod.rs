@@ -27,12 +27,12 @@ mod threads;
 mod unwind;
 
 pub(crate) use socket::duplicate as duplicate_fd;
-#[cfg(test)]
-pub(crate) use threads::hold_dumps;
 pub(crate) use threads::{
     ThreadStack, capture as capture_thread, count as thread_count, dump as dump_threads,
     set_thread_signal, thread_signal,
 };
+#[cfg(test)]
+pub(crate) use threads::{hold_dumps, with_thread_signal_blocked};
 pub(crate) use unwind::stack_here;
 
 /// This thread's kernel id.

@@ -244,6 +244,26 @@ pub(crate) fn hold_dumps() -> std::sync::MutexGuard<'static, impl Sized> {
     DUMPER.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Run `f` with the process's thread signal blocked on this thread (tests).
+#[cfg(test)]
+pub(crate) fn with_thread_signal_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: a zeroed sigset_t is initialised by sigemptyset/sigaddset;
+    // pthread_sigmask changes only this thread's mask, and is undone below.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, thread_signal());
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let out = f();
+    // SAFETY: as above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+    out
+}
+
 /// A thread id and its stack, if it answered.
 type Captured = (i32, Option<Vec<u64>>);
 
