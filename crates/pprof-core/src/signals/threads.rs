@@ -531,6 +531,15 @@ mod tests {
         LOCK.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The function names of a captured stack, leaf first.
+    fn frame_names(pcs: &[u64]) -> Vec<String> {
+        let resolved = crate::symbols::symbolizer().resolve_all(pcs.iter().copied());
+        pcs.iter()
+            .filter_map(|pc| resolved.get(pc))
+            .flat_map(|frames| frames.iter().map(|f| f.name.to_string()))
+            .collect()
+    }
+
     #[inline(never)]
     fn park_here_for_the_test(stop: &mpsc::Receiver<()>) {
         let _ = stop.recv_timeout(Duration::from_secs(30));
@@ -613,13 +622,7 @@ mod tests {
             .find(|t| t.name == "parked-test")
             .expect("the parked thread is listed");
         assert_eq!(thread.state, "sleeping");
-        let pcs = thread.pcs.clone().expect("it answered");
-        let resolved = crate::symbols::symbolizer().resolve_all(pcs.iter().copied());
-        let names: Vec<String> = pcs
-            .iter()
-            .filter_map(|pc| resolved.get(pc))
-            .flat_map(|frames| frames.iter().map(|f| f.name.to_string()))
-            .collect();
+        let names = frame_names(&thread.pcs.clone().expect("it answered"));
         assert!(
             names.iter().any(|n| n.ends_with("park_here_for_the_test")),
             "{names:?}"
@@ -764,12 +767,7 @@ mod tests {
                     continue;
                 };
                 answered += 1;
-                let resolved = crate::symbols::symbolizer().resolve_all(pcs.iter().copied());
-                let names: Vec<String> = pcs
-                    .iter()
-                    .filter_map(|pc| resolved.get(pc))
-                    .flat_map(|frames| frames.iter().map(|f| f.name.to_string()))
-                    .collect();
+                let names = frame_names(&pcs);
                 let own = owners[&tid];
                 let theirs: Vec<&str> = bodies
                     .iter()

@@ -73,12 +73,15 @@ pub(crate) mod watch;
 
 /// Who is waiting on one lock, for charging their delay at unlock.
 ///
-/// Only the contended path and unlocks that find something pending touch
-/// `book`; every unlock reads `pending`.
+/// Only the contended path and unlocks that found something pending touch
+/// `book`; every unlock reads `pending`, before it unlocks.
 struct Waiters {
-    /// Mirrors `book.pending()`: waiters registered plus waits settled
-    /// since the last charge. Read without the book's lock at every unlock.
+    /// Mirrors `book.pending()`: waiters registered plus waits settled and
+    /// not yet charged. Read without the book's lock at every unlock.
     pending: AtomicU32,
+    /// Unlocks that found something pending and have not reached the book
+    /// yet: a waiter that takes the lock meanwhile leaves its wait for them.
+    visiting: AtomicU32,
     book: std::sync::Mutex<Book>,
 }
 
@@ -98,17 +101,17 @@ struct Book {
     /// Time of the last charge, and how many charges there were.
     last_charge: u64,
     generation: u64,
-    /// Waits that ended (the waiter took the lock) before any unlock
-    /// charged them: how many (twice: `settled_new` is what the charge
-    /// counts as contentions), and their delay. The unlock that let them in
-    /// charges them once it has released the lock.
-    settled: u32,
-    settled_new: u32,
-    settled_delay: u128,
+    /// The next waiter's ticket number.
+    next_ticket: u64,
+    /// Waits that ended (the waiter took the lock) before the unlock that
+    /// let them in reached the book, by ticket, with their delay: that
+    /// unlock charges them (the waiter's own unlock leaves its own alone).
+    settled: Vec<(u64, u64)>,
 }
 
-/// A waiter's registration: when it started and which charge it saw.
+/// A waiter's registration: who, when it started and which charge it saw.
 struct Ticket {
+    id: u64,
     start: u64,
     generation: u64,
 }
@@ -121,15 +124,15 @@ impl Book {
             owed_since_sum: 0,
             last_charge: 0,
             generation: 0,
-            settled: 0,
-            settled_new: 0,
-            settled_delay: 0,
+            next_ticket: 0,
+            settled: Vec::new(),
         }
     }
 
     /// What an unlock must look at: anything non-zero sends it to the book.
     fn pending(&self) -> u32 {
-        self.waiters.saturating_add(self.settled)
+        let settled = u32::try_from(self.settled.len()).unwrap_or(u32::MAX);
+        self.waiters.saturating_add(settled)
     }
 
     /// A thread starts waiting at `now`.
@@ -137,26 +140,32 @@ impl Book {
         self.waiters = self.waiters.saturating_add(1);
         self.new_waiters = self.new_waiters.saturating_add(1);
         self.owed_since_sum += u128::from(now);
+        self.next_ticket += 1;
         Ticket {
+            id: self.next_ticket,
             start: now,
             generation: self.generation,
         }
     }
 
-    /// The thread of `ticket` got the lock at `now`: what it is still owed
-    /// waits for the next charge.
-    fn deregister(&mut self, ticket: &Ticket, now: u64) {
+    /// The thread of `ticket` got the lock at `now`. If no unlock has
+    /// charged it yet and one is on its way (`visiting`), its wait is
+    /// settled for that one: `Some(ticket)`, which its own unlock excludes.
+    /// With none on its way, its wait began after the last unlock looked
+    /// (a few instructions) and is dropped.
+    fn deregister(&mut self, ticket: &Ticket, now: u64, visiting: bool) -> Option<u64> {
         if self.waiters == 0 {
-            return;
+            return None;
         }
         self.waiters -= 1;
         if ticket.generation == self.generation {
-            // No unlock has charged it yet: the one that let it in will.
             self.new_waiters = self.new_waiters.saturating_sub(1);
             self.owed_since_sum = self.owed_since_sum.saturating_sub(u128::from(ticket.start));
-            self.settled = self.settled.saturating_add(1);
-            self.settled_new = self.settled_new.saturating_add(1);
-            self.settled_delay += u128::from(now.saturating_sub(ticket.start));
+            if visiting {
+                self.settled
+                    .push((ticket.id, now.saturating_sub(ticket.start)));
+                return Some(ticket.id);
+            }
         } else {
             // Charged up to the last unlock; the moment between that unlock
             // and taking the lock is the scheduler's, not a critical
@@ -165,21 +174,31 @@ impl Book {
                 .owed_since_sum
                 .saturating_sub(u128::from(self.last_charge));
         }
+        None
     }
 
     /// At an unlock, at `now`: `(new waiters, delay ns)` owed since the
-    /// previous charge, or `None` when nobody waited.
-    fn charge(&mut self, now: u64) -> Option<(u64, u64)> {
-        if self.pending() == 0 {
+    /// previous charge, or `None` when nobody waited. The wait settled
+    /// under ticket `own` (the unlocking thread's) is left for the unlock
+    /// that let it in.
+    fn charge(&mut self, now: u64, own: Option<u64>) -> Option<(u64, u64)> {
+        let mut settled_count = 0u64;
+        let mut settled_delay = 0u128;
+        self.settled.retain(|&(ticket, delay)| {
+            if Some(ticket) == own {
+                return true;
+            }
+            settled_count += 1;
+            settled_delay += u128::from(delay);
+            false
+        });
+        if self.waiters == 0 && settled_count == 0 {
             return None;
         }
         let owed_until_now = u128::from(self.waiters) * u128::from(now);
-        let delay = owed_until_now.saturating_sub(self.owed_since_sum) + self.settled_delay;
-        let count = u64::from(self.new_waiters) + u64::from(self.settled_new);
+        let delay = owed_until_now.saturating_sub(self.owed_since_sum) + settled_delay;
+        let count = u64::from(self.new_waiters) + settled_count;
         self.new_waiters = 0;
-        self.settled = 0;
-        self.settled_new = 0;
-        self.settled_delay = 0;
         self.owed_since_sum = owed_until_now;
         self.last_charge = now;
         self.generation += 1;
@@ -191,6 +210,7 @@ impl Waiters {
     const fn new() -> Self {
         Self {
             pending: AtomicU32::new(0),
+            visiting: AtomicU32::new(0),
             book: std::sync::Mutex::new(Book::new()),
         }
     }
@@ -207,16 +227,35 @@ impl Waiters {
         self.with_book(|book| book.register(now_nanos()))
     }
 
-    fn deregister(&self, ticket: Ticket) {
-        self.with_book(|book| book.deregister(&ticket, now_nanos()));
+    /// The waiter got the lock; `Some(ticket)` when its wait was settled
+    /// for the unlock on its way.
+    fn deregister(&self, ticket: &Ticket) -> Option<u64> {
+        self.with_book(|book| {
+            let visiting = self.visiting.load(Ordering::SeqCst) > 0;
+            book.deregister(ticket, now_nanos(), visiting)
+        })
     }
 
-    /// What the waiters are owed now, `(new waiters, delay ns)`.
-    fn take_charge(&self) -> Option<(u64, u64)> {
+    /// Before an unlock: whether it must go to the book afterwards (there
+    /// are waiters, or settled waits); if so it is counted as on its way.
+    #[inline]
+    fn will_visit(&self) -> bool {
         if self.pending.load(Ordering::SeqCst) == 0 {
-            return None;
+            return false;
         }
-        self.with_book(|book| book.charge(now_nanos()))
+        self.visiting.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// After an unlock that [`will_visit`](Self::will_visit): what the
+    /// waiters are owed now, `(new waiters, delay ns)`, except the caller's
+    /// own settled wait (`own`).
+    fn visit(&self, own: Option<u64>) -> Option<(u64, u64)> {
+        self.with_book(|book| {
+            let charge = book.charge(now_nanos(), own);
+            self.visiting.fetch_sub(1, Ordering::SeqCst);
+            charge
+        })
     }
 
     /// Take a lock: `attempt` first (free: nothing recorded), then `block`
@@ -227,10 +266,10 @@ impl Waiters {
         &self,
         attempt: TryLockResult<G>,
         block: impl FnOnce() -> LockResult<G>,
-    ) -> (LockResult<G>, Option<Duration>) {
+    ) -> (LockResult<G>, Owed) {
         match attempt {
-            Ok(guard) => (Ok(guard), None),
-            Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), None),
+            Ok(guard) => (Ok(guard), Owed::default()),
+            Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), Owed::default()),
             Err(TryLockError::WouldBlock) => self.wait(block),
         }
     }
@@ -240,41 +279,39 @@ impl Waiters {
     /// once the lock is released, so no stack is taken while holding it).
     #[cold]
     #[inline(never)]
-    fn wait<G>(&self, wait: impl FnOnce() -> G) -> (G, Option<Duration>) {
+    fn wait<G>(&self, wait: impl FnOnce() -> G) -> (G, Owed) {
         let mutex = events::mutex_enabled();
         let block = events::block_enabled();
         if !mutex && !block {
-            return (wait(), None);
+            return (wait(), Owed::default());
         }
         let started = Instant::now();
         let ticket = mutex.then(|| self.register());
         let guard = wait();
         let waited = started.elapsed();
-        if let Some(ticket) = ticket {
-            self.deregister(ticket);
-        }
-        (guard, block.then_some(waited))
+        let settled = ticket.and_then(|ticket| self.deregister(&ticket));
+        let owed = Owed {
+            waited: block.then_some(waited),
+            charge: None,
+            settled,
+        };
+        (guard, owed)
     }
 }
 
 /// What a guard's release records besides what the lock's waiters are owed
 /// then: its own wait for the lock (block) and, after a [`Condvar`] wait,
 /// the critical section that ended at the wait (mutex), kept until the lock
-/// is released so that no stack is taken while it is held.
+/// is released so that no stack is taken while it is held; and the ticket
+/// under which its own wait was settled for the unlock that let it in.
 #[derive(Debug, Clone, Copy, Default)]
 struct Owed {
     waited: Option<Duration>,
     charge: Option<(u64, u64)>,
+    settled: Option<u64>,
 }
 
 impl Owed {
-    fn waited(waited: Option<Duration>) -> Self {
-        Self {
-            waited,
-            charge: None,
-        }
-    }
-
     fn is_empty(&self) -> bool {
         self.waited.is_none() && self.charge.is_none()
     }
@@ -290,20 +327,26 @@ fn add_charges(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<(u64, u64
 
 /// Release a lock: `unlock` releases it; then, outside the critical
 /// section, the caller's stack is charged with what its waiters waited
-/// (mutex) and with its own wait (block). Uncontended, that is the unlock
-/// plus one atomic load and a branch.
+/// (mutex) and with its own wait (block). Uncontended, that is one atomic
+/// load, the unlock and a branch.
 #[inline]
 fn release(waiters: &Waiters, owed: Owed, unlock: impl FnOnce()) {
+    let visiting = waiters.will_visit();
     unlock();
-    if waiters.pending.load(Ordering::SeqCst) != 0 || !owed.is_empty() {
-        released_with_something_owed(waiters, owed);
+    if visiting || !owed.is_empty() {
+        released_with_something_owed(waiters, visiting, owed);
     }
 }
 
 #[cold]
 #[inline(never)]
-fn released_with_something_owed(waiters: &Waiters, owed: Owed) {
-    let charge = add_charges(waiters.take_charge(), owed.charge);
+fn released_with_something_owed(waiters: &Waiters, visiting: bool, owed: Owed) {
+    let found = if visiting {
+        waiters.visit(owed.settled)
+    } else {
+        None
+    };
+    let charge = add_charges(found, owed.charge);
     if charge.is_some() || owed.waited.is_some() {
         events::record_unlock(charge, owed.waited);
     }
@@ -378,15 +421,11 @@ macro_rules! lock_impls {
 macro_rules! guard_impls {
     ($guard:ident, $($inner:ident)::+ $(, $mutable:ident)?) => {
         impl<'a, T: ?Sized> $guard<'a, T> {
-            /// The guard of a lock taken after waiting `waited` (if timed).
-            fn new(
-                waiters: &'a Waiters,
-                waited: Option<Duration>,
-                inner: $($inner)::+<'a, T>,
-            ) -> Self {
+            /// The guard of a lock, owing `owed` at its release.
+            fn new(waiters: &'a Waiters, owed: Owed, inner: $($inner)::+<'a, T>) -> Self {
                 Self {
                     waiters,
-                    owed: Owed::waited(waited),
+                    owed,
                     inner: Some(inner),
                 }
             }
@@ -461,18 +500,16 @@ impl<T: ?Sized> Mutex<T> {
     /// Acquire the lock, blocking until it is free. A wait is recorded in
     /// the block profile (this stack) and the mutex profile (the holder's).
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        let (result, waited) = self
+        let (result, owed) = self
             .waiters
             .acquire(self.inner.try_lock(), || self.inner.lock());
-        map_result(result, |guard| {
-            MutexGuard::new(&self.waiters, waited, guard)
-        })
+        map_result(result, |guard| MutexGuard::new(&self.waiters, owed, guard))
     }
 
     /// Acquire the lock if it is free now; records nothing.
     pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
         map_try(self.inner.try_lock(), |guard| {
-            MutexGuard::new(&self.waiters, None, guard)
+            MutexGuard::new(&self.waiters, Owed::default(), guard)
         })
     }
 }
@@ -602,7 +639,9 @@ impl Condvar {
         Option<Instant>,
     ) {
         let (waiters, mut owed, inner) = into_parts(guard);
-        owed.charge = add_charges(owed.charge, waiters.take_charge());
+        if waiters.will_visit() {
+            owed.charge = add_charges(owed.charge, waiters.visit(owed.settled));
+        }
         let started = events::block_enabled().then(Instant::now);
         (waiters, owed, inner, started)
     }
@@ -700,35 +739,35 @@ pub struct RwLockWriteGuard<'a, T: ?Sized> {
 impl<T: ?Sized> RwLock<T> {
     /// Shared access, blocking while a writer holds the lock.
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
-        let (result, waited) = self
+        let (result, owed) = self
             .waiters
             .acquire(self.inner.try_read(), || self.inner.read());
         map_result(result, |guard| {
-            RwLockReadGuard::new(&self.waiters, waited, guard)
+            RwLockReadGuard::new(&self.waiters, owed, guard)
         })
     }
 
     /// Exclusive access, blocking while anyone holds the lock.
     pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
-        let (result, waited) = self
+        let (result, owed) = self
             .waiters
             .acquire(self.inner.try_write(), || self.inner.write());
         map_result(result, |guard| {
-            RwLockWriteGuard::new(&self.waiters, waited, guard)
+            RwLockWriteGuard::new(&self.waiters, owed, guard)
         })
     }
 
     /// Shared access if available now; records nothing.
     pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, T>> {
         map_try(self.inner.try_read(), |guard| {
-            RwLockReadGuard::new(&self.waiters, None, guard)
+            RwLockReadGuard::new(&self.waiters, Owed::default(), guard)
         })
     }
 
     /// Exclusive access if available now; records nothing.
     pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, T>> {
         map_try(self.inner.try_write(), |guard| {
-            RwLockWriteGuard::new(&self.waiters, None, guard)
+            RwLockWriteGuard::new(&self.waiters, Owed::default(), guard)
         })
     }
 }

@@ -313,23 +313,36 @@ fn contention_arithmetic_neither_overflows_nor_loses_a_settled_wait() {
     let mut book = Book::new();
     let day: u64 = 86_400 * 1_000_000_000;
     let tickets: Vec<Ticket> = (0..2000).map(|_| book.register(200 * day)).collect();
-    assert_eq!(book.charge(200 * day + 10), Some((2000, 20_000)));
+    assert_eq!(book.charge(200 * day + 10, None), Some((2000, 20_000)));
     // Charged once: the next charge owes only the time since.
-    assert_eq!(book.charge(200 * day + 15), Some((0, 10_000)));
+    assert_eq!(book.charge(200 * day + 15, None), Some((0, 10_000)));
     // Charged waiters that take the lock leave nothing owed.
     for t in &tickets {
-        book.deregister(t, 200 * day + 16);
+        assert_eq!(book.deregister(t, 200 * day + 16, true), None);
     }
     assert_eq!(book.pending(), 0);
-    assert_eq!(book.charge(200 * day + 17), None);
+    assert_eq!(book.charge(200 * day + 17, None), None);
+}
 
-    // A waiter that took the lock before the unlocker got to the book is
-    // still charged to that unlock, as one new contention.
+#[test]
+fn a_wait_that_ends_before_its_unlocker_reaches_the_book_is_charged_to_that_unlocker() {
+    // The waiter takes the lock (its wait 300 ns) while the unlock that let
+    // it in is on its way to the book; then the waiter unlocks first.
     let mut book = Book::new();
-    let t = book.register(1_000);
-    book.deregister(&t, 1_300);
+    let waiter = book.register(1_000);
+    let settled = book.deregister(&waiter, 1_300, true);
+    assert!(settled.is_some());
     assert_eq!(book.pending(), 1);
-    assert_eq!(book.charge(1_310), Some((1, 300)));
+    // The waiter's own unlock leaves its own wait alone...
+    assert_eq!(book.charge(1_305, settled), None);
+    assert_eq!(book.pending(), 1);
+    // ...for the unlock that let it in.
+    assert_eq!(book.charge(1_310, None), Some((1, 300)));
+    assert_eq!(book.pending(), 0);
+    // With no unlock on its way, a wait that began after the last one
+    // looked (a few instructions) is dropped, and nothing lingers.
+    let late = book.register(2_000);
+    assert_eq!(book.deregister(&late, 2_001, false), None);
     assert_eq!(book.pending(), 0);
 }
 

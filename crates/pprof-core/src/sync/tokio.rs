@@ -28,7 +28,7 @@ use ::tokio::sync as tokio_sync;
 use super::events;
 use super::{Owed, Ticket, Waiters, release};
 
-/// Deregisters a waiting task when its wait ends or is cancelled.
+/// Deregisters a waiting task when its wait is cancelled.
 struct Registration<'a> {
     waiters: &'a Waiters,
     ticket: Option<Ticket>,
@@ -37,27 +37,35 @@ struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            self.waiters.deregister(ticket);
+            self.waiters.deregister(&ticket);
         }
     }
 }
 
 impl Waiters {
     /// Await `acquire`, timing it and keeping the books when a profile is on.
-    async fn wait_async<G>(&self, acquire: impl Future<Output = G>) -> (G, Option<Duration>) {
+    async fn wait_async<G>(&self, acquire: impl Future<Output = G>) -> (G, Owed) {
         let mutex = events::mutex_enabled();
         let block = events::block_enabled();
         if !mutex && !block {
-            return (acquire.await, None);
+            return (acquire.await, Owed::default());
         }
         let started = Instant::now();
-        let registration = Registration {
+        let mut registration = Registration {
             waiters: self,
             ticket: mutex.then(|| self.register()),
         };
         let guard = acquire.await;
-        drop(registration);
-        (guard, block.then(|| started.elapsed()))
+        let settled = registration
+            .ticket
+            .take()
+            .and_then(|ticket| self.deregister(&ticket));
+        let owed = Owed {
+            waited: block.then(|| started.elapsed()),
+            charge: None,
+            settled,
+        };
+        (guard, owed)
     }
 }
 
@@ -94,18 +102,18 @@ impl<T: ?Sized> Mutex<T> {
     /// Lock, waiting (asynchronously) while another task holds it; a wait
     /// is recorded. Cancel-safe as tokio's.
     pub async fn lock(&self) -> MutexGuard<'_, T> {
-        let (guard, waited) = match self.inner.try_lock() {
-            Ok(guard) => (guard, None),
+        let (guard, owed) = match self.inner.try_lock() {
+            Ok(guard) => (guard, Owed::default()),
             Err(_) => self.waiters.wait_async(self.inner.lock()).await,
         };
-        MutexGuard::new(&self.waiters, waited, guard)
+        MutexGuard::new(&self.waiters, owed, guard)
     }
 
     /// Lock if free now; records nothing.
     pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, TryLockError> {
         self.inner
             .try_lock()
-            .map(|guard| MutexGuard::new(&self.waiters, None, guard))
+            .map(|guard| MutexGuard::new(&self.waiters, Owed::default(), guard))
     }
 
     /// A mutable reference to the value; no locking needed.
@@ -155,34 +163,34 @@ impl<T> RwLock<T> {
 impl<T: ?Sized> RwLock<T> {
     /// Shared access, waiting while a writer holds or awaits the lock.
     pub async fn read(&self) -> RwLockReadGuard<'_, T> {
-        let (guard, waited) = match self.inner.try_read() {
-            Ok(guard) => (guard, None),
+        let (guard, owed) = match self.inner.try_read() {
+            Ok(guard) => (guard, Owed::default()),
             Err(_) => self.waiters.wait_async(self.inner.read()).await,
         };
-        RwLockReadGuard::new(&self.waiters, waited, guard)
+        RwLockReadGuard::new(&self.waiters, owed, guard)
     }
 
     /// Exclusive access, waiting while anyone holds the lock.
     pub async fn write(&self) -> RwLockWriteGuard<'_, T> {
-        let (guard, waited) = match self.inner.try_write() {
-            Ok(guard) => (guard, None),
+        let (guard, owed) = match self.inner.try_write() {
+            Ok(guard) => (guard, Owed::default()),
             Err(_) => self.waiters.wait_async(self.inner.write()).await,
         };
-        RwLockWriteGuard::new(&self.waiters, waited, guard)
+        RwLockWriteGuard::new(&self.waiters, owed, guard)
     }
 
     /// Shared access if available now; records nothing.
     pub fn try_read(&self) -> Result<RwLockReadGuard<'_, T>, TryLockError> {
         self.inner
             .try_read()
-            .map(|guard| RwLockReadGuard::new(&self.waiters, None, guard))
+            .map(|guard| RwLockReadGuard::new(&self.waiters, Owed::default(), guard))
     }
 
     /// Exclusive access if available now; records nothing.
     pub fn try_write(&self) -> Result<RwLockWriteGuard<'_, T>, TryLockError> {
         self.inner
             .try_write()
-            .map(|guard| RwLockWriteGuard::new(&self.waiters, None, guard))
+            .map(|guard| RwLockWriteGuard::new(&self.waiters, Owed::default(), guard))
     }
 
     /// A mutable reference to the value; no locking needed.
