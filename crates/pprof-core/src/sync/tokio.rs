@@ -19,7 +19,7 @@
 use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use ::tokio::sync::TryLockError;
 
@@ -207,6 +207,7 @@ guard_impls!(RwLockWriteGuard, tokio_sync::RwLockWriteGuard, DerefMut);
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::*;
     use crate::profiles::contention_leaves as leaves;
