@@ -238,11 +238,14 @@ impl Waiters {
 
     /// Before an unlock: whether it must go to the book afterwards (there
     /// are waiters, or settled waits); if so it is counted as on its way.
-    #[inline]
+    #[inline(always)]
     fn will_visit(&self) -> bool {
-        if self.pending.load(Ordering::SeqCst) == 0 {
-            return false;
-        }
+        self.pending.load(Ordering::SeqCst) != 0 && self.start_visit()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn start_visit(&self) -> bool {
         self.visiting.fetch_add(1, Ordering::SeqCst);
         true
     }
@@ -266,10 +269,10 @@ impl Waiters {
         &self,
         attempt: TryLockResult<G>,
         block: impl FnOnce() -> LockResult<G>,
-    ) -> (LockResult<G>, Owed) {
+    ) -> (LockResult<G>, Owing) {
         match attempt {
-            Ok(guard) => (Ok(guard), Owed::default()),
-            Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), Owed::default()),
+            Ok(guard) => (Ok(guard), None),
+            Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), None),
             Err(TryLockError::WouldBlock) => self.wait(block),
         }
     }
@@ -279,11 +282,11 @@ impl Waiters {
     /// once the lock is released, so no stack is taken while holding it).
     #[cold]
     #[inline(never)]
-    fn wait<G>(&self, wait: impl FnOnce() -> G) -> (G, Owed) {
+    fn wait<G>(&self, wait: impl FnOnce() -> G) -> (G, Owing) {
         let mutex = events::mutex_enabled();
         let block = events::block_enabled();
         if !mutex && !block {
-            return (wait(), Owed::default());
+            return (wait(), None);
         }
         let started = Instant::now();
         let ticket = mutex.then(|| self.register());
@@ -295,7 +298,7 @@ impl Waiters {
             charge: None,
             settled,
         };
-        (guard, owed)
+        (guard, owed.owing())
     }
 }
 
@@ -311,9 +314,15 @@ struct Owed {
     settled: Option<u64>,
 }
 
+/// What a guard owes, boxed: `None` (one word) on the uncontended path,
+/// so the guard stays small and its release inlines.
+type Owing = Option<Box<Owed>>;
+
 impl Owed {
-    fn is_empty(&self) -> bool {
-        self.waited.is_none() && self.charge.is_none()
+    /// Boxed, or `None` when there is nothing in it.
+    fn owing(self) -> Owing {
+        let empty = self.waited.is_none() && self.charge.is_none() && self.settled.is_none();
+        (!empty).then(|| Box::new(self))
     }
 }
 
@@ -325,22 +334,42 @@ fn add_charges(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<(u64, u64
     }
 }
 
-/// Release a lock: `unlock` releases it; then, outside the critical
-/// section, the caller's stack is charged with what its waiters waited
-/// (mutex) and with its own wait (block). Uncontended, that is one atomic
-/// load, the unlock and a branch.
-#[inline]
-fn release(waiters: &Waiters, owed: Owed, unlock: impl FnOnce()) {
-    let visiting = waiters.will_visit();
-    unlock();
-    if visiting || !owed.is_empty() {
-        released_with_something_owed(waiters, visiting, owed);
+/// The part of a guard dropped after the lock it holds: what its release
+/// records. The guard's own `Drop` only looks (one atomic load) whether the
+/// release must go to the lock's book, before its inner guard unlocks;
+/// this, the guard's last field, then charges the caller's stack, outside
+/// the critical section, with what its waiters waited (mutex) and its own
+/// wait (block). Uncontended: the load, the unlock, and a branch here.
+struct Release<'a> {
+    waiters: &'a Waiters,
+    owed: Owing,
+    /// Set by the guard's `Drop`: the waiters' book must be visited.
+    visiting: bool,
+}
+
+impl<'a> Release<'a> {
+    fn new(waiters: &'a Waiters, owed: Owing) -> Self {
+        Self {
+            waiters,
+            owed,
+            visiting: false,
+        }
+    }
+}
+
+impl Drop for Release<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.visiting || self.owed.is_some() {
+            released_with_something_owed(self.waiters, self.visiting, self.owed.take());
+        }
     }
 }
 
 #[cold]
 #[inline(never)]
-fn released_with_something_owed(waiters: &Waiters, visiting: bool, owed: Owed) {
+fn released_with_something_owed(waiters: &Waiters, visiting: bool, owed: Owing) {
+    let owed = owed.map_or_else(Owed::default, |owed| *owed);
     let found = if visiting {
         waiters.visit(owed.settled)
     } else {
@@ -417,16 +446,16 @@ macro_rules! lock_impls {
 }
 
 /// `Deref` (and `DerefMut` when named), `Drop` (release, then record) and
-/// `Debug` for a guard whose `inner` guard is `Some` until drop.
+/// `Debug` for a guard whose `inner` guard is `Some` until drop, followed
+/// by its [`Release`].
 macro_rules! guard_impls {
     ($guard:ident, $($inner:ident)::+ $(, $mutable:ident)?) => {
         impl<'a, T: ?Sized> $guard<'a, T> {
             /// The guard of a lock, owing `owed` at its release.
-            fn new(waiters: &'a Waiters, owed: Owed, inner: $($inner)::+<'a, T>) -> Self {
+            fn new(waiters: &'a Waiters, owed: Owing, inner: $($inner)::+<'a, T>) -> Self {
                 Self {
-                    waiters,
-                    owed,
                     inner: Some(inner),
+                    release: Release::new(waiters, owed),
                 }
             }
         }
@@ -454,10 +483,11 @@ macro_rules! guard_impls {
         )?
 
         impl<T: ?Sized> Drop for $guard<'_, T> {
-            #[inline]
+            /// Then `inner` unlocks, then `release` records (fields drop in
+            /// order).
+            #[inline(always)]
             fn drop(&mut self) {
-                let inner = &mut self.inner;
-                release(self.waiters, self.owed, || drop(inner.take()));
+                self.release.visiting = self.release.waiters.will_visit();
             }
         }
 
@@ -488,12 +518,12 @@ pub struct Mutex<T: ?Sized> {
 /// ```
 #[must_use = "if unused the Mutex will immediately unlock"]
 pub struct MutexGuard<'a, T: ?Sized> {
-    waiters: &'a Waiters,
-    /// What its release records: how long this thread waited for the lock
-    /// (if it did and the block profile is on), and a Condvar wait's charge.
-    owed: Owed,
-    /// Always `Some` until drop.
+    /// Always `Some` until drop; dropped first (the unlock).
     inner: Option<std::sync::MutexGuard<'a, T>>,
+    /// What its release records, once the lock is free: how long this
+    /// thread waited for the lock (if it did and the block profile is on),
+    /// and a Condvar wait's charge.
+    release: Release<'a>,
 }
 
 impl<T: ?Sized> Mutex<T> {
@@ -509,7 +539,7 @@ impl<T: ?Sized> Mutex<T> {
     /// Acquire the lock if it is free now; records nothing.
     pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
         map_try(self.inner.try_lock(), |guard| {
-            MutexGuard::new(&self.waiters, Owed::default(), guard)
+            MutexGuard::new(&self.waiters, None, guard)
         })
     }
 }
@@ -558,11 +588,17 @@ pub struct Condvar {
 fn into_parts<T: ?Sized>(
     mut guard: MutexGuard<'_, T>,
 ) -> (&Waiters, Owed, std::sync::MutexGuard<'_, T>) {
-    let (waiters, owed) = (guard.waiters, guard.owed);
+    let (waiters, owed) = (guard.release.waiters, guard.release.owed.take());
     let inner = guard.inner.take();
+    // Nothing is left in it to drop; its release must not run (the lock
+    // stays held, by the returned guard).
     std::mem::forget(guard);
     match inner {
-        Some(inner) => (waiters, owed, inner),
+        Some(inner) => (
+            waiters,
+            owed.map_or_else(Owed::default, |owed| *owed),
+            inner,
+        ),
         None => unreachable!("a MutexGuard is only emptied by drop"),
     }
 }
@@ -658,11 +694,7 @@ impl Condvar {
         if let Some(started) = started {
             owed.waited = Some(owed.waited.unwrap_or_default() + started.elapsed());
         }
-        MutexGuard {
-            waiters,
-            owed,
-            inner: Some(inner),
-        }
+        MutexGuard::new(waiters, owed.owing(), inner)
     }
 
     fn waiting<'a, T>(
@@ -715,9 +747,8 @@ pub struct RwLock<T: ?Sized> {
 /// ```
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
-    waiters: &'a Waiters,
-    owed: Owed,
     inner: Option<std::sync::RwLockReadGuard<'a, T>>,
+    release: Release<'a>,
 }
 
 /// Exclusive access to an [`RwLock`]'s value, released on drop.
@@ -731,9 +762,8 @@ pub struct RwLockReadGuard<'a, T: ?Sized> {
 /// ```
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
-    waiters: &'a Waiters,
-    owed: Owed,
     inner: Option<std::sync::RwLockWriteGuard<'a, T>>,
+    release: Release<'a>,
 }
 
 impl<T: ?Sized> RwLock<T> {
@@ -760,14 +790,14 @@ impl<T: ?Sized> RwLock<T> {
     /// Shared access if available now; records nothing.
     pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, T>> {
         map_try(self.inner.try_read(), |guard| {
-            RwLockReadGuard::new(&self.waiters, Owed::default(), guard)
+            RwLockReadGuard::new(&self.waiters, None, guard)
         })
     }
 
     /// Exclusive access if available now; records nothing.
     pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, T>> {
         map_try(self.inner.try_write(), |guard| {
-            RwLockWriteGuard::new(&self.waiters, Owed::default(), guard)
+            RwLockWriteGuard::new(&self.waiters, None, guard)
         })
     }
 }

@@ -26,7 +26,7 @@ pub use ::tokio::sync::TryLockError;
 use ::tokio::sync as tokio_sync;
 
 use super::events;
-use super::{Owed, Ticket, Waiters, release};
+use super::{Owed, Owing, Release, Ticket, Waiters};
 
 /// Deregisters a waiting task when its wait is cancelled.
 struct Registration<'a> {
@@ -44,11 +44,11 @@ impl Drop for Registration<'_> {
 
 impl Waiters {
     /// Await `acquire`, timing it and keeping the books when a profile is on.
-    async fn wait_async<G>(&self, acquire: impl Future<Output = G>) -> (G, Owed) {
+    async fn wait_async<G>(&self, acquire: impl Future<Output = G>) -> (G, Owing) {
         let mutex = events::mutex_enabled();
         let block = events::block_enabled();
         if !mutex && !block {
-            return (acquire.await, Owed::default());
+            return (acquire.await, None);
         }
         let started = Instant::now();
         let mut registration = Registration {
@@ -65,7 +65,7 @@ impl Waiters {
             charge: None,
             settled,
         };
-        (guard, owed)
+        (guard, owed.owing())
     }
 }
 
@@ -78,9 +78,8 @@ pub struct Mutex<T: ?Sized> {
 /// The guard of a [`Mutex`]; the lock is released when it is dropped.
 #[must_use = "if unused the Mutex will immediately unlock"]
 pub struct MutexGuard<'a, T: ?Sized> {
-    waiters: &'a Waiters,
-    owed: Owed,
     inner: Option<::tokio::sync::MutexGuard<'a, T>>,
+    release: Release<'a>,
 }
 
 impl<T> Mutex<T> {
@@ -103,7 +102,7 @@ impl<T: ?Sized> Mutex<T> {
     /// is recorded. Cancel-safe as tokio's.
     pub async fn lock(&self) -> MutexGuard<'_, T> {
         let (guard, owed) = match self.inner.try_lock() {
-            Ok(guard) => (guard, Owed::default()),
+            Ok(guard) => (guard, None),
             Err(_) => self.waiters.wait_async(self.inner.lock()).await,
         };
         MutexGuard::new(&self.waiters, owed, guard)
@@ -113,7 +112,7 @@ impl<T: ?Sized> Mutex<T> {
     pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, TryLockError> {
         self.inner
             .try_lock()
-            .map(|guard| MutexGuard::new(&self.waiters, Owed::default(), guard))
+            .map(|guard| MutexGuard::new(&self.waiters, None, guard))
     }
 
     /// A mutable reference to the value; no locking needed.
@@ -125,17 +124,15 @@ impl<T: ?Sized> Mutex<T> {
 /// Shared access to an [`RwLock`]'s value, released on drop.
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
-    waiters: &'a Waiters,
-    owed: Owed,
     inner: Option<::tokio::sync::RwLockReadGuard<'a, T>>,
+    release: Release<'a>,
 }
 
 /// Exclusive access to an [`RwLock`]'s value, released on drop.
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
-    waiters: &'a Waiters,
-    owed: Owed,
     inner: Option<::tokio::sync::RwLockWriteGuard<'a, T>>,
+    release: Release<'a>,
 }
 
 /// An async reader-writer lock that records contention:
@@ -164,7 +161,7 @@ impl<T: ?Sized> RwLock<T> {
     /// Shared access, waiting while a writer holds or awaits the lock.
     pub async fn read(&self) -> RwLockReadGuard<'_, T> {
         let (guard, owed) = match self.inner.try_read() {
-            Ok(guard) => (guard, Owed::default()),
+            Ok(guard) => (guard, None),
             Err(_) => self.waiters.wait_async(self.inner.read()).await,
         };
         RwLockReadGuard::new(&self.waiters, owed, guard)
@@ -173,7 +170,7 @@ impl<T: ?Sized> RwLock<T> {
     /// Exclusive access, waiting while anyone holds the lock.
     pub async fn write(&self) -> RwLockWriteGuard<'_, T> {
         let (guard, owed) = match self.inner.try_write() {
-            Ok(guard) => (guard, Owed::default()),
+            Ok(guard) => (guard, None),
             Err(_) => self.waiters.wait_async(self.inner.write()).await,
         };
         RwLockWriteGuard::new(&self.waiters, owed, guard)
@@ -183,14 +180,14 @@ impl<T: ?Sized> RwLock<T> {
     pub fn try_read(&self) -> Result<RwLockReadGuard<'_, T>, TryLockError> {
         self.inner
             .try_read()
-            .map(|guard| RwLockReadGuard::new(&self.waiters, Owed::default(), guard))
+            .map(|guard| RwLockReadGuard::new(&self.waiters, None, guard))
     }
 
     /// Exclusive access if available now; records nothing.
     pub fn try_write(&self) -> Result<RwLockWriteGuard<'_, T>, TryLockError> {
         self.inner
             .try_write()
-            .map(|guard| RwLockWriteGuard::new(&self.waiters, Owed::default(), guard))
+            .map(|guard| RwLockWriteGuard::new(&self.waiters, None, guard))
     }
 
     /// A mutable reference to the value; no locking needed.
