@@ -99,6 +99,19 @@ pub enum Error {
         /// How many run at once.
         limit: usize,
     },
+    /// A CPU profile at another rate is running; profiles share one sampler.
+    CpuRateBusy {
+        /// The running sampler's rate.
+        running_hz: u32,
+    },
+    /// The signal a profiler needs already has another handler in this
+    /// process (another profiler?); pprof-core never replaces it.
+    SignalTaken {
+        /// The signal's name.
+        signal: &'static str,
+        /// What needs it.
+        user: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -176,6 +189,14 @@ impl fmt::Display for Error {
                 f,
                 "Could not look up symbols: {limit} lookups are in progress, the server's limit; try again"
             ),
+            Self::CpuRateBusy { running_hz } => write!(
+                f,
+                "Could not enable CPU profiling: a CPU profile at {running_hz} Hz is running; ask with hz={running_hz} to share it, or wait"
+            ),
+            Self::SignalTaken { signal, user } => write!(
+                f,
+                "{signal} already has a handler in this process (another profiler?); pprof-core does not replace it, so {user} are unavailable"
+            ),
         }
     }
 }
@@ -244,6 +265,11 @@ pub(crate) mod tests {
         },
         Error::TooManyAddresses { .. } => Error::TooManyAddresses { limit: 8192 },
         Error::SymbolLookupsBusy { .. } => Error::SymbolLookupsBusy { limit: 2 },
+        Error::CpuRateBusy { .. } => Error::CpuRateBusy { running_hz: 100 },
+        Error::SignalTaken { .. } => Error::SignalTaken {
+            signal: "SIGPROF",
+            user: "CPU profiles",
+        },
     }
 
     #[test]

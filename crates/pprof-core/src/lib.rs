@@ -8,6 +8,7 @@ mod format;
     reason = "the jemalloc glue: every block carries a SAFETY note"
 )]
 mod jemalloc;
+pub mod labels;
 mod profiles;
 mod serve;
 #[allow(
@@ -40,6 +41,24 @@ pub mod heap {
     pub use crate::jemalloc::Jemalloc;
 }
 
+/// profile.proto's messages (Google's `perftools.profiles`, generated with
+/// prost), as the routes serve them gzipped: for tools and tests that read
+/// what pprof-core serves.
+///
+/// ```
+/// use prost::Message;
+///
+/// let profile = pprof_core::proto::Profile {
+///     string_table: vec![String::new()],
+///     ..Default::default()
+/// };
+/// let bytes = profile.encode_to_vec();
+/// assert_eq!(pprof_core::proto::Profile::decode(bytes.as_slice()).unwrap(), profile);
+/// ```
+pub mod proto {
+    pub use crate::format::profile_proto::*;
+}
+
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use serve::fuzzing;
@@ -48,8 +67,13 @@ pub use config::{Config, Switch};
 pub use error::Error;
 pub use serve::client::{ClientSocket, MountNotice};
 pub use serve::guard::PeerAddr;
-pub use serve::tower::{PprofLayer, PprofService, WatchPollsLayer, WatchPollsService};
+pub use serve::tower::{
+    LabelRequestsLayer, LabelRequestsService, LabeledRequest, PprofLayer, PprofService,
+    WatchPollsLayer, WatchPollsService, label_request,
+};
 pub use serve::{BoxError, Pprof, ResponseBody};
+#[cfg(tokio_unstable)]
+pub use sync::watch::watch_all_tasks;
 pub use sync::watch::{
     DEFAULT_SLOW_POLL_THRESHOLD, WatchPolls, set_slow_poll_threshold, watch_polls,
 };

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::error::Error;
 use crate::format::{self, Label, LeafTrim, Sample, StackProfile, ValueType, vt};
+use crate::labels::Labels;
 use crate::signals::{self, ThreadStack};
 use crate::symbols::symbolizer;
 
@@ -182,6 +183,7 @@ fn profile(types: &'static [ValueType], samples: Vec<Sample>, trim: LeafTrim) ->
         duration: Duration::ZERO,
         samples,
         leaf_trim: trim,
+        comments: Vec::new(),
     }
 }
 
@@ -198,7 +200,10 @@ fn labels(t: &ThreadStack) -> Vec<Label> {
             "stack",
             "unavailable: the thread did not answer the signal".to_owned(),
         ));
+    } else if let Some(why) = t.partial {
+        labels.push(Label::Str("stack", why.to_owned()));
     }
+    labels.extend(Labels::from_set(t.labels.clone()).to_sample_labels());
     labels.push(Label::Num("thread_id", i64::from(t.tid)));
     labels
 }
@@ -213,7 +218,7 @@ fn grouped(mut profile: StackProfile) -> StackProfile {
         let labels: Vec<Label> = s
             .labels
             .into_iter()
-            .filter(|l| matches!(l, Label::Str(key, _) if *key != "wchan"))
+            .filter(|l| l.is_string() && !matches!(l, Label::Str("wchan", _)))
             .collect();
         let key = (s.pcs, labels);
         match index.get(&key) {

@@ -116,10 +116,6 @@ pub(crate) enum Seconds {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Admission {
     /// Any number: collecting is cheap or bounded by the profile itself.
-    #[allow(
-        dead_code,
-        reason = "the CPU sampler bounds its own profiles (Config::max_cpu_profiles)"
-    )]
     Shared,
     /// One at a time in the whole process: another request meanwhile is
     /// refused at once (409) with the slot's error, never queued.
@@ -180,11 +176,6 @@ impl Slot {
             tokio::task::yield_now().await;
         }
     }
-
-    /// Whether a request holds it now.
-    pub(crate) fn in_use(&self) -> bool {
-        self.permits.available_permits() == 0
-    }
 }
 
 /// What a request asks a profile for, beyond its name.
@@ -204,6 +195,8 @@ pub(crate) struct Ask {
     /// Set once nobody waits for the answer: blocking work stops at its
     /// next step.
     pub(crate) cancel: Cancel,
+    /// How many window profiles may share the sampler.
+    pub(crate) max_cpu_profiles: usize,
 }
 
 impl Ask {
@@ -223,6 +216,7 @@ impl Ask {
             thread_timeout: config.thread_timeout,
             task_dump_timeout: config.task_dump_timeout,
             cancel: Cancel::default(),
+            max_cpu_profiles: config.max_cpu_profiles,
         }
     }
 }

@@ -114,7 +114,9 @@ impl Error {
             Self::CpuProfilerBusy
             | Self::HeapDumpBusy
             | Self::DeltaBusy { .. }
-            | Self::SymbolLookupsBusy { .. } => StatusCode::CONFLICT,
+            | Self::SymbolLookupsBusy { .. }
+            | Self::CpuRateBusy { .. }
+            | Self::SignalTaken { .. } => StatusCode::CONFLICT,
             Self::MissingToken => StatusCode::UNAUTHORIZED,
             Self::PeerNotLoopback | Self::PeerUnknown | Self::WrongToken | Self::Denied => {
                 StatusCode::FORBIDDEN

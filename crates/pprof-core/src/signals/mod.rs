@@ -21,7 +21,9 @@
 //!
 //! Every `unsafe` block here carries a `// SAFETY:` note.
 
+pub(crate) mod cpu;
 mod handler;
+pub(crate) mod labels;
 mod socket;
 mod threads;
 mod unwind;
@@ -33,7 +35,7 @@ pub(crate) use threads::{
 };
 #[cfg(test)]
 pub(crate) use threads::{hold_dumps, with_thread_signal_blocked};
-pub(crate) use unwind::stack_here;
+pub(crate) use unwind::{MAX_FRAMES, Outcome, lock_free_lookup, stack_here};
 
 /// This thread's kernel id.
 pub(crate) fn gettid() -> i32 {

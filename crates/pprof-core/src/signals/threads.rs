@@ -20,15 +20,15 @@
 //! How the handler unwinds is [`unwind`](super::unwind)'s business.
 
 use std::fs;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{gettid, handler, unwind};
 use crate::error::Error;
 
-/// Deepest stack recorded per thread; deeper stacks keep their innermost frames.
-pub(crate) const MAX_FRAMES: usize = 128;
+use super::labels::LabelSet;
+use super::unwind::{MAX_FRAMES, Outcome};
 
 /// A slot's life: free → waiting (the dumper signalled its thread) →
 /// writing (the handler claimed it) → done (the dumper reads it), or
@@ -43,6 +43,10 @@ struct Slot {
     /// Owner and state together ([`word`]): who may write and whether.
     word: AtomicU64,
     len: AtomicUsize,
+    /// How far the handler's walk got ([`Outcome`] as a byte).
+    outcome: AtomicU8,
+    /// A reference to the thread's labels (0: none), see [`super::labels`].
+    labels: AtomicUsize,
     /// Leaf first: the interrupted pc, then return addresses.
     pcs: [AtomicUsize; MAX_FRAMES],
 }
@@ -62,6 +66,8 @@ impl Slot {
         Self {
             word: AtomicU64::new(word(0, FREE)),
             len: AtomicUsize::new(0),
+            outcome: AtomicU8::new(0),
+            labels: AtomicUsize::new(0),
             pcs: std::array::from_fn(|_| AtomicUsize::new(0)),
         }
     }
@@ -78,8 +84,11 @@ impl Slot {
             return false;
         }
         // No handler writes into a slot that is neither waiting nor being
-        // written, so the length may be reset before it waits again.
+        // written, so the length may be reset before it waits again; the
+        // labels a late handler left in it (done after its dump gave up)
+        // are released.
         self.len.store(0, Ordering::Relaxed);
+        drop(super::labels::adopt(self.labels.swap(0, Ordering::Relaxed)));
         self.word
             .compare_exchange(
                 current,
@@ -124,6 +133,10 @@ pub(crate) struct ThreadStack {
     /// Lookup addresses, leaf first: the interrupted pc, then return
     /// addresses minus one. `None`: the thread did not answer.
     pub(crate) pcs: Option<Vec<u64>>,
+    /// Why the stack is short, when the handler could not take it whole.
+    pub(crate) partial: Option<&'static str>,
+    /// The labels in force on the thread when it answered.
+    pub(crate) labels: Option<Arc<LabelSet>>,
 }
 
 /// Live thread ids of this process.
@@ -214,28 +227,36 @@ pub(crate) fn dump(signal: i32, timeout: Duration) -> Result<Vec<ThreadStack>, E
     captured.extend(blocked.into_iter().map(|t| (t, None)));
     let mut stacks = Vec::with_capacity(captured.len() + 1);
     stacks.push(own_stack(me));
-    for (tid, pcs) in captured {
+    for (tid, answer) in captured {
         let Some((name, state, wait_channel)) = described.remove(&tid) else {
             continue;
         };
+        let partial = answer.as_ref().and_then(|a| a.outcome.reason());
+        let (pcs, labels) = answer.map_or((None, None), |a| (Some(a.pcs), a.labels));
         stacks.push(ThreadStack {
             tid,
             name,
             state,
             wait_channel,
             pcs,
+            partial,
+            labels,
         });
     }
     Ok(stacks)
 }
 
-/// The stack of one thread of this process (lookup addresses, leaf first),
-/// or `None` if it did not answer within `timeout`. For watchdogs that
+/// The stack of one thread of this process (lookup addresses, leaf first)
+/// and its labels, or `None` if it did not answer within `timeout`. For watchdogs that
 /// sample a thread caught doing something; blocking.
-pub(crate) fn capture(tid: i32, signal: i32, timeout: Duration) -> Result<Option<Vec<u64>>, Error> {
+pub(crate) fn capture(
+    tid: i32,
+    signal: i32,
+    timeout: Duration,
+) -> Result<Option<Captured1>, Error> {
     Ok(capture_threads(&[tid], signal, timeout)?
         .pop()
-        .and_then(|(_, pcs)| pcs))
+        .and_then(|(_, answer)| answer.map(|a| (a.pcs, a.labels))))
 }
 
 /// Hold the dump lock: every dump waits until the guard is dropped (tests).
@@ -264,8 +285,19 @@ pub(crate) fn with_thread_signal_blocked<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// A thread id and its stack, if it answered.
-type Captured = (i32, Option<Vec<u64>>);
+/// One thread's stack (lookup addresses, leaf first) and the labels in
+/// force on it when it was taken.
+pub(crate) type Captured1 = (Vec<u64>, Option<Arc<LabelSet>>);
+
+/// What a thread's handler recorded.
+struct Answer {
+    pcs: Vec<u64>,
+    outcome: Outcome,
+    labels: Option<Arc<LabelSet>>,
+}
+
+/// A thread id and, if it answered, what it recorded.
+type Captured = (i32, Option<Answer>);
 
 /// Signal each of `tids` (other threads of this process) and collect what
 /// their handlers recorded: `(tid, stack or None)`, in `tids`' order.
@@ -325,10 +357,10 @@ fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<C
         .collect())
 }
 
-/// The stack the slot given to `tid` holds, or `None` (and the slot
+/// What the slot given to `tid` holds, or `None` (and the slot
 /// abandoned) if its thread never answered. A handler caught mid-write gets
 /// until `hard_deadline`.
-fn collect(slot: &Slot, tid: i32, hard_deadline: Instant) -> Option<Vec<u64>> {
+fn collect(slot: &Slot, tid: i32, hard_deadline: Instant) -> Option<Answer> {
     loop {
         match slot.word.compare_exchange(
             word(tid, WAITING),
@@ -356,8 +388,14 @@ fn collect(slot: &Slot, tid: i32, hard_deadline: Instant) -> Option<Vec<u64>> {
         })
         .filter(|pc| *pc != 0) // the outermost frame of a thread ends at address 0
         .collect();
+    let outcome = Outcome::from_u8(slot.outcome.load(Ordering::Relaxed));
+    let labels = super::labels::adopt(slot.labels.swap(0, Ordering::Relaxed));
     slot.word.store(word(0, FREE), Ordering::Release);
-    Some(pcs)
+    Some(Answer {
+        pcs,
+        outcome,
+        labels,
+    })
 }
 
 /// The dumping thread's own stack, taken directly.
@@ -372,6 +410,8 @@ fn own_stack(tid: i32) -> ThreadStack {
         state,
         wait_channel,
         pcs: Some(pcs),
+        partial: None,
+        labels: super::labels::current(),
     }
 }
 
@@ -514,7 +554,10 @@ fn record_stack(interrupted: Option<usize>) {
     };
     // SAFETY: we are in the handler, on the thread being unwound, and
     // `install` ran `unwind::prepare` before any signal was sent.
-    let len = unsafe { unwind::from_signal(interrupted, &slot.pcs) };
+    let (len, outcome) = unsafe { unwind::from_signal(interrupted, &slot.pcs) };
+    slot.outcome.store(outcome as u8, Ordering::Relaxed);
+    slot.labels
+        .store(super::labels::retain_current(), Ordering::Relaxed);
     slot.len.store(len, Ordering::Release);
     slot.word.store(word(tid, DONE), Ordering::Release);
 }
@@ -767,7 +810,7 @@ mod tests {
                     continue;
                 };
                 answered += 1;
-                let names = frame_names(&pcs);
+                let names = frame_names(&pcs.pcs);
                 let own = owners[&tid];
                 let theirs: Vec<&str> = bodies
                     .iter()

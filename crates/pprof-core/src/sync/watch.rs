@@ -43,6 +43,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::events::{self, now_nanos};
+use crate::labels::Labels;
 
 /// The default threshold: a poll longer than this blocks a worker.
 pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(10);
@@ -92,20 +93,25 @@ struct LongPoll {
     sequence: u64,
     /// When the last stretch ended (the poll's start, then each capture).
     charged_until: u64,
-    /// Each stack seen, with the time charged to it (ns).
-    stacks: Vec<(Vec<u64>, u64)>,
+    /// Each stack seen (with the labels in force on the worker then: the
+    /// poll's), with the time charged to it (ns).
+    stacks: Vec<(Vec<u64>, Labels, u64)>,
 }
 
 impl LongPoll {
     /// Charge the time from the last capture to `at` to `pcs`.
-    fn charge(&mut self, pcs: Vec<u64>, at: u64) {
+    fn charge(&mut self, pcs: Vec<u64>, labels: Labels, at: u64) {
         let stretch = at.saturating_sub(self.charged_until);
         self.charged_until = self.charged_until.max(at);
-        if let Some((_, time)) = self.stacks.iter_mut().find(|(seen, _)| *seen == pcs) {
+        if let Some((_, _, time)) = self
+            .stacks
+            .iter_mut()
+            .find(|(seen, with, _)| *seen == pcs && *with == labels)
+        {
             *time += stretch;
         } else if self.stacks.len() < MAX_STACKS_PER_POLL {
-            self.stacks.push((pcs, stretch));
-        } else if let Some((_, time)) = self.stacks.last_mut() {
+            self.stacks.push((pcs, labels, stretch));
+        } else if let Some((_, _, time)) = self.stacks.last_mut() {
             *time += stretch;
         }
     }
@@ -240,7 +246,7 @@ fn capturer(captures: &mpsc::Receiver<Wanted>) {
         let signal = crate::signals::thread_signal();
         let captured = crate::signals::capture_thread(tid, signal, CAPTURE_TIMEOUT);
         let at = now_nanos();
-        if let Ok(Some(pcs)) = captured {
+        if let Ok(Some((pcs, labels))) = captured {
             let mut long = slot.long.lock().unwrap_or_else(PoisonError::into_inner);
             // Only if that same poll is still running (the worker sets
             // `started` to 0 before it takes `long` at the poll's end).
@@ -254,7 +260,7 @@ fn capturer(captures: &mpsc::Receiver<Wanted>) {
                         stacks: Vec::new(),
                     };
                 }
-                long.charge(pcs, at);
+                long.charge(pcs, Labels::from_set(labels), at);
             }
         }
         slot.capturing.store(false, Ordering::Release);
@@ -262,12 +268,17 @@ fn capturer(captures: &mpsc::Receiver<Wanted>) {
 }
 
 /// Marks the outermost watched poll on this thread; ends it on drop.
-struct Mark {
+pub(crate) struct Mark {
     /// `(start, sequence)` of an outermost poll; `None` when nested.
     outer: Option<(u64, u64)>,
 }
 
 impl Mark {
+    /// A poll starts now, watched at the process-wide threshold.
+    pub(crate) fn enter_default() -> Self {
+        Self::enter(DEFAULT_THRESHOLD_NS.load(Ordering::Relaxed))
+    }
+
     #[inline]
     fn enter(threshold_ns: u64) -> Self {
         let outer = THIS_THREAD
@@ -317,7 +328,7 @@ fn long_poll_ended(slot: &Slot, sequence: u64, start: u64) {
     if long.sequence != sequence || long.stacks.is_empty() {
         return;
     }
-    if let Some((_, time)) = long.stacks.last_mut() {
+    if let Some((_, _, time)) = long.stacks.last_mut() {
         *time += ended.saturating_sub(long.charged_until);
     }
     events::record_block_stacks(
@@ -394,6 +405,31 @@ impl<F: Future> Future for WatchPolls<F> {
         let _mark = Mark::enter(threshold);
         this.inner.poll(cx)
     }
+}
+
+/// Watch the polls of every task of a runtime, with no wrapping: tokio's
+/// task hooks mark each poll's start and end (they need `RUSTFLAGS="--cfg
+/// tokio_unstable"`). A block sample of a task carries the labels in force
+/// on its worker when its stack was taken.
+///
+/// ```
+/// # #[cfg(tokio_unstable)] {
+/// let mut builder = tokio::runtime::Builder::new_multi_thread();
+/// let runtime = pprof_core::watch_all_tasks(&mut builder).enable_all().build().unwrap();
+/// # drop(runtime); }
+/// ```
+#[cfg(tokio_unstable)]
+pub fn watch_all_tasks(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    thread_local! {
+        static TASK_POLL: std::cell::RefCell<Option<Mark>> = const { std::cell::RefCell::new(None) };
+    }
+    builder
+        .on_before_task_poll(|_| {
+            let _ = TASK_POLL.try_with(|mark| *mark.borrow_mut() = Some(Mark::enter_default()));
+        })
+        .on_after_task_poll(|_| {
+            let _ = TASK_POLL.try_with(|mark| drop(mark.borrow_mut().take()));
+        })
 }
 
 #[cfg(test)]
@@ -555,5 +591,42 @@ mod tests {
         assert_eq!(threshold_nanos(Duration::from_millis(20)), 20_000_000);
         let watched = watch_polls(async {}).threshold(Duration::ZERO);
         assert_eq!(watched.threshold_ns, Some(1_000_000));
+    }
+
+    #[cfg(tokio_unstable)]
+    #[inline(never)]
+    fn block_an_unwrapped_task_here(how_long: Duration) {
+        std::thread::sleep(how_long);
+    }
+
+    /// (Named for `cargo xtask ci`'s tokio_unstable step, which runs `tasks`.)
+    #[cfg(tokio_unstable)]
+    #[test]
+    fn every_poll_of_runtime_wide_watched_tasks() {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        let runtime = watch_all_tasks(builder.worker_threads(1))
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            tokio::spawn(crate::labels::scope([("job", "unwrapped")], async {
+                block_an_unwrapped_task_here(Duration::from_millis(300));
+            }))
+            .await
+            .expect("task");
+        });
+        let stacks = crate::profiles::contention_stacks(Kind::Block);
+        let found = stacks
+            .iter()
+            .find(|(names, _)| {
+                names
+                    .first()
+                    .is_some_and(|n| n.ends_with("block_an_unwrapped_task_here"))
+            })
+            .unwrap_or_else(|| panic!("no block sample: {stacks:?}"));
+        assert!(
+            (250_000_000..2_000_000_000).contains(&found.1[1]),
+            "{:?}",
+            found.1
+        );
     }
 }
