@@ -4,12 +4,18 @@
 //! leaf frames are allocator, lock, wait or thread-start machinery, in one
 //! place.
 
+#[cfg(feature = "ui")]
+mod decode;
 mod frames;
 mod profile;
 mod proto;
 mod text;
 
+#[cfg(feature = "ui")]
+pub(crate) use decode::decode;
 pub(crate) use frames::is_thread_start;
+#[cfg(feature = "ui")]
+pub(crate) use pprof::protos;
 #[cfg(test)]
 pub(crate) use frames::symbolize;
 pub(crate) use profile::{Label, LeafTrim, Sample, StackProfile, ValueType, vt};
