@@ -1,12 +1,13 @@
 //! A real browser for the page tests: Debian's headless Chromium driven
 //! through chromedriver's W3C WebDriver protocol (plain JSON over HTTP,
-//! spoken with this crate's own HTTP client: the handful of commands the
+//! spoken over a plain socket: the handful of commands the
 //! tests use need no WebDriver library and its dependency tree).
 //!
 //! [`Browser::start`] returns `None` (after saying so loudly) when
 //! `chromium` or `chromedriver` is missing, and fails the test under
 //! `CI=true`, as [`go_tool_pprof`](crate::go_tool_pprof) does for Go.
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{Value, json};
-
-use crate::request_with_headers;
 
 /// The key WebDriver wraps element references in.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -41,6 +40,8 @@ pub struct Browser {
     driver: Child,
     addr: SocketAddr,
     session: String,
+    /// The browser's own process, ended on drop if it outlives the session.
+    browser_pid: Option<u64>,
     profile_dir: PathBuf,
 }
 
@@ -97,6 +98,7 @@ impl Browser {
             driver,
             addr,
             session: String::new(),
+            browser_pid: None,
             profile_dir,
         };
         let answer = browser.call(
@@ -104,6 +106,9 @@ impl Browser {
             "/session",
             &json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
+                // Navigation commands return at once: the tests wait for what
+                // they look for (a page may post itself and answer later).
+                "pageLoadStrategy": "none",
                 "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
                 "timeouts": {"pageLoad": 300_000, "script": 120_000},
             }}}),
@@ -112,33 +117,69 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no session: {answer}"))
             .to_owned();
+        browser.browser_pid = answer["capabilities"]["goog:processID"].as_u64();
         Some(browser)
     }
 
     /// One WebDriver command; its `value`. A WebDriver error panics with
     /// its message.
     fn call(&self, method: &str, path: &str, body: &Value) -> Value {
-        let body = if method == "GET" || method == "DELETE" {
-            Vec::new()
-        } else {
-            body.to_string().into_bytes()
-        };
-        let r = request_with_headers(
-            self.addr,
-            method,
-            path,
-            &[("content-type", "application/json")],
-            &body,
-        );
-        let value: Value = serde_json::from_slice(&r.body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}: {}", r.text()));
-        if r.status != 200 {
-            panic!("{method} {path}: {} {}", r.status, value["value"]);
-        }
-        if path == "/session" {
-            return value["value"].clone();
+        let (status, value) = self.send(method, path, body);
+        if status != 200 {
+            panic!("{method} {path}: {status} {}", value["value"]);
         }
         value["value"].clone()
+    }
+
+    /// One exchange with chromedriver: its status and JSON answer. (It
+    /// keeps connections open whatever the request says, so the answer is
+    /// read by its `Content-Length`.)
+    fn send(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let body = if method == "GET" || method == "DELETE" {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let mut stream = TcpStream::connect(self.addr).expect("connect to chromedriver");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body.as_bytes()))
+            .expect("write to chromedriver");
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 64 * 1024];
+        let (split, length) = loop {
+            let n = read(&mut stream, &mut chunk);
+            assert!(n > 0, "chromedriver closed without answering {method} {path}");
+            raw.extend_from_slice(&chunk[..n]);
+            if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                break (split + 4, length);
+            }
+        };
+        while raw.len() < split + length {
+            let n = read(&mut stream, &mut chunk);
+            assert!(n > 0, "chromedriver cut its answer to {method} {path} short");
+            raw.extend_from_slice(&chunk[..n]);
+        }
+        let status = String::from_utf8_lossy(&raw[..split])
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let value = serde_json::from_slice(&raw[split..split + length])
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        (status, value)
     }
 
     fn at(&self, command: &str) -> String {
@@ -162,16 +203,9 @@ impl Browser {
     /// Like [`Browser::run`], but `None` while the page is between
     /// documents (a navigation in flight can make a script fail).
     fn try_run(&self, script: &str) -> Option<Value> {
-        let body = json!({"script": script, "args": []}).to_string();
-        let r = request_with_headers(
-            self.addr,
-            "POST",
-            &self.at("execute/sync"),
-            &[("content-type", "application/json")],
-            body.as_bytes(),
-        );
-        let value: Value = serde_json::from_slice(&r.body).ok()?;
-        (r.status == 200).then(|| value["value"].clone())
+        let body = json!({"script": script, "args": []});
+        let (status, value) = self.send("POST", &self.at("execute/sync"), &body);
+        (status == 200).then(|| value["value"].clone())
     }
 
     /// Wait until `script` returns something truthy (polling), up to `limit`.
@@ -255,17 +289,32 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.session.is_empty() {
-            let _ = request_with_headers(
-                self.addr,
-                "DELETE",
-                &format!("/session/{}", self.session),
-                &[],
-                b"",
-            );
+            let path = format!("/session/{}", self.session);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.send("DELETE", &path, &Value::Null)
+            }));
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        if let Some(pid) = self.browser_pid {
+            // Gone already after a clean session end; this only catches a leftover.
+            let _ = Command::new("kill")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = std::fs::remove_dir_all(&self.profile_dir);
+    }
+}
+
+/// One read, retried when a signal interrupts it (the test process is
+/// itself profiled: SIGPROF, and the thread dump's signal, arrive anytime).
+fn read(stream: &mut TcpStream, buf: &mut [u8]) -> usize {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other.expect("read from chromedriver"),
+        }
     }
 }
 

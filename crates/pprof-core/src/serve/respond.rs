@@ -34,9 +34,10 @@ pub(super) enum Reply {
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// Pages carry their scripts and styles inline and fetch nothing: the
-/// browser is told to refuse any other source (and to post forms only here).
-const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; base-uri 'none'; frame-ancestors 'self'";
+/// Pages carry their scripts and styles inline and load nothing: the
+/// browser is told to refuse any other source, and to send forms and
+/// requests (a page posting itself back) only here.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'";
 
 impl Reply {
     /// Text answers longer than `max` are refused (see [`format::cap`]).

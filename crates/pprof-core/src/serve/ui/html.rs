@@ -252,14 +252,15 @@ pub(super) fn top_table(top: &Top, unit: &str, focus_link: impl Fn(&str) -> Stri
     out
 }
 
-/// The page shown while a profile is being taken: it counts down and
-/// posts itself back, and that answer (when the profile is done) replaces it.
+/// The page shown while a profile is being taken: it counts down while
+/// it posts itself back, then shows that answer (the profile's page, or
+/// an error page) in its place. Without scripts, a button posts it.
 pub(super) fn working(shell: &Shell<'_>, what: &str, seconds: u64) -> String {
     let body = format!(
         "<div id=working data-seconds={seconds}><p>Taking {}…</p><p class=remaining><output id=remaining>{seconds} s remain</output></p><progress id=progress max={seconds} value=0></progress></div>\n<form id=run method=post><noscript><button>Take it now</button></noscript></form>",
         escape(what)
     );
-    let script = format!("{COUNTDOWN}countdown({seconds});document.getElementById('run').submit();");
+    let script = format!("{COUNTDOWN}countdown({seconds});{FETCH}");
     shell.page(&body, &script)
 }
 
@@ -420,8 +421,29 @@ init();
     card.style.top = (e.clientY + 16) + 'px';
   });
   frames.addEventListener('mouseleave', function() { card.hidden = true; });
-  window.UI_READY = performance.now();
+  // inferno lays the frames out in a timeout of its own; ready is after
+  // that and the frame it paints.
+  setTimeout(function() {
+    requestAnimationFrame(function() {
+      setTimeout(function() { window.UI_READY = performance.now(); }, 0);
+    });
+  }, 0);
 })();
+"#;
+
+/// Post the page's own address and put the answer in the page's place.
+const FETCH: &str = r#"
+fetch(location.href, {method: 'POST', credentials: 'same-origin'})
+  .then(function(r) { return r.text(); })
+  .then(function(html) {
+    clearInterval(window.COUNTDOWN);
+    document.open();
+    document.write(html);
+    document.close();
+  }, function(e) {
+    clearInterval(window.COUNTDOWN);
+    document.getElementById('remaining').textContent = 'failed: ' + e;
+  });
 "#;
 
 const COUNTDOWN: &str = r#"
@@ -438,7 +460,7 @@ function countdown(seconds) {
     bar.value = seconds - left;
   }
   tick();
-  setInterval(tick, 250);
+  window.COUNTDOWN = setInterval(tick, 250);
 }
 "#;
 
