@@ -72,9 +72,9 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
         }
     };
     let mut lines: Vec<String> = folded
-        .into_iter()
+        .iter()
         .filter(|(_, (before, after))| *before > 0 || *after > 0)
-        .map(|(stack, (before, after))| {
+        .map(|(stack, &(before, after))| {
             if differential {
                 format!("{stack} {before} {after}")
             } else {
@@ -86,6 +86,7 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
         return Ok(None);
     }
     lines.sort_unstable();
+    let min_width = min_width(&folded_widths(&lines, differential), MAX_FRAMES);
 
     let mut options = Options::default();
     options.title = title.to_owned();
@@ -95,6 +96,7 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
     options.font_type = "monospace".to_owned();
     options.name_type = "Function:".to_owned();
     options.func_frameattrs = frame_attributes(&locations);
+    options.min_width = options.min_width.max(min_width);
     let mut out = Vec::new();
     flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut out)
         .map_err(|e| Error::Profiler(format!("could not draw the flame graph: {e}")))?;
@@ -103,6 +105,63 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
     // The page calls inferno's `init` itself once the element is in place.
     let start = svg.find("<svg").unwrap_or(0);
     Ok(Some(svg[start..].replacen(r#" onload="init(evt)""#, "", 1)))
+}
+
+/// The most frames a flame graph draws: at ten thousand, the browser
+/// spends about a second parsing and laying them out (measured on the
+/// project's 2-core machine), while frames past that many are a fraction
+/// of a pixel wide at the page's width. Focusing on a function draws its
+/// stacks again at full detail.
+const MAX_FRAMES: usize = 8_000;
+
+/// Each drawn stack's width (the later count of a differential line).
+fn folded_widths(lines: &[String], differential: bool) -> Vec<(&str, u64)> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let (rest, last) = line.rsplit_once(' ')?;
+            let stack = if differential {
+                rest.rsplit_once(' ')?.0
+            } else {
+                rest
+            };
+            Some((stack, last.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The smallest width (in percent, inferno's `min_width`) that keeps at
+/// most `max` frames: the widest ones, frames of equal width kept or cut
+/// together. 0 when every frame fits.
+fn min_width(stacks: &[(&str, u64)], max: usize) -> f64 {
+    let mut nodes: HashMap<&str, u64> = HashMap::new();
+    let mut total = 0u64;
+    for (stack, width) in stacks {
+        total += width;
+        for (i, c) in stack.char_indices() {
+            if c == ';' {
+                *nodes.entry(&stack[..i]).or_default() += width;
+            }
+        }
+        *nodes.entry(stack).or_default() += width;
+    }
+    if nodes.len() <= max || total == 0 {
+        return 0.0;
+    }
+    let mut widths: Vec<u64> = nodes.into_values().collect();
+    widths.sort_unstable_by(|a, b| b.cmp(a));
+    // inferno drops frames narrower than min_width: keep the widest `max`,
+    // and cut the ones as narrow as the first frame that does not fit.
+    let cut = widths[max];
+    let keep = widths[..max]
+        .iter()
+        .rev()
+        .find(|w| **w > cut)
+        .copied()
+        .unwrap_or(cut + 1);
+    // Widths are whole numbers: half a unit below `keep` cuts exactly `cut`
+    // and narrower, whatever inferno's floating point makes of the percent.
+    100.0 * (keep as f64 - 0.5) / total as f64
 }
 
 /// Add each kept sample's stack, as a folded line, to `folded`, and each
@@ -221,6 +280,18 @@ mod tests {
         // The name with `;` and a trailing number stays one frame.
         assert!(svg.contains("[u8\u{37e}\u{a0}32]::len\u{a0}12 (1 count"), "{svg}");
         assert!(!svg.contains("onload="));
+    }
+
+    #[test]
+    fn a_graph_keeps_its_widest_frames_when_it_has_too_many() {
+        // a;b (6), a;c (3), a;d (1): frames a=10, b=6, c=3, d=1.
+        let stacks = [("a;b", 6), ("a;c", 3), ("a;d", 1)];
+        assert_eq!(min_width(&stacks, 4), 0.0);
+        assert_eq!(min_width(&stacks, 3), 25.0);
+        assert_eq!(min_width(&stacks, 2), 55.0);
+        // Ties are cut together: a=4, b=c=d=1 with room for 2 keeps only a.
+        let ties = [("a;b", 1), ("a;c", 1), ("a;d", 1), ("a", 1)];
+        assert_eq!(min_width(&ties, 2), 87.5);
     }
 
     #[test]
