@@ -98,8 +98,8 @@ fn frames(browser: &Browser) -> Vec<Frame> {
 }
 
 /// The planted function's widest frame, after checking that every frame
-/// wider than it is one of its callers (below it, spanning it): it is the
-/// widest frame under its root.
+/// wider than it is one of its callers (nearer the root, spanning it): it
+/// is the widest frame under its root.
 fn assert_widest(frames: &[Frame], planted: &str, what: &str) -> Frame {
     let mine = frames
         .iter()
@@ -110,8 +110,15 @@ fn assert_widest(frames: &[Frame], planted: &str, what: &str) -> Frame {
             panic!("{what}: no frame {planted} in {names:?}")
         })
         .clone();
+    // Depth is the distance from the root frame's row (inferno's `all`),
+    // whichever way the graph grows.
+    let root = frames
+        .iter()
+        .find(|f| f.name == "all")
+        .map_or(0.0, |f| f.y);
+    let depth = |f: &Frame| (f.y - root).abs();
     for f in frames {
-        let caller = f.y > mine.y && f.x <= mine.x && f.x + f.w >= mine.x + mine.w;
+        let caller = depth(f) < depth(&mine) && f.x <= mine.x && f.x + f.w >= mine.x + mine.w;
         assert!(
             f.w <= mine.w || caller,
             "{what}: {} ({}) is wider than {planted} ({}) and not its caller",

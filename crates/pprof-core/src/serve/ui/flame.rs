@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use inferno::flamegraph::color::{MultiPalette, Palette};
-use inferno::flamegraph::{self, FuncFrameAttrsMap, Options};
+use inferno::flamegraph::{self, Direction, FuncFrameAttrsMap, Options};
 
 use super::model::Stacks;
 use crate::Error;
@@ -94,6 +94,9 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
     options.colors = Palette::Multi(MultiPalette::Rust);
     options.hash = true;
     options.font_type = "monospace".to_owned();
+    // Roots on top, as pprof's own flame graph draws them: the wide frames
+    // are in view without scrolling past a tall stack.
+    options.direction = Direction::Inverted;
     options.name_type = "Function:".to_owned();
     options.func_frameattrs = frame_attributes(&locations);
     options.min_width = options.min_width.max(min_width);

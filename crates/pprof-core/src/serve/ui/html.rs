@@ -487,6 +487,8 @@ table#top { border-collapse: collapse; font: 12px monospace; }
 #top th:after { content: ' ⇅'; color: #aaa; }
 #top td { text-align: right; padding: 1px 8px; border-bottom: 1px solid #f0f0f0; white-space: nowrap; }
 #top td:nth-child(6), #top td:nth-child(7), #top th:nth-child(6), #top th:nth-child(7) { text-align: left; }
+#top td:nth-child(6) { white-space: normal; word-break: break-all; min-width: 24em; }
+#top td:nth-child(7) { white-space: normal; word-break: break-all; color: #666; }
 #top tbody tr:hover { background: #f6f6ff; }
 .legend span { padding: 0 6px; margin-right: 8px; }
 .grew { background: #f88; } .shrank { background: #88f; }
