@@ -155,7 +155,10 @@ impl Browser {
         let mut chunk = [0u8; 64 * 1024];
         let (split, length) = loop {
             let n = read(&mut stream, &mut chunk);
-            assert!(n > 0, "chromedriver closed without answering {method} {path}");
+            assert!(
+                n > 0,
+                "chromedriver closed without answering {method} {path}"
+            );
             raw.extend_from_slice(&chunk[..n]);
             if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
@@ -169,7 +172,10 @@ impl Browser {
         };
         while raw.len() < split + length {
             let n = read(&mut stream, &mut chunk);
-            assert!(n > 0, "chromedriver cut its answer to {method} {path} short");
+            assert!(
+                n > 0,
+                "chromedriver cut its answer to {method} {path} short"
+            );
             raw.extend_from_slice(&chunk[..n]);
         }
         let status = String::from_utf8_lossy(&raw[..split])

@@ -57,7 +57,10 @@ fn wait_done(browser: &Browser, what: &str) {
          return '';",
         PAGE_WAIT,
     );
-    assert!(!state.as_str().unwrap_or_default().starts_with("error"), "{what}: {state}");
+    assert!(
+        !state.as_str().unwrap_or_default().starts_with("error"),
+        "{what}: {state}"
+    );
 }
 
 /// Every frame of the flame graph: name, position and width in samples.
@@ -112,10 +115,7 @@ fn assert_widest(frames: &[Frame], planted: &str, what: &str) -> Frame {
         .clone();
     // Depth is the distance from the root frame's row (inferno's `all`),
     // whichever way the graph grows.
-    let root = frames
-        .iter()
-        .find(|f| f.name == "all")
-        .map_or(0.0, |f| f.y);
+    let root = frames.iter().find(|f| f.name == "all").map_or(0.0, |f| f.y);
     let depth = |f: &Frame| (f.y - root).abs();
     for f in frames {
         let caller = depth(f) < depth(&mine) && f.x <= mine.x && f.x + f.w >= mine.x + mine.w;
@@ -186,7 +186,10 @@ fn the_pages_in_a_real_browser() {
         );
         let card = card.as_str().unwrap_or_default();
         assert!(card.contains(planted), "{what}: card {card}");
-        assert!(card.contains("examples/practice/src/lib.rs:"), "{what}: card {card}");
+        assert!(
+            card.contains("examples/practice/src/lib.rs:"),
+            "{what}: card {card}"
+        );
         assert!(card.contains("% of "), "{what}: card {card}");
 
         // Click: a frame zooms to the full width. (The planted one, unless
@@ -204,7 +207,10 @@ fn the_pages_in_a_real_browser() {
                 .find(|f| f.x == target.x && f.y == target.y)
                 .map(|f| f.width)
                 .unwrap_or_default();
-            assert_ne!(after, target.width, "{what}: width unchanged after the click");
+            assert_ne!(
+                after, target.width,
+                "{what}: width unchanged after the click"
+            );
             assert!(after.starts_with("100"), "{what}: zoomed to {after}");
             if *name == "heap" {
                 browser.screenshot(&dir, "flamegraph-heap-zoomed");
@@ -231,7 +237,10 @@ fn the_pages_in_a_real_browser() {
                function(r) { return r.getAttribute('fg:orig_fill') !== null; }).length",
             &[],
         );
-        assert!(lit.as_u64().unwrap_or(0) >= 1, "{what}: nothing highlighted");
+        assert!(
+            lit.as_u64().unwrap_or(0) >= 1,
+            "{what}: nothing highlighted"
+        );
         if *name == "profile" {
             browser.screenshot(&dir, "flamegraph-profile-search");
         }
@@ -256,7 +265,11 @@ fn the_pages_in_a_real_browser() {
              return v.length > 1;",
             &[],
         );
-        assert_eq!(cum_sorted, json!(true), "{what}: sorted by cum after the click");
+        assert_eq!(
+            cum_sorted,
+            json!(true),
+            "{what}: sorted by cum after the click"
+        );
     }
 
     diffs(&browser, addr, &dir);
@@ -295,7 +308,10 @@ fn working_page_counts_down(browser: &Browser) {
     std::thread::sleep(Duration::from_millis(1500));
     // The result may already have replaced the page on a quick machine.
     if let Some(later) = remaining(browser) {
-        assert!(later < before, "the countdown went from {before} to {later}");
+        assert!(
+            later < before,
+            "the countdown went from {before} to {later}"
+        );
     }
 }
 
@@ -328,7 +344,10 @@ fn diffs(browser: &Browser, addr: SocketAddr, dir: &Path) {
     browser.open(&url(addr, "ui/diff?profile=allocs"));
     wait_done(browser, "diff chooser");
     browser.screenshot(dir, "diff-chooser");
-    browser.type_into(&browser.find("input[name=baseline]"), &file.display().to_string());
+    browser.type_into(
+        &browser.find("input[name=baseline]"),
+        &file.display().to_string(),
+    );
     browser.click(&browser.find("#upload button"));
     browser.wait_for(
         "return document.getElementById('frames') && window.UI_READY",
@@ -336,10 +355,17 @@ fn diffs(browser: &Browser, addr: SocketAddr, dir: &Path) {
     );
     let heading = browser.run("return document.querySelector('h1').textContent", &[]);
     assert!(
-        heading.as_str().unwrap_or_default().contains("against the uploaded baseline"),
+        heading
+            .as_str()
+            .unwrap_or_default()
+            .contains("against the uploaded baseline"),
         "{heading}"
     );
-    assert_widest(&frames(browser), "practice::Dog::run", "diff against a baseline");
+    assert_widest(
+        &frames(browser),
+        "practice::Dog::run",
+        "diff against a baseline",
+    );
     browser.screenshot(dir, "diff-baseline");
 }
 
@@ -379,7 +405,11 @@ fn render_time(browser: &Browser, addr: SocketAddr, dir: &Path) {
             let digit = i / 10u32.pow(level) % 10;
             stack.push(format!("app::level{level}::work{digit}<T>"));
         }
-        stack.extend(["app::main".to_owned(), "std::rt::lang_start".to_owned(), "main".to_owned()]);
+        stack.extend([
+            "app::main".to_owned(),
+            "std::rt::lang_start".to_owned(),
+            "main".to_owned(),
+        ]);
         stacks.push(stack);
     }
     let refs: Vec<Vec<&str>> = stacks
@@ -423,8 +453,14 @@ fn open_saved(browser: &Browser, addr: SocketAddr, name: &str, file: &Path) {
     browser.open(&url(addr, &format!("ui/flamegraph?profile={name}")));
     wait_done(browser, "before opening a saved profile");
     browser.run("document.querySelector('details.open').open = true;", &[]);
-    browser.type_into(&browser.find("details.open input[type=file]"), &file.display().to_string());
-    browser.run("window.UI_READY = 0; document.querySelector('details.open form').submit();", &[]);
+    browser.type_into(
+        &browser.find("details.open input[type=file]"),
+        &file.display().to_string(),
+    );
+    browser.run(
+        "window.UI_READY = 0; document.querySelector('details.open form').submit();",
+        &[],
+    );
     browser.wait_for(
         "return document.getElementById('frames') && window.UI_READY",
         PAGE_WAIT,
@@ -455,16 +491,29 @@ fn synthetic(stacks: &[&[&str]], value: impl Fn(usize) -> i64) -> Vec<u8> {
             if id == next {
                 p.string_table.push((*name).to_owned());
                 let s = p.string_table.len() as i64 - 1;
-                p.function.push(Function { id, name: s, system_name: s, filename: 0, start_line: 0 });
+                p.function.push(Function {
+                    id,
+                    name: s,
+                    system_name: s,
+                    filename: 0,
+                    start_line: 0,
+                });
                 p.location.push(Location {
                     id,
-                    line: vec![Line { function_id: id, line: 0 }],
+                    line: vec![Line {
+                        function_id: id,
+                        line: 0,
+                    }],
                     ..Default::default()
                 });
             }
             location_id.push(id);
         }
-        p.sample.push(Sample { location_id, value: vec![value(i)], label: vec![] });
+        p.sample.push(Sample {
+            location_id,
+            value: vec![value(i)],
+            label: vec![],
+        });
     }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let _ = gz.write_all(&p.encode_to_vec());

@@ -17,12 +17,7 @@ pprof_core::jemalloc_heap_profiling!();
 /// Every adapter, serving the default routes.
 fn servers() -> &'static [(Adapter, SocketAddr)] {
     static SERVERS: OnceLock<Vec<(Adapter, SocketAddr)>> = OnceLock::new();
-    SERVERS.get_or_init(|| {
-        Adapter::ALL
-            .iter()
-            .map(|a| (*a, a.start(None)))
-            .collect()
-    })
+    SERVERS.get_or_init(|| Adapter::ALL.iter().map(|a| (*a, a.start(None))).collect())
 }
 
 /// A page's headers: HTML, never cached, never sniffed, fetching nothing.
@@ -33,7 +28,11 @@ fn assert_page(r: &Response, status: u16, what: &str) {
         Some("text/html; charset=utf-8"),
         "{what}"
     );
-    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{what}");
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
     assert_eq!(r.header("cache-control"), Some("no-store"), "{what}");
     let policy = r.header("content-security-policy").unwrap_or_default();
     assert!(policy.starts_with("default-src 'none'"), "{what}: {policy}");
@@ -59,7 +58,14 @@ fn error_message(r: &Response) -> String {
 fn every_snapshot_profile_has_a_flame_graph_and_a_top_table_on_every_adapter() {
     let _heap = pprof_tests::heap_profiler_lock();
     for (adapter, addr) in servers() {
-        for name in ["heap", "allocs", "goroutine", "threadcreate", "mutex", "block"] {
+        for name in [
+            "heap",
+            "allocs",
+            "goroutine",
+            "threadcreate",
+            "mutex",
+            "block",
+        ] {
             let what = format!("{adapter:?} {name}");
             let r = get(*addr, &format!("/debug/pprof/ui/flamegraph?profile={name}"));
             assert_page(&r, 200, &what);
@@ -71,7 +77,12 @@ fn every_snapshot_profile_has_a_flame_graph_and_a_top_table_on_every_adapter() {
             );
             // The sample-type switch offers the profile's own types.
             if name == "heap" {
-                for t in ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"] {
+                for t in [
+                    "alloc_objects",
+                    "alloc_space",
+                    "inuse_objects",
+                    "inuse_space",
+                ] {
                     assert!(html.contains(&format!("<option value=\"{t}\"")), "{t}");
                 }
                 assert!(html.contains("<option value=\"inuse_space\" selected>"));
@@ -81,7 +92,10 @@ fn every_snapshot_profile_has_a_flame_graph_and_a_top_table_on_every_adapter() {
             let html = r.text();
             assert!(html.contains("<table id=top>"), "{what}");
             for column in ["flat", "flat%", "sum%", "cum", "cum%"] {
-                assert!(html.contains(&format!(">{column}</th>")), "{what}: {column}");
+                assert!(
+                    html.contains(&format!(">{column}</th>")),
+                    "{what}: {column}"
+                );
             }
         }
         // The Go routes are as they were.
@@ -97,7 +111,11 @@ fn allocs_shows_alloc_space_and_the_switch_changes_it() {
     let (_, addr) = servers()[0];
     let html = get(addr, "/debug/pprof/ui/top?profile=allocs").text();
     assert!(html.contains("top of alloc_space"), "{html}");
-    let html = get(addr, "/debug/pprof/ui/top?profile=allocs&sample_index=alloc_objects").text();
+    let html = get(
+        addr,
+        "/debug/pprof/ui/top?profile=allocs&sample_index=alloc_objects",
+    )
+    .text();
     assert!(html.contains("top of alloc_objects"), "{html}");
     let html = get(addr, "/debug/pprof/ui/top?profile=mutex&sample_index=0").text();
     assert!(html.contains("top of contentions"), "{html}");
@@ -131,14 +149,26 @@ fn the_index_links_every_profile_to_its_pages() {
 fn bad_parameters_are_pages_that_say_which() {
     for (adapter, addr) in servers() {
         let cases = [
-            ("flamegraph?profile=nope", 400, "no profile is named \"nope\""),
-            ("top?profile=", 400, "the profiles are allocs, block, goroutine"),
+            (
+                "flamegraph?profile=nope",
+                400,
+                "no profile is named \"nope\"",
+            ),
+            (
+                "top?profile=",
+                400,
+                "the profiles are allocs, block, goroutine",
+            ),
             (
                 "flamegraph?profile=heap&sample_index=delay",
                 400,
                 "no sample type \"delay\"; its sample types are alloc_objects, alloc_space, inuse_objects, inuse_space",
             ),
-            ("top?profile=heap&sample_index=9", 400, "no sample type \"9\""),
+            (
+                "top?profile=heap&sample_index=9",
+                400,
+                "no sample type \"9\"",
+            ),
             (
                 "flamegraph?profile=mutex&focus=Wolf(",
                 400,
@@ -149,8 +179,16 @@ fn bad_parameters_are_pages_that_say_which() {
                 400,
                 "\"ignore\" is not a valid regular expression",
             ),
-            ("flamegraph?profile=heap&seconds=abc", 400, "invalid value for \"seconds\""),
-            ("flamegraph?profile=profile&seconds=9999", 400, "exceeds server's limit of 300"),
+            (
+                "flamegraph?profile=heap&seconds=abc",
+                400,
+                "invalid value for \"seconds\"",
+            ),
+            (
+                "flamegraph?profile=profile&seconds=9999",
+                400,
+                "exceeds server's limit of 300",
+            ),
             ("graph?profile=heap", 404, "no page ui/graph"),
         ];
         for (page, status, says) in cases {
@@ -163,7 +201,10 @@ fn bad_parameters_are_pages_that_say_which() {
             assert!(message.contains(says), "{what}: {message}");
         }
         // The service keeps serving.
-        assert_eq!(get(*addr, "/debug/pprof/ui/top?profile=goroutine").status, 200);
+        assert_eq!(
+            get(*addr, "/debug/pprof/ui/top?profile=goroutine").status,
+            200
+        );
     }
 }
 
@@ -231,7 +272,10 @@ fn a_cpu_page_counts_down_then_shows_the_profile_escaped() {
     assert_page(&r, 200, "working page");
     let html = r.text();
     assert!(html.contains("Taking a 2 s CPU profile"), "{html}");
-    assert!(html.contains("<output id=remaining>2 s remain</output>"), "{html}");
+    assert!(
+        html.contains("<output id=remaining>2 s remain</output>"),
+        "{html}"
+    );
     assert!(html.contains("<form id=run method=post>"), "{html}");
     // The GET started nothing: the profiler is free.
     let index = get(addr, "/debug/pprof/").text();
@@ -243,7 +287,10 @@ fn a_cpu_page_counts_down_then_shows_the_profile_escaped() {
 
     // Without seconds, the page asks for them.
     let html = get(addr, "/debug/pprof/ui/top?profile=profile").text();
-    assert!(html.contains("How long?") && html.contains("name=seconds"), "{html}");
+    assert!(
+        html.contains("How long?") && html.contains("name=seconds"),
+        "{html}"
+    );
 
     // POST: the work, here while a generic function burns the CPU.
     let burner = std::thread::spawn(|| Holder(7u32).burn(Duration::from_millis(2500)));
@@ -262,20 +309,33 @@ fn a_cpu_page_counts_down_then_shows_the_profile_escaped() {
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let top = request(addr, "POST", "/debug/pprof/ui/top?profile=profile&seconds=1", b"");
+    let top = request(
+        addr,
+        "POST",
+        "/debug/pprof/ui/top?profile=profile&seconds=1",
+        b"",
+    );
     let r = page.join().expect("page");
     let _ = burner.join();
     assert_page(&r, 200, "CPU flame graph");
     let html = r.text();
     assert!(html.contains("Holder&lt;T&gt;::burn"), "escaped in the SVG");
-    assert!(!html.contains("Holder<"), "a raw generic name would open an element");
+    assert!(
+        !html.contains("Holder<"),
+        "a raw generic name would open an element"
+    );
     assert!(html.contains("data-loc=\"") && html.contains("tests/tests/pages.rs:"));
     // The top table was asked while the flame graph's profile ran: the
     // profiler is one at a time, and the page says so (Go's message).
     assert_page(&top, 409, "busy CPU profiler");
     assert!(error_message(&top).contains("cpu profiling already in use"));
 
-    let r = request(addr, "POST", "/debug/pprof/ui/top?profile=profile&seconds=1", b"");
+    let r = request(
+        addr,
+        "POST",
+        "/debug/pprof/ui/top?profile=profile&seconds=1",
+        b"",
+    );
     assert_page(&r, 200, "CPU top");
 }
 
@@ -306,7 +366,13 @@ fn form(field: &str, file: &[u8], extra: &[(&str, &str)]) -> (String, Vec<u8>) {
 
 fn post_form(addr: SocketAddr, target: &str, field: &str, file: &[u8]) -> Response {
     let (content_type, body) = form(field, file, &[]);
-    request_with_headers(addr, "POST", target, &[("content-type", &content_type)], &body)
+    request_with_headers(
+        addr,
+        "POST",
+        target,
+        &[("content-type", &content_type)],
+        &body,
+    )
 }
 
 /// A small profile whose function names are markup.
@@ -323,14 +389,44 @@ fn hostile_profile() -> Vec<u8> {
     let p = Profile {
         sample_type: vec![ValueType { ty: 1, unit: 2 }],
         function: vec![
-            Function { id: 1, name: 3, system_name: 3, filename: 5, start_line: 0 },
-            Function { id: 2, name: 4, system_name: 4, filename: 5, start_line: 0 },
+            Function {
+                id: 1,
+                name: 3,
+                system_name: 3,
+                filename: 5,
+                start_line: 0,
+            },
+            Function {
+                id: 2,
+                name: 4,
+                system_name: 4,
+                filename: 5,
+                start_line: 0,
+            },
         ],
         location: vec![
-            Location { id: 1, line: vec![Line { function_id: 1, line: 3 }], ..Default::default() },
-            Location { id: 2, line: vec![Line { function_id: 2, line: 4 }], ..Default::default() },
+            Location {
+                id: 1,
+                line: vec![Line {
+                    function_id: 1,
+                    line: 3,
+                }],
+                ..Default::default()
+            },
+            Location {
+                id: 2,
+                line: vec![Line {
+                    function_id: 2,
+                    line: 4,
+                }],
+                ..Default::default()
+            },
         ],
-        sample: vec![Sample { location_id: vec![1, 2], value: vec![5], label: vec![] }],
+        sample: vec![Sample {
+            location_id: vec![1, 2],
+            value: vec![5],
+            label: vec![],
+        }],
         string_table: strings.iter().map(|s| (*s).to_owned()).collect(),
         ..Default::default()
     };
@@ -343,14 +439,24 @@ fn uploads_are_bounded_checked_escaped_and_the_service_keeps_running() {
     let diff = "/debug/pprof/ui/diff?profile=goroutine";
 
     // A saved profile with markup for names is shown, escaped.
-    let r = post_form(addr, "/debug/pprof/ui/flamegraph?profile=goroutine", "profile", &hostile_profile());
+    let r = post_form(
+        addr,
+        "/debug/pprof/ui/flamegraph?profile=goroutine",
+        "profile",
+        &hostile_profile(),
+    );
     assert_page(&r, 200, "saved profile");
     let html = r.text();
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(html.contains("Holder&lt;Vec&lt;u8&gt;&gt;::hold"));
     assert!(!html.contains("<script>alert") && !html.contains("\"><b>"));
     assert!(html.contains("&gt;&lt;b&gt;:3"), "the file, escaped");
-    let r = post_form(addr, "/debug/pprof/ui/top?profile=goroutine", "profile", &hostile_profile());
+    let r = post_form(
+        addr,
+        "/debug/pprof/ui/top?profile=goroutine",
+        "profile",
+        &hostile_profile(),
+    );
     assert_page(&r, 200, "saved profile's top");
     assert!(!r.text().contains("<script>alert") && !r.text().contains("\"><b>"));
 
@@ -388,7 +494,11 @@ fn uploads_are_bounded_checked_escaped_and_the_service_keeps_running() {
     assert_page(&r, 400, "over the upload limit");
     assert!(error_message(&r).contains("over the limit of 1024 bytes"));
     // Still serving.
-    assert_page(&get(addr, "/debug/pprof/ui/top?profile=goroutine"), 200, "after");
+    assert_page(
+        &get(addr, "/debug/pprof/ui/top?profile=goroutine"),
+        200,
+        "after",
+    );
 }
 
 #[test]
@@ -401,10 +511,18 @@ fn a_delta_diff_counts_down_then_compares_two_snapshots() {
     let r = get(addr, "/debug/pprof/ui/diff?profile=goroutine&seconds=1");
     assert!(r.text().contains("Taking two goroutine profiles 1 s apart"));
     let spawned = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(1500)));
-    let r = request(addr, "POST", "/debug/pprof/ui/diff?profile=goroutine&seconds=1", b"");
+    let r = request(
+        addr,
+        "POST",
+        "/debug/pprof/ui/diff?profile=goroutine&seconds=1",
+        b"",
+    );
     let _ = spawned.join();
     assert_page(&r, 200, "delta diff");
     let html = r.text();
-    assert!(html.contains("<svg") && html.contains("Change per function"), "{html}");
+    assert!(
+        html.contains("<svg") && html.contains("Change per function"),
+        "{html}"
+    );
     assert!(html.contains("before (1 s earlier)"), "{html}");
 }

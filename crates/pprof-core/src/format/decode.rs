@@ -22,7 +22,9 @@ const MAX_RECORDS: usize = 2_000_000;
 pub(crate) fn decode(bytes: &[u8], max_decoded: usize) -> Result<protos::Profile, Error> {
     let raw = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut raw = Vec::new();
-        let limit = u64::try_from(max_decoded).unwrap_or(u64::MAX).saturating_add(1);
+        let limit = u64::try_from(max_decoded)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
         MultiGzDecoder::new(bytes)
             .take(limit)
             .read_to_end(&mut raw)

@@ -14,10 +14,10 @@ mod text;
 #[cfg(feature = "ui")]
 pub(crate) use decode::decode;
 pub(crate) use frames::is_thread_start;
-#[cfg(feature = "ui")]
-pub(crate) use pprof::protos;
 #[cfg(test)]
 pub(crate) use frames::symbolize;
+#[cfg(feature = "ui")]
+pub(crate) use pprof::protos;
 pub(crate) use profile::{Label, LeafTrim, Sample, StackProfile, ValueType, vt};
 pub(crate) use proto::{gzip_proto, to_proto};
 pub(crate) use text::{cap, contention, counts, heap, thread_dump};

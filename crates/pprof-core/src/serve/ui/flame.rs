@@ -90,7 +90,11 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
 
     let mut options = Options::default();
     options.title = title.to_owned();
-    options.count_name = if unit.is_empty() { "count".into() } else { unit };
+    options.count_name = if unit.is_empty() {
+        "count".into()
+    } else {
+        unit
+    };
     options.colors = Palette::Multi(MultiPalette::Rust);
     options.hash = true;
     options.font_type = "monospace".to_owned();
@@ -216,7 +220,9 @@ fn fold(
             let _ = write!(at, ":{line}");
         }
         if !at.is_empty() {
-            locations.entry(names[function as usize].clone()).or_insert(at);
+            locations
+                .entry(names[function as usize].clone())
+                .or_insert(at);
         }
     }
 }
@@ -233,7 +239,11 @@ fn folded_name(name: &str) -> String {
             c => c,
         })
         .collect();
-    if name.is_empty() { "?".to_owned() } else { name }
+    if name.is_empty() {
+        "?".to_owned()
+    } else {
+        name
+    }
 }
 
 /// Each function's `data-loc="file:line"` on its frames, for the page's
@@ -279,9 +289,15 @@ mod tests {
         assert!(!svg.contains("<script>alert"), "no raw markup from names");
         assert!(!svg.contains("Holder<T>"), "no raw generic name");
         assert!(svg.contains("cpu &lt;&amp;&gt;"), "escaped title");
-        assert!(svg.contains(r#"data-loc="src/zoo.rs:7""#), "location attribute");
+        assert!(
+            svg.contains(r#"data-loc="src/zoo.rs:7""#),
+            "location attribute"
+        );
         // The name with `;` and a trailing number stays one frame.
-        assert!(svg.contains("[u8\u{37e}\u{a0}32]::len\u{a0}12 (1 count"), "{svg}");
+        assert!(
+            svg.contains("[u8\u{37e}\u{a0}32]::len\u{a0}12 (1 count"),
+            "{svg}"
+        );
         assert!(!svg.contains("onload="));
     }
 

@@ -96,13 +96,28 @@ impl Shell<'_> {
     /// The parameters that carry over from page to page.
     fn params(&self) -> Vec<(&'static str, String)> {
         let a = self.asked;
-        let seconds = a.seconds.map(|s| s.as_secs().to_string()).unwrap_or_default();
+        let seconds = a
+            .seconds
+            .map(|s| s.as_secs().to_string())
+            .unwrap_or_default();
         vec![
             ("profile", a.profile.0.name().to_owned()),
             ("sample_index", a.sample_index.clone().unwrap_or_default()),
             ("seconds", seconds),
-            ("focus", a.focus.as_ref().map(|p| p.0.to_string()).unwrap_or_default()),
-            ("ignore", a.ignore.as_ref().map(|p| p.0.to_string()).unwrap_or_default()),
+            (
+                "focus",
+                a.focus
+                    .as_ref()
+                    .map(|p| p.0.to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "ignore",
+                a.ignore
+                    .as_ref()
+                    .map(|p| p.0.to_string())
+                    .unwrap_or_default(),
+            ),
         ]
     }
 
@@ -162,7 +177,11 @@ impl Shell<'_> {
         if !self.types.is_empty() {
             out.push_str("<label>sample type <select name=sample_index>");
             for (i, (t, unit)) in self.types.iter().enumerate() {
-                let selected = if Some(i) == self.shown { " selected" } else { "" };
+                let selected = if Some(i) == self.shown {
+                    " selected"
+                } else {
+                    ""
+                };
                 let _ = write!(
                     out,
                     "<option value=\"{}\"{selected}>{} ({})</option>",
@@ -173,7 +192,9 @@ impl Shell<'_> {
             }
             out.push_str("</select></label>\n");
         }
-        let pattern = |p: &Option<super::Pattern>| p.as_ref().map(|p| escape(p.0.as_str())).unwrap_or_default();
+        let pattern = |p: &Option<super::Pattern>| {
+            p.as_ref().map(|p| escape(p.0.as_str())).unwrap_or_default()
+        };
         let _ = write!(
             out,
             "<label>focus <input name=focus value=\"{}\" placeholder=regex size=14></label>\n<label>ignore <input name=ignore value=\"{}\" placeholder=regex size=14></label>\n",
@@ -185,12 +206,17 @@ impl Shell<'_> {
         } else if a.page == Page::Diff {
             ("seconds", "compare now with this many seconds ago")
         } else {
-            ("delta over", "empty: since the start; N: what changed in N seconds")
+            (
+                "delta over",
+                "empty: since the start; N: what changed in N seconds",
+            )
         };
         let _ = write!(
             out,
             "<label title=\"{hint}\">{label} <input name=seconds type=number min=1 size=4 value=\"{}\" placeholder=s></label>\n<button>Apply</button>\n</form>\n",
-            a.seconds.map(|s| s.as_secs().to_string()).unwrap_or_default()
+            a.seconds
+                .map(|s| s.as_secs().to_string())
+                .unwrap_or_default()
         );
     }
 }
@@ -272,9 +298,17 @@ pub(super) fn choose_seconds(shell: &Shell<'_>, default: u64, max: u64) -> Strin
         a.page.path(),
         escape(a.profile.0.name())
     );
-    for (k, v) in [("sample_index", a.sample_index.clone()), ("focus", a.focus.as_ref().map(|p| p.0.to_string())), ("ignore", a.ignore.as_ref().map(|p| p.0.to_string()))] {
+    for (k, v) in [
+        ("sample_index", a.sample_index.clone()),
+        ("focus", a.focus.as_ref().map(|p| p.0.to_string())),
+        ("ignore", a.ignore.as_ref().map(|p| p.0.to_string())),
+    ] {
         if let Some(v) = v {
-            let _ = writeln!(body, "<input type=hidden name={k} value=\"{}\">", escape(&v));
+            let _ = writeln!(
+                body,
+                "<input type=hidden name={k} value=\"{}\">",
+                escape(&v)
+            );
         }
     }
     let _ = write!(
@@ -511,7 +545,13 @@ mod tests {
         assert_eq!(value(512, "bytes"), "512 B");
         assert_eq!(percent(1, 4), "25.00%");
         assert_eq!(percent(1, 0), "–");
-        assert_eq!(escape("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&#34;&lt;/a&gt;");
-        assert_eq!(href("top", &[("focus", "a<b&c"), ("seconds", "")]), "top?focus=a%3Cb%26c");
+        assert_eq!(
+            escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&#34;&lt;/a&gt;"
+        );
+        assert_eq!(
+            href("top", &[("focus", "a<b&c"), ("seconds", "")]),
+            "top?focus=a%3Cb%26c"
+        );
     }
 }

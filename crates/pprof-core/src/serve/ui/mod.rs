@@ -166,7 +166,14 @@ fn pattern(params: &Params, param: &'static str) -> Result<Option<Pattern>, Erro
         .dfa_size_limit(1 << 20)
         .build()
         .map(|re| Some(Pattern(re)))
-        .map_err(|e| invalid(e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")))
+        .map_err(|e| {
+            invalid(
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        })
 }
 
 /// One uploaded profile is read at a time in the process; another
@@ -246,7 +253,11 @@ where
         shown: None,
     };
     let max = config.max_duration.as_secs();
-    let default = config.default_duration.min(config.max_duration).as_secs().min(10);
+    let default = config
+        .default_duration
+        .min(config.max_duration)
+        .as_secs()
+        .min(10);
     let name = asked.profile.0.name();
     match (&upload, asked.page) {
         (Some(_), _) => {}
@@ -293,13 +304,11 @@ where
     let collected = if view_upload {
         None
     } else {
-        let delta = if asked.windowed() && asked.page != Page::Diff {
-            None
-        } else if upload.is_some() {
-            None
-        } else {
-            asked.seconds
-        };
+        // A second profile: a delta's, or a diff over time's (for CPU, a
+        // second window); a window profile's `seconds` is its length, and a
+        // baseline takes the second one's place.
+        let second = upload.is_none() && (asked.page == Page::Diff || !asked.windowed());
+        let delta = asked.seconds.filter(|_| second);
         Some(collect(profile, ask, delta).await?)
     };
     let max_decoded = config.max_upload_decoded_bytes;
@@ -380,13 +389,18 @@ fn draw(
             let now = resolve(&now)?;
             drop(working.take());
             let what = if asked.windowed() {
-                format!("{} s CPU profile", asked.seconds.unwrap_or_default().as_secs())
+                format!(
+                    "{} s CPU profile",
+                    asked.seconds.unwrap_or_default().as_secs()
+                )
             } else {
                 "now".to_owned()
             };
             view(asked, &now, &what)
         }
-        _ => Err(Error::Profiler("nothing was collected for this page".to_owned())),
+        _ => Err(Error::Profiler(
+            "nothing was collected for this page".to_owned(),
+        )),
     };
     drop(working);
     page
@@ -598,7 +612,9 @@ where
     while let Some(field) = form.next_field().await.map_err(bad)? {
         count += 1;
         if count > 32 {
-            return Err(Error::InvalidUpload("the form has too many fields".to_owned()));
+            return Err(Error::InvalidUpload(
+                "the form has too many fields".to_owned(),
+            ));
         }
         let is_file = field.file_name().is_some();
         let name = field.name().unwrap_or_default().to_owned();
@@ -671,7 +687,10 @@ mod tests {
         ));
         assert!(matches!(
             ask(&format!("profile={snapshot}&ignore=[")),
-            Err(Error::InvalidRegex { param: "ignore", .. })
+            Err(Error::InvalidRegex {
+                param: "ignore",
+                ..
+            })
         ));
         assert_eq!(
             ask(&format!("profile={snapshot}&seconds=x")),
@@ -683,7 +702,9 @@ mod tests {
             &Params::new("", &format!("profile={snapshot}")),
         );
         assert_eq!(page, Err(Error::UnknownPage("nope".into())));
-        let ok = ask(&format!("profile={snapshot}&sample_index=0&focus=a|b&seconds=5"));
+        let ok = ask(&format!(
+            "profile={snapshot}&sample_index=0&focus=a|b&seconds=5"
+        ));
         assert!(ok.is_ok(), "{ok:?}");
     }
 

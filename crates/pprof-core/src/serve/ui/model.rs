@@ -260,7 +260,10 @@ pub(super) mod tests {
     fn stacks_are_root_first_and_functions_merge_by_name() {
         let p = proto(
             &["samples", "cpu"],
-            &[(&["eat", "live", "main"], &[1, 10]), (&["nap", "main"], &[2, 20])],
+            &[
+                (&["eat", "live", "main"], &[1, 10]),
+                (&["nap", "main"], &[2, 20]),
+            ],
         );
         let s = Stacks::from_proto(&p).expect("resolves");
         let names = |i: usize| -> Vec<&str> {
@@ -303,13 +306,19 @@ pub(super) mod tests {
     fn broken_references_are_errors_not_panics() {
         let mut p = proto(&["cpu"], &[(&["eat"], &[1])]);
         p.sample[0].location_id.push(99);
-        assert!(matches!(Stacks::from_proto(&p), Err(Error::InvalidUpload(w)) if w.contains("location 99")));
+        assert!(
+            matches!(Stacks::from_proto(&p), Err(Error::InvalidUpload(w)) if w.contains("location 99"))
+        );
         let mut p = proto(&["cpu"], &[(&["eat"], &[1])]);
         p.sample[0].value.push(3);
-        assert!(matches!(Stacks::from_proto(&p), Err(Error::InvalidUpload(w)) if w.contains("2 values")));
+        assert!(
+            matches!(Stacks::from_proto(&p), Err(Error::InvalidUpload(w)) if w.contains("2 values"))
+        );
         let mut p = proto(&["cpu"], &[(&["eat"], &[1])]);
         p.function[0].name = 1000;
-        assert!(matches!(Stacks::from_proto(&p), Err(Error::InvalidUpload(w)) if w.contains("1000")));
+        assert!(
+            matches!(Stacks::from_proto(&p), Err(Error::InvalidUpload(w)) if w.contains("1000"))
+        );
         let mut p = proto(&["cpu"], &[(&["eat"], &[1])]);
         p.sample_type.clear();
         p.sample[0].value.clear();
