@@ -1,9 +1,9 @@
 //! The HTTP face: [`Pprof::handle`] (`http::Request` in, `http::Response`
 //! out), request parsing, the access guards, admission, the index page, the
 //! pages for people (`ui/`), the tower `Service`/`Layer`s, and the one
-//! function that turns an [`Error`] into a status, headers and message. The only room that names `http`,
-//! `http_body` or `tower`; it knows profiles only through the
-//! [`profiles`](crate::profiles) registry.
+//! function that turns an [`Error`] into a status, headers and message.
+//! The only room that names `http`, `http_body` or `tower`; it knows
+//! profiles only through the [`profiles`](crate::profiles) registry.
 
 use std::sync::Arc;
 
