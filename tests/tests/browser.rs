@@ -1,5 +1,6 @@
 //! The pages in a real browser (headless Chromium through chromedriver) on
-//! the practice program: every page loads; each planted function is the
+//! the practice program: every profile's flame graph, top and diff page
+//! loads; each planted function is the
 //! widest frame of its flame graph outside its own callers and heads its
 //! top table; clicking a frame zooms; search highlights and says the share;
 //! hovering shows function, file:line and value; diffs colour growth;
@@ -28,6 +29,7 @@ const PLANTED: &[(&str, &str, &str)] = &[
     ("heap", "", "practice::Mouse::steal"),
     ("allocs", "", "practice::Dog::run"),
     ("goroutine", "", "practice::Wolf::drink::{{closure}}"),
+    ("threadcreate", "", "practice::Wolf::drink::{{closure}}"),
     ("mutex", "", "practice::Wolf::howl"),
     ("block", "", "practice::Cat::pee"),
 ];
@@ -343,7 +345,7 @@ fn diffs(browser: &Browser, addr: SocketAddr, dir: &Path) {
     std::thread::sleep(Duration::from_secs(1));
     browser.open(&url(addr, "ui/diff?profile=allocs"));
     wait_done(browser, "diff chooser");
-    browser.screenshot(dir, "diff-chooser");
+    browser.screenshot(dir, "diff-allocs-chooser");
     browser.type_into(
         &browser.find("input[name=baseline]"),
         &file.display().to_string(),

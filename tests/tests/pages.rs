@@ -303,10 +303,15 @@ fn a_cpu_page_counts_down_then_shows_the_profile_escaped() {
         )
     });
     // Once that profile runs, another page that needs the profiler is refused.
+    let asked = std::time::Instant::now();
     while !get(addr, "/debug/pprof/")
         .text()
         .contains("<tr><td>1</td><td><a href='profile?debug=1'>")
     {
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "the page's CPU profile never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let top = request(
