@@ -13,8 +13,9 @@
 //! over function names and files) and `seconds` (a CPU profile's length, a
 //! delta's gap). The pages are answered by the same handler as the data
 //! routes, after the same guards, with the same admission slots; a page
-//! whose profile takes time answers `GET` with a page that counts down and
-//! posts itself back, and the `POST` does the work. A bad parameter is a
+//! whose profile takes time answers `GET` at once with a page that counts
+//! down while it sends the same request as a `POST` (which does the work)
+//! and then shows that answer in its place. A bad parameter is a
 //! page that says which. Uploads are bounded, read and dropped.
 
 mod flame;
