@@ -211,7 +211,7 @@ fn error_page(error: &Error) -> Reply {
     }
 }
 
-/// A file someone sent: a baseline (diff) or a saved profile (the others).
+/// A file someone sent, as it came: a baseline (diff) or a saved profile.
 struct Upload {
     file: Bytes,
     /// The form's other fields (`seconds`, …), which win over the query's.
@@ -234,6 +234,8 @@ where
         return Ok(String::new());
     }
     let post = parts.method == Method::POST;
+    // An upload is read and checked first, one at a time, before any
+    // profile is taken: a bad file is refused at once.
     let upload = if post && is_upload(parts) {
         let reading = UPLOADS.try_claim()?;
         let upload = read_upload(config, parts, body).await?;
@@ -242,7 +244,14 @@ where
             let page = asked.page.path();
             asked = parse(config, page, &params)?;
         }
-        Some((upload, reading))
+        let max_decoded = config.max_upload_decoded_bytes;
+        let decoded = blocking(move || {
+            let _reading = reading;
+            let proto = format::decode(&upload.file, max_decoded)?;
+            Stacks::from_proto(&proto)
+        })
+        .await?;
+        Some(decoded)
     } else {
         None
     };
@@ -291,7 +300,8 @@ where
         return Ok(html::working(&shell, &what, takes.as_secs()));
     }
 
-    // The work: collect (or read the upload), then draw off the workers.
+    // The work: collect (unless an upload is all it shows), then draw off
+    // the workers.
     let profile = asked.profile.0;
     let window = if asked.windowed() {
         asked
@@ -312,16 +322,7 @@ where
         let delta = asked.seconds.filter(|_| second);
         Some(collect(profile, ask, delta).await?)
     };
-    let max_decoded = config.max_upload_decoded_bytes;
-    blocking(move || {
-        let upload = upload.map(|(upload, reading)| {
-            let decoded = format::decode(&upload.file, max_decoded);
-            drop(reading);
-            decoded
-        });
-        draw(&asked, collected, upload.transpose()?)
-    })
-    .await
+    blocking(move || draw(&asked, collected, upload)).await
 }
 
 /// The profile's declared sample types, before anything is collected.
@@ -346,9 +347,8 @@ fn resolve(profile: &StackProfile) -> Result<Stacks, Error> {
 fn draw(
     asked: &PageRequest,
     collected: Option<Collected>,
-    upload: Option<format::protos::Profile>,
+    uploaded: Option<Stacks>,
 ) -> Result<String, Error> {
-    let uploaded = upload.as_ref().map(Stacks::from_proto).transpose()?;
     let (mut working, first, later) = match collected {
         Some(Collected {
             first,
