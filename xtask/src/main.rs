@@ -104,17 +104,19 @@ fn practice() -> ExitCode {
     }
     // Let the animals live a few rounds first.
     std::thread::sleep(Duration::from_secs(5));
-    let steps: [(&str, &[&str]); 6] = [
+    let steps: [(&str, &[&str], &str); 6] = [
         (
             "CPU: who burns it?",
             &[
                 "-top",
                 "http://127.0.0.1:6060/debug/pprof/profile?seconds=10",
             ],
+            "flamegraph?profile=profile&seconds=10",
         ),
         (
             "Heap: who holds memory?",
             &["-top", "http://127.0.0.1:6060/debug/pprof/heap"],
+            "top?profile=heap",
         ),
         (
             "Allocations: who churns memory?",
@@ -123,23 +125,30 @@ fn practice() -> ExitCode {
                 "-top",
                 "http://127.0.0.1:6060/debug/pprof/allocs",
             ],
+            "flamegraph?profile=allocs",
         ),
         (
             "Threads: who leaks them?",
             &["-top", "http://127.0.0.1:6060/debug/pprof/goroutine"],
+            "flamegraph?profile=goroutine",
         ),
         (
             "Locks: who holds them while others wait?",
             &["-top", "http://127.0.0.1:6060/debug/pprof/mutex"],
+            "flamegraph?profile=mutex",
         ),
         (
             "Blocking: who waits?",
             &["-top", "http://127.0.0.1:6060/debug/pprof/block"],
+            "flamegraph?profile=block",
         ),
     ];
     let mut ok = true;
-    for (title, args) in steps {
-        println!("\n=== {title}\n$ go tool pprof {}", args.join(" "));
+    for (title, args, page) in steps {
+        println!(
+            "\n=== {title}\nin a browser: http://{ADDR}/debug/pprof/ui/{page}\n$ go tool pprof {}",
+            args.join(" ")
+        );
         let status = Command::new("go")
             .args(["tool", "pprof"])
             .args(args)
