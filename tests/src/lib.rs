@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use prost::Message;
 
-pub use pprof::protos::Profile;
+pub use pprof_core::proto::Profile;
 
 pub mod browser;
 
@@ -453,6 +453,62 @@ pub fn function_names(p: &Profile) -> Vec<String> {
     p.function
         .iter()
         .map(|f| string(p, f.name).to_owned())
+        .collect()
+}
+
+/// One sample as a reader sees it: function names leaf first (inlined
+/// frames innermost first), string labels, and its values.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// Function names, leaf first.
+    pub functions: Vec<String>,
+    /// String labels, `(key, value)`.
+    pub labels: Vec<(String, String)>,
+    /// The sample's values, in sample-type order.
+    pub values: Vec<i64>,
+}
+
+impl Stack {
+    /// The value of string label `key`, if the sample has it.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether any frame's function name ends with `suffix`.
+    pub fn has(&self, suffix: &str) -> bool {
+        self.functions.iter().any(|f| f.ends_with(suffix))
+    }
+}
+
+/// Every sample of `p`, with its stack resolved to names.
+pub fn stacks(p: &Profile) -> Vec<Stack> {
+    let function = |id: u64| {
+        p.function
+            .iter()
+            .find(|f| f.id == id)
+            .map_or("<no function>", |f| string(p, f.name))
+            .to_owned()
+    };
+    p.sample
+        .iter()
+        .map(|s| Stack {
+            functions: s
+                .location_id
+                .iter()
+                .filter_map(|id| p.location.iter().find(|l| l.id == *id))
+                .flat_map(|l| l.line.iter().map(|line| function(line.function_id)))
+                .collect(),
+            labels: s
+                .label
+                .iter()
+                .filter(|l| l.str != 0)
+                .map(|l| (string(p, l.key).to_owned(), string(p, l.str).to_owned()))
+                .collect(),
+            values: s.value.clone(),
+        })
         .collect()
 }
 

@@ -478,7 +478,7 @@ fn save(bytes: &[u8], name: &str) -> PathBuf {
 /// A gzipped goroutine profile.proto of `stacks` (names leaf first), stack
 /// `i` sampled `value(i)` times.
 fn synthetic(stacks: &[&[&str]], value: impl Fn(usize) -> i64) -> Vec<u8> {
-    use pprof::protos::{Function, Line, Location, Profile, Sample, ValueType};
+    use pprof_core::proto::{Function, Line, Location, Profile, Sample, ValueType};
     let mut p = Profile {
         string_table: vec![String::new(), "goroutine".into(), "count".into()],
         sample_type: vec![ValueType { ty: 1, unit: 2 }],

@@ -328,20 +328,36 @@ fn cpu_profile_takes_a_posted_form() {
 }
 
 #[test]
-fn second_concurrent_cpu_profile_gets_409() {
+fn concurrent_cpu_profiles_share_the_sampler_up_to_the_limit() {
     let _cpu = cpu_profiler_lock();
-    for (adapter, addr) in servers() {
+    for adapter in Adapter::ALL {
+        let what = |w: &str| format!("{adapter:?} {w}");
+        // One at a time, as Go: the second gets Go's message.
+        let addr = adapter.start_with(pprof_core::Config::default().max_cpu_profiles(1));
         let first = std::thread::spawn(move || get(addr, "/debug/pprof/profile?seconds=2"));
         std::thread::sleep(Duration::from_millis(500));
         let second = get(addr, "/debug/pprof/profile?seconds=1");
-        let first = first.join().expect("first request");
-        assert_profile_headers(&first, "profile", &format!("{adapter:?} first"));
         assert_error(
             &second,
             409,
             "Could not enable CPU profiling: cpu profiling already in use",
-            &format!("{adapter:?} second"),
+            &what("second of one"),
         );
+        assert_profile_headers(&first.join().expect("first"), "profile", &what("first"));
+        // By default several share it; another rate is refused by name.
+        let addr = adapter.start(None);
+        let first = std::thread::spawn(move || get(addr, "/debug/pprof/profile?seconds=2"));
+        std::thread::sleep(Duration::from_millis(500));
+        let other_rate = get(addr, "/debug/pprof/profile?seconds=1&hz=250");
+        assert_error(
+            &other_rate,
+            409,
+            "a CPU profile at 100 Hz is running; ask with hz=100",
+            &what("other rate"),
+        );
+        let second = get(addr, "/debug/pprof/profile?seconds=1");
+        assert_profile_headers(&second, "profile", &what("second"));
+        assert_profile_headers(&first.join().expect("first"), "profile", &what("first"));
     }
 }
 

@@ -266,7 +266,8 @@ impl<T: Copy + Into<u64>> Holder<T> {
 #[test]
 fn a_cpu_page_counts_down_then_shows_the_profile_escaped() {
     let _cpu = cpu_profiler_lock();
-    let (_, addr) = servers()[0];
+    // One CPU profile at a time here, so a second page is turned away.
+    let addr = Adapter::Axum.start_with(Config::default().max_cpu_profiles(1));
     // GET: a page that says it is working and counts down, and posts itself.
     let r = get(addr, "/debug/pprof/ui/flamegraph?profile=profile&seconds=2");
     assert_page(&r, 200, "working page");
@@ -330,8 +331,9 @@ fn a_cpu_page_counts_down_then_shows_the_profile_escaped() {
         "a raw generic name would open an element"
     );
     assert!(html.contains("data-loc=\"") && html.contains("tests/tests/pages.rs:"));
-    // The top table was asked while the flame graph's profile ran: the
-    // profiler is one at a time, and the page says so (Go's message).
+    // The top table was asked while the flame graph's profile ran: this
+    // server allows one CPU profile at a time, and the page says so (Go's
+    // message), as the data route would.
     assert_page(&top, 409, "busy CPU profiler");
     assert!(error_message(&top).contains("cpu profiling already in use"));
 
@@ -382,7 +384,7 @@ fn post_form(addr: SocketAddr, target: &str, field: &str, file: &[u8]) -> Respon
 
 /// A small profile whose function names are markup.
 fn hostile_profile() -> Vec<u8> {
-    use pprof::protos::{Function, Line, Location, Profile, Sample, ValueType};
+    use pprof_core::proto::{Function, Line, Location, Profile, Sample, ValueType};
     let strings = [
         "",
         "goroutine",

@@ -184,6 +184,7 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
     endpoint_costs(&server, quick)?;
     thread_dumps(&server, quick)?;
     accuracy(&server, plan.accuracy_seconds)?;
+    cpu_sampler(&server, go_server.as_deref(), &target, quick)?;
     locks(&target, quick)
 }
 
@@ -434,17 +435,32 @@ fn get(addr: &str, target: &str) -> Result<(u16, Vec<u8>, Duration), String> {
     Ok((status, body, elapsed))
 }
 
-/// The status code and body of a whole HTTP/1.1 response (`Connection: close`).
+/// The status code and body of a whole HTTP/1.1 response (`Connection:
+/// close`), de-chunked when it came chunked (Go's server chunks profiles).
 pub(crate) fn split_response(raw: &[u8]) -> (u16, Vec<u8>) {
     let status = String::from_utf8_lossy(raw.get(9..12).unwrap_or_default())
         .parse()
         .unwrap_or(0);
-    let body = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| raw[i + 4..].to_vec())
-        .unwrap_or_default();
-    (status, body)
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (status, Vec::new());
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return (status, body.to_vec());
+    }
+    let (mut out, mut rest) = (Vec::new(), body);
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&rest[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 || rest.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+        rest = &rest[(eol + 4 + size).min(rest.len())..];
+    }
+    (status, out)
 }
 
 pub(crate) fn rss_mib(pid: u32) -> f64 {
@@ -602,5 +618,371 @@ fn accuracy(server: &str, seconds: u64) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    Ok(())
+}
+
+/// One server under test in the CPU sampler's table: ours or Go's.
+struct Subject<'a> {
+    name: &'a str,
+    start: &'a dyn Fn(u16) -> Result<Server, String>,
+}
+
+/// CPU seconds (user + system) the kernel counted for `pid` so far.
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
+}
+
+fn rss_anon_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// `key=value` lines of a bench-server or Go reference run.
+fn values_of(output: &[u8]) -> std::collections::HashMap<String, String> {
+    String::from_utf8_lossy(output)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// `bench-server cpu-total FILE FUNCTIONS…`
+fn cpu_total(
+    server: &str,
+    file: &str,
+    functions: &[&str],
+) -> Result<std::collections::HashMap<String, String>, String> {
+    let out = Command::new(server)
+        .arg("cpu-total")
+        .arg(file)
+        .args(functions)
+        .output()
+        .map_err(|e| format!("{server}: {e}"))?;
+    Ok(values_of(&out.stdout))
+}
+
+/// `wrk` for `seconds` on core 1: total requests served.
+fn wrk_requests(addr: &str, seconds: u64) -> Result<f64, String> {
+    let out = pinned("1", "wrk")
+        .args([
+            "-t1",
+            "-c16",
+            &format!("-d{seconds}s"),
+            &format!("http://{addr}/"),
+        ])
+        .output()
+        .map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .ok_or_else(|| format!("no request count in wrk output:\n{text}"))
+}
+
+/// Profile CPU over the kernel's count for the process, over one profile's
+/// window, the hello handler under wrk.
+fn captured_share(
+    subject: &Subject<'_>,
+    server: &str,
+    target: &str,
+    window: u64,
+    rounds: usize,
+) -> Result<(f64, f64, f64), String> {
+    let mut shares = Vec::new();
+    let (mut kernel_s, mut profile_s) = (0.0, 0.0);
+    for round in 0..rounds {
+        let s = (subject.start)(7201)?;
+        let addr = s.addr.clone();
+        let load = std::thread::spawn(move || wrk_requests(&addr, window + 4));
+        std::thread::sleep(Duration::from_millis(1500));
+        let (t0, started) = (proc_cpu_seconds(s.pid()), Instant::now());
+        let (status, body, _) = get(&s.addr, &format!("/debug/pprof/profile?seconds={window}"))?;
+        let (t1, elapsed) = (proc_cpu_seconds(s.pid()), started.elapsed());
+        let _ = load.join();
+        if status != 200 {
+            return Err(format!("{}: CPU profile answered {status}", subject.name));
+        }
+        let file = format!("{target}/bench-captured-{}-{round}.pb.gz", subject.name);
+        std::fs::write(&file, &body).map_err(|e| format!("{file}: {e}"))?;
+        let total: f64 = cpu_total(server, &file, &[])?
+            .get("cpu.total_s")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        // The request's wall time includes building the report after the
+        // window: scale the kernel's count to the window.
+        #[allow(clippy::cast_precision_loss)]
+        let kernel = (t1 - t0) * (window as f64 / elapsed.as_secs_f64()).min(1.0);
+        kernel_s = kernel;
+        profile_s = total;
+        shares.push(if kernel > 0.0 { total / kernel } else { 0.0 });
+    }
+    Ok((median(shares), profile_s, kernel_s))
+}
+
+/// Anonymous memory a CPU profile leaves behind, as
+/// `../shared/tools/rss-after-profile.sh` measures it: a heap request and a
+/// goroutine dump to warm up, `idle`, RssAnon; a 3 s CPU profile, `idle`,
+/// RssAnon again.
+fn anon_after_profile(subject: &Subject<'_>, idle: Duration) -> Result<f64, String> {
+    let s = (subject.start)(7202)?;
+    get(&s.addr, "/debug/pprof/heap")?;
+    get(&s.addr, "/debug/pprof/goroutine")?;
+    std::thread::sleep(idle);
+    let before = rss_anon_mib(s.pid());
+    get(&s.addr, "/debug/pprof/profile?seconds=3")?;
+    std::thread::sleep(idle);
+    Ok(rss_anon_mib(s.pid()) - before)
+}
+
+/// The server's own CPU per 10,000 requests, not profiling and profiling,
+/// alternating over `rounds` (fresh server each round): medians and the
+/// per-round overhead's spread.
+fn cpu_per_request(
+    subject: &Subject<'_>,
+    rounds: usize,
+    seconds: u64,
+) -> Result<(f64, f64, f64, f64, f64), String> {
+    let (mut plain, mut profiled, mut overheads) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let s = (subject.start)(7203)?;
+        wrk_requests(&s.addr, 1)?;
+        let (mut a, mut b) = (0.0, 0.0);
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for profiling in order {
+            let profile = profiling.then(|| {
+                let addr = s.addr.clone();
+                let target = format!("/debug/pprof/profile?seconds={}", seconds + 2);
+                let handle = std::thread::spawn(move || get(&addr, &target));
+                std::thread::sleep(Duration::from_millis(300));
+                handle
+            });
+            let t0 = proc_cpu_seconds(s.pid());
+            let requests = wrk_requests(&s.addr, seconds)?;
+            let per_10k = (proc_cpu_seconds(s.pid()) - t0) / requests.max(1.0) * 10_000.0;
+            if let Some(handle) = profile {
+                let (status, _, _) = handle.join().map_err(|_| "profile thread panicked")??;
+                if status != 200 {
+                    return Err(format!("{}: CPU profile answered {status}", subject.name));
+                }
+                b = per_10k;
+            } else {
+                a = per_10k;
+            }
+        }
+        plain.push(a);
+        profiled.push(b);
+        overheads.push(if a > 0.0 { 100.0 * (b / a - 1.0) } else { 0.0 });
+    }
+    let low = overheads.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = overheads.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Ok((
+        median(plain),
+        median(profiled),
+        median(overheads),
+        low,
+        high,
+    ))
+}
+
+/// The CPU sampler next to Go's, in one run: captured share, the 3:1
+/// split, memory left after a profile and while one runs, overhead per
+/// request, and the signal handler's cost per sample.
+fn cpu_sampler(server: &str, go: Option<&str>, target: &str, quick: bool) -> Result<(), String> {
+    let (window, share_rounds, overhead_rounds, seconds, idle, split) = if quick {
+        (2, 1, 2, 1, Duration::from_secs(1), 2)
+    } else {
+        (10, 3, 10, 3, Duration::from_secs(20), 10)
+    };
+    let ours_start = |port: u16| {
+        Server::start(
+            server,
+            &["serve", "--framework", "axum", "--pprof"],
+            port,
+            false,
+        )
+    };
+    let go_start = |port: u16| match go {
+        Some(go) => Server::start_go(go, port),
+        None => Err("go is not installed".to_owned()),
+    };
+    let ours = Subject {
+        name: "ours",
+        start: &ours_start,
+    };
+    let theirs = Subject {
+        name: "go",
+        start: &go_start,
+    };
+    let mut subjects = vec![&ours];
+    if go.is_some() {
+        subjects.push(&theirs);
+    }
+    println!(
+        "\n| CPU profile ({}) | ours | Go net/http/pprof |",
+        if quick {
+            "quick: numbers mean little"
+        } else {
+            "release, axum hello handler vs the Go reference"
+        }
+    );
+    println!("|---|---|---|");
+    let row = |what: &str, cells: Vec<String>| {
+        println!(
+            "| {what} | {} | {} |",
+            cells.first().map_or("", String::as_str),
+            cells
+                .get(1)
+                .map_or("skipped: go not installed", String::as_str)
+        );
+    };
+    let mut cells = Vec::new();
+    for s in &subjects {
+        let (share, profile, kernel) = captured_share(s, server, target, window, share_rounds)?;
+        cells.push(format!("{share:.3} ({profile:.2} s of {kernel:.2} s)"));
+    }
+    row(
+        &format!(
+            "(a) captured share: profile CPU / kernel CPU, {window} s window under wrk (median of {share_rounds})"
+        ),
+        cells,
+    );
+
+    let ours_split = Command::new(server)
+        .args(["accuracy", "--seconds", &split.to_string()])
+        .env("_RJEM_MALLOC_CONF", "prof:false")
+        .output()
+        .map_err(|e| format!("{server}: {e}"))?;
+    let v = values_of(&ours_split.stdout);
+    let get_v = |v: &std::collections::HashMap<String, String>, k: &str| {
+        v.get(k).cloned().unwrap_or_else(|| "?".into())
+    };
+    let mut cells = vec![format!(
+        "{} % (kernel {} %)",
+        get_v(&v, "accuracy.profile_share_three"),
+        get_v(&v, "accuracy.kernel_share_three")
+    )];
+    if let Some(go) = go {
+        let file = format!("{target}/bench-go-accuracy.pb.gz");
+        let out = Command::new(go)
+            .args(["-accuracy", &split.to_string(), "-out", &file])
+            .output()
+            .map_err(|e| format!("{go}: {e}"))?;
+        let kernel = values_of(&out.stdout);
+        let profile = cpu_total(server, &file, &["accuracy.func1", "accuracy.func2"])?;
+        let number = |m: &std::collections::HashMap<String, String>, k: &str| {
+            m.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        };
+        let (k3, k1) = (
+            number(&kernel, "accuracy.kernel_three_s"),
+            number(&kernel, "accuracy.kernel_one_s"),
+        );
+        let (p3, p1) = (
+            number(&profile, "cpu.accuracy.func1_s"),
+            number(&profile, "cpu.accuracy.func2_s"),
+        );
+        cells.push(format!(
+            "{:.1} % (kernel {:.1} %)",
+            100.0 * p3 / (p3 + p1).max(1e-9),
+            100.0 * k3 / (k3 + k1).max(1e-9)
+        ));
+    }
+    row(
+        &format!("(b) 3:1 two-thread split: share of the 3× thread, {split} s"),
+        cells,
+    );
+
+    let mut cells = Vec::new();
+    for s in &subjects {
+        cells.push(format!("{:+.1} MiB", anon_after_profile(s, idle)?));
+    }
+    row(
+        &format!(
+            "(c) RssAnon left after a 3 s profile ({} s idle before and after)",
+            idle.as_secs()
+        ),
+        cells,
+    );
+
+    let mut cells = Vec::new();
+    for s in &subjects {
+        let (plain, profiled, overhead, low, high) = cpu_per_request(s, overhead_rounds, seconds)?;
+        cells.push(format!(
+            "{plain:.3} → {profiled:.3} CPU s: {overhead:+.1} % (rounds {low:+.1} to {high:+.1} %)"
+        ));
+    }
+    row(
+        &format!(
+            "(d) server CPU per 10,000 requests, not profiling → profiling at 100 Hz (median of {overhead_rounds} alternating rounds)"
+        ),
+        cells,
+    );
+
+    let mut costs = Vec::new();
+    for depth in [10, 40] {
+        let out = Command::new(server)
+            .args([
+                "handler-cost",
+                "--depth",
+                &depth.to_string(),
+                "--seconds",
+                if quick { "1" } else { "3" },
+            ])
+            .env("_RJEM_MALLOC_CONF", "prof:false")
+            .output()
+            .map_err(|e| format!("{server}: {e}"))?;
+        costs.push(format!(
+            "{} ns at {depth} frames",
+            get_v(&values_of(&out.stdout), "handler.ns_per_tick")
+        ));
+    }
+    row(
+        "(e) signal handler per recorded tick (claim, unwind, publish)",
+        vec![costs.join(", "), "n/a".into()],
+    );
+
+    let (threads, secs) = if quick { (10, 2) } else { (100, 30) };
+    let out = Command::new(server)
+        .args([
+            "sampler-memory",
+            "--threads",
+            &threads.to_string(),
+            "--seconds",
+            &secs.to_string(),
+        ])
+        .env("_RJEM_MALLOC_CONF", "prof:false")
+        .output()
+        .map_err(|e| format!("{server}: {e}"))?;
+    let v = values_of(&out.stdout);
+    let kib = |k: &str| v.get(k).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    row(
+        &format!(
+            "RssAnon while {threads} busy threads are profiled {secs} s at 100 Hz: peak over before, after over before"
+        ),
+        vec![
+            format!(
+                "{:+.1} MiB, {:+.1} MiB",
+                (kib("memory.peak_kib") - kib("memory.before_kib")) / 1024.0,
+                (kib("memory.after_kib") - kib("memory.before_kib")) / 1024.0
+            ),
+            "n/a".into(),
+        ],
+    );
     Ok(())
 }

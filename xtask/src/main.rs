@@ -4,6 +4,7 @@
 
 mod bench;
 mod fuzz;
+mod proto;
 mod soak;
 
 use std::net::TcpStream;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str =
     "usage: cargo xtask ci [--no-lint] | cargo xtask practice | cargo xtask bench [--quick]
-       cargo xtask fuzz [--seconds N] | cargo xtask soak [--profiles N]
+       cargo xtask fuzz [--seconds N] | cargo xtask soak [--profiles N] | cargo xtask proto
 
   ci         cargo fmt --check, cargo clippy (warnings are errors), cargo test --workspace,
              then bench --quick (proves the bench harness works; its numbers mean little)
@@ -23,6 +24,8 @@ const USAGE: &str =
              profile: CPU (10 s), heap, allocs, goroutine, mutex, block
   fuzz       every cargo-fuzz target in fuzz/ for N seconds each (default 60; needs
              nightly and cargo-fuzz): executions and findings per target
+  proto      regenerate pprof-core's profile.proto types with prost (needs protoc);
+             ci checks the committed ones are current
   soak       the practice service (release, jemalloc profiling on) under wrk load takes
              N (default 300) 1 s CPU profiles, each followed by a heap/allocs/... dump:
              crashes, hangs, failed requests, RSS trend (see docs/SOAK.md)";
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("proto") => report("proto", proto::run()),
         Some("fuzz") => report("fuzz", fuzz::run(number_after(&args, "--seconds", 60))),
         Some("soak") => report("soak", soak::run(number_after(&args, "--profiles", 300))),
         _ => {
@@ -268,7 +272,8 @@ const PUBLISHED: [&str; 4] = ["pprof-core", "pprof-axum", "pprof-actix", "pprof-
 
 /// Package every published crate (together, so the adapters find the
 /// unpublished core), then check each package holds only its own files:
-/// its manifest, README, both license texts and its `src/`.
+/// its manifest, README, both license texts, its `src/` (and pprof-core
+/// the `proto/` its generated types come from).
 fn package() -> Result<(), String> {
     let mut command = cargo();
     command.args(["package", "--no-verify", "--allow-dirty", "--quiet"]);
@@ -299,22 +304,21 @@ fn package() -> Result<(), String> {
                 return Err(format!("{name}'s package lacks {needed}: {files:?}"));
             }
         }
-        let stray: Vec<&&str> = files
-            .iter()
-            .filter(|f| {
-                !f.starts_with("src/")
-                    && ![
-                        "Cargo.toml",
-                        "Cargo.toml.orig",
-                        "Cargo.lock",
-                        "README.md",
-                        "LICENSE-MIT",
-                        "LICENSE-APACHE",
-                        ".cargo_vcs_info.json",
-                    ]
-                    .contains(f)
-            })
-            .collect();
+        let belongs = |f: &str| {
+            f.starts_with("src/")
+                || (name == "pprof-core" && f.starts_with("proto/"))
+                || [
+                    "Cargo.toml",
+                    "Cargo.toml.orig",
+                    "Cargo.lock",
+                    "README.md",
+                    "LICENSE-MIT",
+                    "LICENSE-APACHE",
+                    ".cargo_vcs_info.json",
+                ]
+                .contains(&f)
+        };
+        let stray: Vec<&&str> = files.iter().filter(|f| !belongs(f)).collect();
         if !stray.is_empty() {
             return Err(format!(
                 "{name}'s package holds files of no use to it: {stray:?}"

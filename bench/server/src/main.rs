@@ -21,6 +21,18 @@
 //! `threads`: for each count, that many extra threads wait on a channel
 //! while `/goroutine` (proto) and `/goroutine?debug=2` are requested
 //! through the handler in process; prints the median and slowest time.
+//!
+//! `cpu-total FILE [FUNCTION...]`: a saved CPU profile's total CPU seconds,
+//! and the seconds of the samples whose stack holds each named function
+//! (any profile.proto: ours or Go's).
+//!
+//! `handler-cost --depth N [--seconds S]`: a thread burns CPU N frames deep
+//! while a 1000 Hz profile runs in process; prints what the sampler
+//! measured its signal handler to take per tick.
+//!
+//! `sampler-memory --threads N [--seconds S] [--hz H]`: N threads burn CPU
+//! while one profile runs in process; prints RssAnon before, at its peak
+//! while profiling (read every 100 ms), and after.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -36,9 +48,12 @@ fn main() {
         Some("serve") => serve(),
         Some("accuracy") => accuracy(),
         Some("threads") => threads(),
+        Some("cpu-total") => cpu_total(),
+        Some("handler-cost") => handler_cost(),
+        Some("sampler-memory") => sampler_memory(),
         _ => {
             eprintln!(
-                "usage: bench-server serve --framework axum|actix|warp [--pprof] [--addr A] | accuracy [--seconds N] | threads [--counts 10,100,500] [--rounds N]"
+                "usage: bench-server serve --framework axum|actix|warp [--pprof] [--addr A] | accuracy [--seconds N] | threads [--counts 10,100,500] [--rounds N] | cpu-total FILE [FUNCTION...] | handler-cost --depth N [--seconds S] | sampler-memory --threads N [--seconds S] [--hz H]"
             );
             std::process::exit(2);
         }
@@ -237,7 +252,7 @@ fn accuracy() {
     }
     let mut raw = Vec::new();
     let _ = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut raw);
-    let profile = pprof::protos::Profile::decode(raw.as_slice()).unwrap_or_default();
+    let profile = pprof_core::proto::Profile::decode(raw.as_slice()).unwrap_or_default();
     let name_of = |id: u64| {
         profile
             .function
@@ -358,4 +373,193 @@ fn in_process() -> (tokio::runtime::Runtime, pprof_core::Pprof) {
         runtime,
         pprof_core::Pprof::new(pprof_core::Config::default()),
     )
+}
+
+/// A gunzipped (or raw) profile.proto.
+fn decode(body: &[u8]) -> pprof_core::proto::Profile {
+    use prost::Message;
+    use std::io::Read;
+    let mut raw = Vec::new();
+    if flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut raw)
+        .is_err()
+    {
+        raw = body.to_vec();
+    }
+    pprof_core::proto::Profile::decode(raw.as_slice()).unwrap_or_default()
+}
+
+/// Function names of a sample, leaf first.
+fn sample_functions(
+    profile: &pprof_core::proto::Profile,
+    sample: &pprof_core::proto::Sample,
+) -> Vec<String> {
+    let name_of = |id: u64| {
+        profile
+            .function
+            .iter()
+            .find(|f| f.id == id)
+            .and_then(|f| {
+                profile
+                    .string_table
+                    .get(usize::try_from(f.name).unwrap_or(0))
+            })
+            .cloned()
+            .unwrap_or_default()
+    };
+    sample
+        .location_id
+        .iter()
+        .filter_map(|id| profile.location.iter().find(|l| l.id == *id))
+        .flat_map(|l| l.line.iter().map(|line| name_of(line.function_id)))
+        .collect()
+}
+
+fn cpu_total() {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let Some(path) = args.first() else {
+        eprintln!("bench-server: cpu-total FILE [FUNCTION...]");
+        std::process::exit(2);
+    };
+    let profile = decode(&std::fs::read(path).unwrap_or_default());
+    let cpu = |sample: &pprof_core::proto::Sample| sample.value.get(1).copied().unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)]
+    let secs = |ns: i64| ns as f64 / 1e9;
+    println!(
+        "cpu.total_s={:.3}",
+        secs(profile.sample.iter().map(cpu).sum())
+    );
+    for function in &args[1..] {
+        let ns: i64 = profile
+            .sample
+            .iter()
+            .filter(|s| {
+                sample_functions(&profile, s)
+                    .iter()
+                    .any(|f| f.contains(function.as_str()))
+            })
+            .map(cpu)
+            .sum();
+        println!("cpu.{function}_s={:.3}", secs(ns));
+    }
+}
+
+/// Recurse `depth` frames, then burn until `until`.
+#[inline(never)]
+fn deep(depth: usize, until: Instant) -> u64 {
+    if depth > 1 {
+        return black_box(deep(depth - 1, until)) + 1;
+    }
+    let mut x = black_box(1u64);
+    while Instant::now() < until {
+        for _ in 0..1000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        }
+    }
+    x
+}
+
+/// One in-process CPU profile of `seconds` at `hz`; its comments.
+fn profile_comments(
+    runtime: &tokio::runtime::Runtime,
+    pprof: &pprof_core::Pprof,
+    seconds: u64,
+    hz: u32,
+) -> Vec<String> {
+    let request = http::Request::get(format!("/debug/pprof/profile?seconds={seconds}&hz={hz}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap_or_default();
+    let response = runtime.block_on(pprof.handle(request));
+    let body = runtime.block_on(async {
+        use http_body_util::BodyExt;
+        response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default()
+    });
+    let profile = decode(&body);
+    profile
+        .comment
+        .iter()
+        .filter_map(|c| {
+            profile
+                .string_table
+                .get(usize::try_from(*c).unwrap_or(0))
+                .cloned()
+        })
+        .collect()
+}
+
+fn handler_cost() {
+    let depth: usize = flag("--depth").and_then(|d| d.parse().ok()).unwrap_or(10);
+    let seconds: u64 = flag("--seconds").and_then(|s| s.parse().ok()).unwrap_or(3);
+    let (runtime, pprof) = in_process();
+    let until = Instant::now() + Duration::from_secs(seconds + 1);
+    // The frames below `deep`'s own are the thread's start: about six more.
+    let burner = std::thread::spawn(move || deep(depth.saturating_sub(6).max(1), until));
+    let comments = profile_comments(&runtime, &pprof, seconds, 1000);
+    let _ = burner.join();
+    let cost = comments
+        .iter()
+        .find_map(|c| c.strip_prefix("signal handler: "))
+        .and_then(|c| c.split(' ').next())
+        .unwrap_or("?");
+    println!("handler.depth={depth}");
+    println!("handler.ns_per_tick={cost}");
+}
+
+fn rss_anon_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn sampler_memory() {
+    let threads: usize = flag("--threads")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(100);
+    let seconds: u64 = flag("--seconds").and_then(|s| s.parse().ok()).unwrap_or(30);
+    let hz: u32 = flag("--hz").and_then(|s| s.parse().ok()).unwrap_or(100);
+    let (runtime, pprof) = in_process();
+    let until = Instant::now() + Duration::from_secs(seconds + 3);
+    let burners: Vec<_> = (0..threads)
+        .map(|_| std::thread::spawn(move || deep(4, until)))
+        .collect();
+    // Warm up: the symbolizer and the runtime, with a short profile.
+    let _ = profile_comments(&runtime, &pprof, 1, hz);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_anon_kib();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss_anon_kib(), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let _ = profile_comments(&runtime, &pprof, seconds, hz);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss_anon_kib();
+    println!("memory.threads={threads}");
+    println!("memory.before_kib={before}");
+    println!(
+        "memory.peak_kib={}",
+        peak.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    println!("memory.after_kib={after}");
+    for b in burners {
+        let _ = b.join();
+    }
 }

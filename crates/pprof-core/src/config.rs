@@ -39,6 +39,7 @@ pub struct Config {
     pub(crate) thread_signal: i32,
     pub(crate) thread_timeout: Duration,
     pub(crate) task_dump_timeout: Duration,
+    pub(crate) max_cpu_profiles: usize,
     pub(crate) max_text_bytes: usize,
     pub(crate) max_upload_bytes: usize,
     pub(crate) max_upload_decoded_bytes: usize,
@@ -64,6 +65,7 @@ impl fmt::Debug for Config {
             .field("thread_signal", &self.thread_signal)
             .field("thread_timeout", &self.thread_timeout)
             .field("task_dump_timeout", &self.task_dump_timeout)
+            .field("max_cpu_profiles", &self.max_cpu_profiles)
             .field("loopback_only", &self.loopback_only)
             // Never print the secret itself.
             .field(
@@ -89,6 +91,7 @@ impl Default for Config {
             thread_signal: libc::SIGURG,
             thread_timeout: Duration::from_millis(250),
             task_dump_timeout: Duration::from_secs(1),
+            max_cpu_profiles: 4,
             max_text_bytes: 16 * 1024 * 1024,
             max_upload_bytes: 8 * 1024 * 1024,
             max_upload_decoded_bytes: 32 * 1024 * 1024,
@@ -159,6 +162,18 @@ impl Config {
     /// kernel, is listed without a stack.
     pub fn thread_timeout(mut self, timeout: Duration) -> Self {
         self.thread_timeout = timeout;
+        self
+    }
+
+    /// How many CPU profiles may run at once (default 4). They share one
+    /// sampler (at one rate: a request for another `hz` while one runs is
+    /// refused with 409 naming the running rate); each answer holds the
+    /// samples of its own window. Beyond this number a request gets 409
+    /// with Go's message. A scraper taking a CPU profile every few seconds
+    /// (Grafana Alloy: 14 s of every 15) leaves room for a person to take
+    /// one too.
+    pub fn max_cpu_profiles(mut self, max: usize) -> Self {
+        self.max_cpu_profiles = max.max(1);
         self
     }
 

@@ -81,6 +81,19 @@ pub enum Error {
     SwitchedOff,
     /// Another heap or allocs profile is being dumped in this process.
     HeapDumpBusy,
+    /// A CPU profile at another rate is running; profiles share one sampler.
+    CpuRateBusy {
+        /// The running sampler's rate.
+        running_hz: u32,
+    },
+    /// The signal a profiler needs already has another handler in this
+    /// process (another profiler?); pprof-core never replaces it.
+    SignalTaken {
+        /// The signal's name.
+        signal: &'static str,
+        /// What needs it.
+        user: &'static str,
+    },
     /// A page (`ui/...?profile=NAME`) names a profile this server does not serve.
     NoSuchProfile {
         /// The name asked for.
@@ -180,6 +193,14 @@ impl fmt::Display for Error {
             Self::HeapDumpBusy => f.write_str(
                 "Could not dump the heap profile: another heap or allocs dump is in progress; try again",
             ),
+            Self::CpuRateBusy { running_hz } => write!(
+                f,
+                "Could not enable CPU profiling: a CPU profile at {running_hz} Hz is running; ask with hz={running_hz} to share it, or wait"
+            ),
+            Self::SignalTaken { signal, user } => write!(
+                f,
+                "{signal} already has a handler in this process (another profiler?); pprof-core does not replace it, so {user} are unavailable"
+            ),
             Self::NoSuchProfile { name, known } => {
                 write!(f, "no profile is named {name:?}; the profiles are {known}")
             }
@@ -252,6 +273,11 @@ pub(crate) mod tests {
             Error::Denied,
             Error::SwitchedOff,
             Error::HeapDumpBusy,
+            Error::CpuRateBusy { running_hz: 100 },
+            Error::SignalTaken {
+                signal: "SIGPROF",
+                user: "CPU profiles",
+            },
             Error::NoSuchProfile {
                 name: "x".into(),
                 known: "heap".into(),
@@ -298,13 +324,15 @@ pub(crate) mod tests {
                 Error::Denied => 20,
                 Error::SwitchedOff => 21,
                 Error::HeapDumpBusy => 22,
-                Error::NoSuchProfile { .. } => 23,
-                Error::NoSuchSampleType { .. } => 24,
-                Error::InvalidRegex { .. } => 25,
-                Error::UnknownPage(_) => 26,
-                Error::UploadTooLarge { .. } => 27,
-                Error::InvalidUpload(_) => 28,
-                Error::UploadBusy => 29,
+                Error::CpuRateBusy { .. } => 23,
+                Error::SignalTaken { .. } => 24,
+                Error::NoSuchProfile { .. } => 25,
+                Error::NoSuchSampleType { .. } => 26,
+                Error::InvalidRegex { .. } => 27,
+                Error::UnknownPage(_) => 28,
+                Error::UploadTooLarge { .. } => 29,
+                Error::InvalidUpload(_) => 30,
+                Error::UploadBusy => 31,
             };
             seen.insert(ordinal);
         }

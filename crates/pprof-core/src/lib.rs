@@ -40,6 +40,24 @@ pub mod heap {
     pub use crate::jemalloc::Jemalloc;
 }
 
+/// profile.proto's messages (Google's `perftools.profiles`, generated with
+/// prost), as the routes serve them gzipped: for tools and tests that read
+/// what pprof-core serves.
+///
+/// ```
+/// use prost::Message;
+///
+/// let profile = pprof_core::proto::Profile {
+///     string_table: vec![String::new()],
+///     ..Default::default()
+/// };
+/// let bytes = profile.encode_to_vec();
+/// assert_eq!(pprof_core::proto::Profile::decode(bytes.as_slice()).unwrap(), profile);
+/// ```
+pub mod proto {
+    pub use crate::format::profile_proto::*;
+}
+
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use serve::fuzzing;

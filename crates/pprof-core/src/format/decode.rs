@@ -6,8 +6,8 @@
 
 use std::io::Read;
 
+use super::profile_proto as protos;
 use flate2::read::MultiGzDecoder;
-use pprof::protos;
 use prost::Message;
 
 use crate::error::Error;

@@ -13,11 +13,85 @@ pub(crate) struct Symbolized {
     pub(crate) stack: Vec<(u64, Arc<[Frame]>)>,
 }
 
+/// Frames that stand for a reason, not for code: the outermost frame of a
+/// sample whose stack could not be taken whole, so the sample still counts
+/// (as Go's `runtime._LostExternalCode` and `runtime._ExternalCode` do).
+/// Each is a reserved address below the first page, which no code occupies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Missing {
+    /// The innermost frames of a deeper stack are all there is.
+    Truncated = 1,
+    /// Only the pc: the thread was inside the unwinder.
+    InUnwinder,
+    /// Only the pc: the thread was inside the dynamic loader.
+    InLoader,
+    /// Only the pc: the C library has no lock-free unwind-table lookup.
+    OldGlibc,
+    /// Only the pc: the unwinder stopped at the signal frame.
+    SignalFrame,
+    /// No stack at all: the sampler's buffer was full.
+    BufferFull,
+    /// No stack at all: the profile already holds too many distinct stacks.
+    TooManyStacks,
+}
+
+impl Missing {
+    const ALL: [Missing; 7] = [
+        Missing::Truncated,
+        Missing::InUnwinder,
+        Missing::InLoader,
+        Missing::OldGlibc,
+        Missing::SignalFrame,
+        Missing::BufferFull,
+        Missing::TooManyStacks,
+    ];
+
+    /// The reserved address that stands for this reason in a stack.
+    pub(crate) const fn pc(self) -> u64 {
+        self as u64
+    }
+
+    /// The function name profiles show for it.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Self::Truncated => "pprof_core::_TruncatedStack",
+            Self::InUnwinder => "pprof_core::_NotUnwound_InUnwinder",
+            Self::InLoader => "pprof_core::_NotUnwound_InDynamicLoader",
+            Self::OldGlibc => "pprof_core::_NotUnwound_NoLockFreeLookup",
+            Self::SignalFrame => "pprof_core::_NotUnwound_SignalFrame",
+            Self::BufferFull => "pprof_core::_LostStack_BufferFull",
+            Self::TooManyStacks => "pprof_core::_LostStack_TooManyStacks",
+        }
+    }
+
+    /// The reason a reserved address stands for, if it is one.
+    pub(crate) fn at(pc: u64) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.pc() == pc)
+    }
+
+    fn frames(self) -> Arc<[Frame]> {
+        Arc::from([Frame {
+            name: self.name().into(),
+            system_name: "".into(),
+            file: "".into(),
+            line: 0,
+        }])
+    }
+}
+
 /// Resolve every sample's stack, dropping the leaf frames the profile's
-/// [`LeafTrim`] names.
+/// [`LeafTrim`] names; reserved addresses become their [`Missing`] frame.
 pub(crate) fn symbolize(profile: &StackProfile) -> Vec<Symbolized> {
-    let resolved =
-        symbolizer().resolve_all(profile.samples.iter().flat_map(|s| s.pcs.iter().copied()));
+    let mut resolved = symbolizer().resolve_all(
+        profile
+            .samples
+            .iter()
+            .flat_map(|s| s.pcs.iter().copied())
+            .filter(|pc| Missing::at(*pc).is_none()),
+    );
+    for missing in Missing::ALL {
+        resolved.insert(missing.pc(), missing.frames());
+    }
     profile
         .samples
         .iter()

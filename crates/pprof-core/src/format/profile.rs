@@ -55,6 +55,9 @@ pub(crate) struct StackProfile {
     pub(crate) duration: Duration,
     pub(crate) samples: Vec<Sample>,
     pub(crate) leaf_trim: LeafTrim,
+    /// Notes for the reader (profile.proto's `comment`; `go tool pprof
+    /// -comments` shows them): what the collector could not do, counted.
+    pub(crate) comments: Vec<String>,
 }
 
 impl StackProfile {
@@ -139,6 +142,7 @@ mod tests {
             duration: Duration::ZERO,
             samples,
             leaf_trim: LeafTrim::None,
+            comments: Vec::new(),
         }
     }
 

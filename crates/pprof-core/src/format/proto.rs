@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use pprof::protos;
 use prost::Message;
 
 use super::frames::symbolize;
 use super::profile::{Label, StackProfile, ValueType};
+use super::profile_proto as protos;
 use crate::symbols::{Frame, Mapping, mappings};
 
 /// A function's identity: name, system name, file.
@@ -156,6 +156,7 @@ pub(crate) fn to_proto(profile: &StackProfile) -> protos::Profile {
         })
         .collect();
     let default_sample_type = profile.default_sample_type.map_or(0, |t| b.string(t));
+    let comment = profile.comments.iter().map(|c| b.string(c)).collect();
     protos::Profile {
         sample_type,
         sample: samples,
@@ -169,7 +170,7 @@ pub(crate) fn to_proto(profile: &StackProfile) -> protos::Profile {
         duration_nanos: profile.duration_nanos(),
         period_type,
         period: profile.period,
-        comment: vec![],
+        comment,
         default_sample_type,
     }
 }
@@ -206,6 +207,7 @@ mod tests {
                 labels: vec![Label::Str("thread", "main".into())],
             }],
             leaf_trim: LeafTrim::None,
+            comments: Vec::new(),
         };
         let p = to_proto(&profile);
         assert_eq!(p.string_table[0], "");

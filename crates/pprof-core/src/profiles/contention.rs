@@ -88,6 +88,7 @@ fn profile(kind: Kind) -> StackProfile {
         duration: Duration::ZERO,
         samples,
         leaf_trim: LeafTrim::Contention,
+        comments: Vec::new(),
     }
 }
 

@@ -174,6 +174,7 @@ fn profile(types: &'static [ValueType], samples: Vec<Sample>, trim: LeafTrim) ->
         duration: Duration::ZERO,
         samples,
         leaf_trim: trim,
+        comments: Vec::new(),
     }
 }
 
@@ -190,6 +191,8 @@ fn labels(t: &ThreadStack) -> Vec<Label> {
             "stack",
             "unavailable: the thread did not answer the signal".to_owned(),
         ));
+    } else if let Some(why) = t.partial {
+        labels.push(Label::Str("stack", why.to_owned()));
     }
     labels.push(Label::Num("thread_id", i64::from(t.tid)));
     labels

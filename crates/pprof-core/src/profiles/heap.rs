@@ -260,6 +260,7 @@ fn to_profile(
         duration: std::time::Duration::ZERO,
         samples,
         leaf_trim: LeafTrim::Allocator,
+        comments: Vec::new(),
     }
 }
 

@@ -163,11 +163,6 @@ impl Slot {
             tokio::task::yield_now().await;
         }
     }
-
-    /// Whether a request holds it now.
-    pub(crate) fn in_use(&self) -> bool {
-        self.permits.available_permits() == 0
-    }
 }
 
 /// What a request asks a profile for, beyond its name.
@@ -184,6 +179,8 @@ pub(crate) struct Ask {
     pub(crate) thread_timeout: Duration,
     /// How long a dump waits for tokio's task dump.
     pub(crate) task_dump_timeout: Duration,
+    /// How many window profiles may share the sampler.
+    pub(crate) max_cpu_profiles: usize,
 }
 
 impl Ask {
@@ -202,6 +199,7 @@ impl Ask {
             thread_signal: config.thread_signal,
             thread_timeout: config.thread_timeout,
             task_dump_timeout: config.task_dump_timeout,
+            max_cpu_profiles: config.max_cpu_profiles,
         }
     }
 }

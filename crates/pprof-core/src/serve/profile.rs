@@ -161,7 +161,7 @@ mod tests {
             drop(working);
             // Free again: the next request is not refused as busy (this
             // binary has no jemalloc profiler, so heap answers "not
-            // enabled"; a one-second CPU profile is served).
+            // enabled").
             let response = get(format!("/debug/pprof/{}?seconds=1", p.name())).await;
             assert_ne!(response.status(), StatusCode::CONFLICT, "{}", p.name());
             assert!(slot.try_claim().is_ok());

@@ -131,7 +131,11 @@ impl Error {
             | Self::InvalidRegex { .. }
             | Self::UploadTooLarge { .. }
             | Self::InvalidUpload(_) => StatusCode::BAD_REQUEST,
-            Self::CpuProfilerBusy | Self::HeapDumpBusy | Self::UploadBusy => StatusCode::CONFLICT,
+            Self::CpuProfilerBusy
+            | Self::HeapDumpBusy
+            | Self::CpuRateBusy { .. }
+            | Self::SignalTaken { .. }
+            | Self::UploadBusy => StatusCode::CONFLICT,
             Self::MissingToken => StatusCode::UNAUTHORIZED,
             Self::PeerNotLoopback | Self::PeerUnknown | Self::WrongToken | Self::Denied => {
                 StatusCode::FORBIDDEN

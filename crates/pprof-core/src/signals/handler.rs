@@ -8,32 +8,48 @@ pub(super) type Action = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut l
 
 /// Install `action` for `signal`, unless the application handles the
 /// signal itself (then the error says so). Threads interrupted in a system
-/// call resume it (`SA_RESTART`).
+/// call resume it (`SA_RESTART`). `SIGPROF` is held off while it runs, so
+/// the CPU sampler's handler never nests inside it.
 pub(super) fn install(signal: i32, action: Action) -> Result<(), Error> {
-    // SAFETY: sigaction with a null new action only reads the current one
-    // into `old`, a zeroed sigaction we own.
-    let current = unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
-            return Err(Error::Profiler(format!(
-                "cannot read the action of signal {signal}"
-            )));
-        }
-        old.sa_sigaction
-    };
+    let current = current(signal)?;
     let ours = action as libc::sighandler_t;
     if current != libc::SIG_DFL && current != libc::SIG_IGN && current != ours {
         return Err(Error::Profiler(format!(
             "signal {signal} already has a handler in this process; choose another with Config::thread_signal"
         )));
     }
-    // SAFETY: `action` is fully initialised (zeroed, then handler, flags and
-    // an empty mask set); the handler is async-signal-safe (module docs).
+    install_masked(signal, action, &[libc::SIGPROF])
+}
+
+/// The handler (or `SIG_DFL`, `SIG_IGN`) `signal` has now.
+pub(super) fn current(signal: i32) -> Result<libc::sighandler_t, Error> {
+    // SAFETY: sigaction with a null new action only reads the current one
+    // into `old`, a zeroed sigaction we own.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
+            return Err(Error::Profiler(format!(
+                "cannot read the action of signal {signal}"
+            )));
+        }
+        Ok(old.sa_sigaction)
+    }
+}
+
+/// Install `action` for `signal` (`SA_SIGINFO | SA_RESTART`), with the
+/// signals in `blocked` held off while it runs.
+pub(super) fn install_masked(signal: i32, action: Action, blocked: &[i32]) -> Result<(), Error> {
+    // SAFETY: `new` is fully initialised (zeroed, then handler, flags and
+    // a mask built with sigemptyset/sigaddset); the handler is
+    // async-signal-safe (module docs).
     let installed = unsafe {
         let mut new: libc::sigaction = std::mem::zeroed();
-        new.sa_sigaction = ours;
+        new.sa_sigaction = action as libc::sighandler_t;
         new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         libc::sigemptyset(&mut new.sa_mask);
+        for &other in blocked {
+            libc::sigaddset(&mut new.sa_mask, other);
+        }
         libc::sigaction(signal, &new, std::ptr::null_mut())
     };
     if installed != 0 {

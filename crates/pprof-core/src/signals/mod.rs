@@ -21,6 +21,7 @@
 //!
 //! Every `unsafe` block here carries a `// SAFETY:` note.
 
+pub(crate) mod cpu;
 mod handler;
 mod threads;
 mod unwind;
@@ -28,7 +29,7 @@ mod unwind;
 pub(crate) use threads::{
     ThreadStack, capture as capture_thread, count as thread_count, dump as dump_threads,
 };
-pub(crate) use unwind::stack_here;
+pub(crate) use unwind::{MAX_FRAMES, Outcome, lock_free_lookup, stack_here};
 
 /// This thread's kernel id.
 pub(crate) fn gettid() -> i32 {

@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 use super::{gettid, handler, unwind};
 use crate::error::Error;
 
-/// Deepest stack recorded per thread; deeper stacks keep their innermost frames.
-pub(crate) const MAX_FRAMES: usize = 128;
+use super::unwind::{MAX_FRAMES, Outcome};
 
 /// A slot's life: free → waiting (the dumper signalled its thread) →
 /// writing (the handler claimed it) → done (the dumper reads it), or
@@ -39,6 +38,8 @@ struct Slot {
     tid: AtomicI32,
     state: AtomicU8,
     len: AtomicUsize,
+    /// How far the handler's walk got ([`Outcome`] as a byte).
+    outcome: AtomicU8,
     /// Leaf first: the interrupted pc, then return addresses.
     pcs: [AtomicUsize; MAX_FRAMES],
 }
@@ -49,6 +50,7 @@ impl Slot {
             tid: AtomicI32::new(0),
             state: AtomicU8::new(FREE),
             len: AtomicUsize::new(0),
+            outcome: AtomicU8::new(0),
             pcs: std::array::from_fn(|_| AtomicUsize::new(0)),
         }
     }
@@ -86,6 +88,8 @@ pub(crate) struct ThreadStack {
     /// Lookup addresses, leaf first: the interrupted pc, then return
     /// addresses minus one. `None`: the thread did not answer.
     pub(crate) pcs: Option<Vec<u64>>,
+    /// Why the stack is short, when the handler could not take it whole.
+    pub(crate) partial: Option<&'static str>,
 }
 
 /// Live thread ids of this process.
@@ -176,16 +180,18 @@ pub(crate) fn dump(signal: i32, timeout: Duration) -> Result<Vec<ThreadStack>, E
     captured.extend(blocked.into_iter().map(|t| (t, None)));
     let mut stacks = Vec::with_capacity(captured.len() + 1);
     stacks.push(own_stack(me));
-    for (tid, pcs) in captured {
+    for (tid, answer) in captured {
         let Some((name, state, wait_channel)) = described.remove(&tid) else {
             continue;
         };
+        let partial = answer.as_ref().and_then(|(_, outcome)| outcome.reason());
         stacks.push(ThreadStack {
             tid,
             name,
             state,
             wait_channel,
-            pcs,
+            pcs: answer.map(|(pcs, _)| pcs),
+            partial,
         });
     }
     Ok(stacks)
@@ -197,11 +203,11 @@ pub(crate) fn dump(signal: i32, timeout: Duration) -> Result<Vec<ThreadStack>, E
 pub(crate) fn capture(tid: i32, signal: i32, timeout: Duration) -> Result<Option<Vec<u64>>, Error> {
     Ok(capture_threads(&[tid], signal, timeout)?
         .pop()
-        .and_then(|(_, pcs)| pcs))
+        .and_then(|(_, answer)| answer.map(|(pcs, _)| pcs)))
 }
 
-/// A thread id and its stack, if it answered.
-type Captured = (i32, Option<Vec<u64>>);
+/// A thread id and, if it answered, its stack and how far the walk got.
+type Captured = (i32, Option<(Vec<u64>, Outcome)>);
 
 /// Signal each of `tids` (other threads of this process) and collect what
 /// their handlers recorded: `(tid, stack or None)`, in `tids`' order.
@@ -259,7 +265,7 @@ fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<C
 
 /// The stack a slot holds, or `None` (and the slot abandoned) if its thread
 /// never answered. A handler caught mid-write gets until `hard_deadline`.
-fn collect(slot: &Slot, hard_deadline: Instant) -> Option<Vec<u64>> {
+fn collect(slot: &Slot, hard_deadline: Instant) -> Option<(Vec<u64>, Outcome)> {
     loop {
         match slot
             .state
@@ -283,8 +289,9 @@ fn collect(slot: &Slot, hard_deadline: Instant) -> Option<Vec<u64>> {
         })
         .filter(|pc| *pc != 0) // the outermost frame of a thread ends at address 0
         .collect();
+    let outcome = Outcome::from_u8(slot.outcome.load(Ordering::Relaxed));
     slot.state.store(FREE, Ordering::Release);
-    Some(pcs)
+    Some((pcs, outcome))
 }
 
 /// The dumping thread's own stack, taken directly.
@@ -299,6 +306,7 @@ fn own_stack(tid: i32) -> ThreadStack {
         state,
         wait_channel,
         pcs: Some(pcs),
+        partial: None,
     }
 }
 
@@ -374,7 +382,8 @@ fn record_stack(interrupted: Option<usize>) {
     };
     // SAFETY: we are in the handler, on the thread being unwound, and
     // `install` ran `unwind::prepare` before any signal was sent.
-    let len = unsafe { unwind::from_signal(interrupted, &slot.pcs) };
+    let (len, outcome) = unsafe { unwind::from_signal(interrupted, &slot.pcs) };
+    slot.outcome.store(outcome as u8, Ordering::Relaxed);
     slot.len.store(len, Ordering::Release);
     slot.state.store(DONE, Ordering::Release);
 }

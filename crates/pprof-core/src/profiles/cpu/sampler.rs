@@ -1,0 +1,623 @@
+//! The one CPU sampler of the process, shared by every CPU profile that
+//! runs: it starts with the first, gives each its own window, and stops
+//! when the last one leaves.
+//!
+//! A manager thread (`pprof-cpu`) runs while the sampler does. Every
+//! [`DRAIN_EVERY`] it drains the signal handler's buffer into the open
+//! windows (each tick goes to every window open at its time), and every
+//! scan interval it lists the process's threads and gives each new one its
+//! own CPU timer (deleting those of threads gone). A thread started since
+//! the last scan has no timer yet: the process-wide timer samples it
+//! meanwhile, so short-lived threads are not missed. The scan interval is
+//! [`SCAN_MIN`], or longer in a process with so many threads that listing
+//! them costs more than a fiftieth of the interval (at most [`SCAN_MAX`]).
+//! The manager, not the requests, stops the timers, so a runtime that is
+//! shutting down cannot leave them running.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::Error;
+use crate::format::Missing;
+use crate::jemalloc;
+use crate::signals::cpu::{
+    self as timers, Armed, Buffer, ProcessTimer, ThreadTimer, Tick, monotonic_ns, thread_cpu_ns,
+};
+use crate::signals::{MAX_FRAMES, Outcome};
+
+/// How often the manager empties the handler's buffer.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// Bounds of the thread-scan interval.
+const SCAN_MIN: Duration = Duration::from_millis(10);
+const SCAN_MAX: Duration = Duration::from_millis(200);
+/// The buffer holds this long of ticks at full rate (the manager drains
+/// it forty times as often).
+const BUFFER_SPAN: Duration = Duration::from_millis(400);
+/// Bounds of the buffer, in ticks (one tick is about 1.1 KiB).
+const MIN_SLOTS: usize = 256;
+pub(super) const MAX_SLOTS: usize = 8192;
+/// Distinct (stack, thread, labels) keys one window keeps; further ticks
+/// on new keys go to one [`Missing::TooManyStacks`] sample.
+const MAX_KEYS: usize = 16_384;
+
+/// What one sample is told apart by.
+pub(super) type Key = (Box<[u64]>, Arc<str>, usize);
+
+/// One CPU profile's share of the sampler.
+#[derive(Debug)]
+pub(super) struct Window {
+    id: u64,
+    start: u64,
+    pub(super) started: SystemTime,
+    pub(super) hz: u32,
+    /// Ticks (in periods) per key.
+    pub(super) ticks: HashMap<Key, u64>,
+    /// What the sampler could not do while this window was open.
+    pub(super) notes: Vec<String>,
+    pub(super) duration: Duration,
+}
+
+struct Running {
+    /// Which start this is: a manager thread serves only its own.
+    generation: u64,
+    hz: u32,
+    period: Duration,
+    slots: usize,
+    armed: Armed,
+    timers: HashMap<i32, ThreadTimer>,
+    /// Samples the threads without a timer of their own.
+    process_timer: Option<ProcessTimer>,
+    /// Threads the kernel refused a timer, and why (sampled by the process timer).
+    refused: HashMap<i32, String>,
+    windows: Vec<Window>,
+    names: HashMap<i32, Arc<str>>,
+    last_scan: Instant,
+    scan_every: Duration,
+    lost_seen: u64,
+    next_id: u64,
+}
+
+static SAMPLER: Mutex<Option<Running>> = Mutex::new(None);
+
+fn sampler() -> MutexGuard<'static, Option<Running>> {
+    SAMPLER.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A window of the sampler, open until finished or dropped (the request
+/// went away: its window closes, the others go on).
+#[derive(Debug)]
+pub(super) struct Subscription {
+    id: u64,
+    open: bool,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.open
+            && let Some(running) = sampler().as_mut()
+        {
+            running.windows.retain(|w| w.id != self.id);
+        }
+    }
+}
+
+/// Open a window at `hz`, starting the sampler if none runs. Refused when
+/// `max` windows are open already, or the sampler runs at another rate.
+/// Blocking (the first one creates a timer per thread).
+pub(super) fn subscribe(hz: u32, max: usize) -> Result<Subscription, Error> {
+    let mut guard = sampler();
+    if guard
+        .as_ref()
+        .is_some_and(|r| r.windows.is_empty() && r.hz != hz)
+    {
+        // Idle but not yet stopped by its manager: stop it now for the new rate.
+        let idle = guard.take();
+        jemalloc::unsampled(|| drop(idle));
+    }
+    if let Some(running) = guard.as_ref() {
+        if running.hz != hz {
+            return Err(Error::CpuRateBusy {
+                running_hz: running.hz,
+            });
+        }
+        if running.windows.len() >= max {
+            return Err(Error::CpuProfilerBusy);
+        }
+    } else {
+        *guard = Some(jemalloc::unsampled(|| start(hz))?);
+    }
+    let running = guard.as_mut().ok_or(Error::CpuProfilerBusy)?;
+    // Ticks still in the buffer from before this moment belong to others.
+    running.drain();
+    running.next_id += 1;
+    let id = running.next_id;
+    running.windows.push(Window {
+        id,
+        start: monotonic_ns(),
+        started: SystemTime::now(),
+        hz,
+        ticks: HashMap::new(),
+        notes: Vec::new(),
+        duration: Duration::ZERO,
+    });
+    Ok(Subscription { id, open: true })
+}
+
+impl Subscription {
+    /// Close the window: everything sampled until now, and what could not be.
+    pub(super) fn finish(mut self) -> Result<Window, Error> {
+        self.open = false;
+        let mut guard = sampler();
+        let running = guard.as_mut().ok_or_else(|| {
+            Error::Profiler("the CPU sampler stopped before the profile ended".to_owned())
+        })?;
+        running.drain();
+        let at = running
+            .windows
+            .iter()
+            .position(|w| w.id == self.id)
+            .ok_or_else(|| Error::Profiler("the CPU profile's window is gone".to_owned()))?;
+        let mut window = running.windows.swap_remove(at);
+        window.duration = Duration::from_nanos(monotonic_ns().saturating_sub(window.start));
+        window.notes.extend(running.notes());
+        Ok(window)
+    }
+}
+
+/// How many CPU profiles are running now (the index page's count).
+pub(super) fn open_windows() -> usize {
+    sampler().as_ref().map_or(0, |r| r.windows.len())
+}
+
+fn start(hz: u32) -> Result<Running, Error> {
+    static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    timers::install()?;
+    let period = Duration::from_nanos(1_000_000_000 / u64::from(hz.max(1)));
+    let slots = buffer_slots(hz, thread_ids().len());
+    #[cfg(test)]
+    let slots = match tests::SLOTS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => slots,
+        fixed => fixed,
+    };
+    let armed = Buffer::new(slots, max_thread_id(), period, tag).arm()?;
+    let mut running = Running {
+        generation,
+        hz,
+        period,
+        slots,
+        armed,
+        timers: HashMap::new(),
+        process_timer: None,
+        refused: HashMap::new(),
+        windows: Vec::new(),
+        names: HashMap::new(),
+        last_scan: Instant::now(),
+        scan_every: SCAN_MIN,
+        lost_seen: 0,
+        next_id: 0,
+    };
+    running.scan();
+    running.process_timer = Some(ProcessTimer::start(period).map_err(|e| {
+        Error::Profiler(format!(
+            "Could not enable CPU profiling: the process-wide CPU timer: {e}"
+        ))
+    })?);
+    std::thread::Builder::new()
+        .name("pprof-cpu".to_owned())
+        .spawn(move || manage(generation))
+        .map_err(|e| Error::Profiler(format!("cannot start the CPU sampler's thread: {e}")))?;
+    Ok(running)
+}
+
+/// Ticks the buffer holds: [`BUFFER_SPAN`] of ticks from every thread that
+/// can run at once (a thread off-CPU uses no CPU time, so at most one per
+/// CPU ticks), within [`MIN_SLOTS`]..=[`MAX_SLOTS`].
+pub(super) fn buffer_slots(hz: u32, threads: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let running = threads.clamp(1, cpus);
+    let per_thread = u128::from(hz) * BUFFER_SPAN.as_millis() / 1000;
+    usize::try_from(per_thread)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(running)
+        .clamp(MIN_SLOTS, MAX_SLOTS)
+}
+
+/// The highest thread id the kernel hands out here (`pid_max`, at most 2^22).
+fn max_thread_id() -> usize {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(1 << 22)
+        .min(1 << 22)
+        + 1
+}
+
+/// What each tick carries besides its stack (the hook for labels).
+fn tag() -> usize {
+    0
+}
+
+/// Live thread ids of this process.
+fn thread_ids() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The manager thread of the sampler's `generation`-th start: drain,
+/// rescan, and stop the sampler once the last window has closed.
+fn manage(generation: u64) {
+    loop {
+        std::thread::sleep(DRAIN_EVERY);
+        let mut guard = sampler();
+        let Some(running) = guard.as_mut().filter(|r| r.generation == generation) else {
+            return;
+        };
+        if running.windows.is_empty() {
+            // Dropping it stops the timers, unpublishes and frees the buffer.
+            let stopped = guard.take();
+            jemalloc::unsampled(|| drop(stopped));
+            drop(guard);
+            jemalloc::release_free_memory();
+            return;
+        }
+        running.drain();
+        if running.last_scan.elapsed() >= running.scan_every {
+            running.scan();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Timers first, so no new tick comes; the buffer (`armed`) is
+        // freed after them, once no handler is inside.
+        self.process_timer = None;
+        self.timers.clear();
+    }
+}
+
+impl Running {
+    /// Give each new thread its timer; delete the timers of threads gone.
+    fn scan(&mut self) {
+        let started = Instant::now();
+        let live: HashSet<i32> = thread_ids().into_iter().collect();
+        self.timers.retain(|tid, _| {
+            let alive = live.contains(tid);
+            if !alive {
+                self.armed.set_timed(*tid, false);
+            }
+            alive
+        });
+        self.refused.retain(|tid, _| live.contains(tid));
+        self.names.retain(|tid, _| live.contains(tid));
+        for &tid in &live {
+            if self.timers.contains_key(&tid) || self.refused.contains_key(&tid) {
+                continue;
+            }
+            // Marked first: from here its process-timer ticks are ignored.
+            if !self.armed.set_timed(tid, true) {
+                self.refuse(tid, "its id is beyond the kernel's pid_max".to_owned());
+                continue;
+            }
+            match ThreadTimer::start(tid, self.period) {
+                Ok(timer) => {
+                    self.timers.insert(tid, timer);
+                }
+                Err(e) => {
+                    self.armed.set_timed(tid, false);
+                    self.refuse(tid, e.to_string());
+                }
+            }
+        }
+        let cost = started.elapsed();
+        self.scan_every = (cost * 50).clamp(SCAN_MIN, SCAN_MAX);
+        self.last_scan = Instant::now();
+    }
+
+    /// Thread `tid` goes without a timer: the process-wide timer samples it,
+    /// from its CPU time now.
+    fn refuse(&mut self, tid: i32, why: String) {
+        self.armed.untimed_from(tid, thread_cpu_ns(Some(tid)));
+        self.refused.insert(tid, why);
+    }
+
+    /// Move every recorded tick into the windows open at its time.
+    fn drain(&mut self) {
+        let (armed, windows, names) = (&self.armed, &mut self.windows, &mut self.names);
+        armed.drain(|tick| {
+            let key = key_of(tick, names);
+            for window in windows.iter_mut().filter(|w| w.start <= tick.time) {
+                window.add(key.clone(), u64::from(tick.weight));
+            }
+        });
+        let lost = self.armed.lost();
+        let new_losses = lost - self.lost_seen;
+        self.lost_seen = lost;
+        if new_losses > 0 {
+            let key: Key = (Box::new([Missing::BufferFull.pc()]), Arc::from(""), 0);
+            for window in windows.iter_mut() {
+                window.add(key.clone(), new_losses);
+            }
+        }
+    }
+
+    /// The sampler's own counts, for the profile's comments.
+    fn notes(&self) -> Vec<String> {
+        let (ticks, mean_ns) = self.armed.handler_cost();
+        let mut notes = vec![
+            format!(
+                "pprof-core CPU sampler: {} threads with their own CPU timer at {} Hz, buffer of {} ticks ({} KiB)",
+                self.timers.len(),
+                self.hz,
+                self.slots,
+                self.armed.bytes() / 1024
+            ),
+            format!(
+                "signal handler: {mean_ns} ns per recorded tick (mean of {ticks} since the sampler started)"
+            ),
+        ];
+        if !crate::signals::lock_free_lookup() {
+            notes.push(format!(
+                "stacks were not unwound: this C library has no lock-free unwind-table lookup (glibc < 2.35), so each tick holds its pc and {}",
+                Missing::OldGlibc.name()
+            ));
+        }
+        if !self.refused.is_empty() {
+            let mut why: Vec<&str> = self.refused.values().map(String::as_str).collect();
+            why.sort_unstable();
+            why.dedup();
+            notes.push(format!(
+                "{} threads had no timer of their own ({}) and were sampled by the process-wide timer",
+                self.refused.len(),
+                why.join("; ")
+            ));
+        }
+        let full = self.armed.untimed_full();
+        if full > 0 {
+            notes.push(format!(
+                "{full} ticks of threads without a timer found their table full and weigh one period each"
+            ));
+        }
+        if self.lost_seen > 0 {
+            notes.push(format!(
+                "{} ticks found the buffer full since the sampler started; they count under {}",
+                self.lost_seen,
+                Missing::BufferFull.name()
+            ));
+        }
+        notes
+    }
+}
+
+impl Window {
+    fn add(&mut self, key: Key, ticks: u64) {
+        if let Some(count) = self.ticks.get_mut(&key) {
+            *count += ticks;
+        } else if self.ticks.len() < MAX_KEYS {
+            self.ticks.insert(key, ticks);
+        } else {
+            let overflow: Key = (
+                Box::new([Missing::TooManyStacks.pc()]),
+                key.1.clone(),
+                key.2,
+            );
+            *self.ticks.entry(overflow).or_insert(0) += ticks;
+        }
+    }
+}
+
+/// A tick's key: lookup addresses (the leaf exact, callers one byte back
+/// into their call), a reason frame if the stack is short, and the thread's name.
+fn key_of(tick: &Tick<'_>, names: &mut HashMap<i32, Arc<str>>) -> Key {
+    let mut pcs: Vec<u64> = Vec::with_capacity(tick.pcs.len().min(MAX_FRAMES) + 1);
+    pcs.extend(
+        tick.pcs
+            .iter()
+            .enumerate()
+            .map(|(i, &pc)| if i == 0 { pc } else { pc.saturating_sub(1) })
+            .filter(|&pc| pc != 0),
+    );
+    let missing = match tick.outcome {
+        Outcome::Whole => None,
+        Outcome::Truncated => Some(Missing::Truncated),
+        Outcome::InUnwinder => Some(Missing::InUnwinder),
+        Outcome::InLoader => Some(Missing::InLoader),
+        Outcome::NoLockFreeLookup => Some(Missing::OldGlibc),
+        Outcome::SignalFrame => Some(Missing::SignalFrame),
+    };
+    pcs.extend(missing.map(Missing::pc));
+    let name = names
+        .entry(tick.tid)
+        .or_insert_with(|| thread_name(tick.tid))
+        .clone();
+    (pcs.into_boxed_slice(), name, tick.tag)
+}
+
+/// A thread's name (`comm`), or its id when it has none or is gone.
+fn thread_name(tid: i32) -> Arc<str> {
+    let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .map(|s| s.trim_end().to_owned())
+        .unwrap_or_default();
+    if name.is_empty() {
+        Arc::from(tid.to_string())
+    } else {
+        Arc::from(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A buffer size for the next start, when not 0 (to fill it in a test).
+    pub(super) static SLOTS: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+
+    #[test]
+    fn the_buffer_grows_with_rate_and_running_threads_within_its_bounds() {
+        assert_eq!(buffer_slots(1, 1), MIN_SLOTS);
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(
+            buffer_slots(1000, 1000),
+            (400 * cpus).clamp(MIN_SLOTS, MAX_SLOTS),
+            "threads beyond the CPUs do not tick at once"
+        );
+        assert_eq!(buffer_slots(1000, 1 << 20), buffer_slots(1000, cpus));
+        assert!(buffer_slots(u32::MAX, 1 << 20) <= MAX_SLOTS);
+    }
+
+    /// This thread's CPU time so far, in clock ticks (1/100 s).
+    fn own_cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+        let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        field(11) + field(12)
+    }
+
+    /// Burn until this thread has used `cpu_ticks` of CPU time (however
+    /// long a loaded machine takes to give it that).
+    #[inline(never)]
+    fn burn_while_the_manager_is_held(cpu_ticks: u64) -> u64 {
+        let start = own_cpu_ticks();
+        let mut x = std::hint::black_box(1u64);
+        while own_cpu_ticks() < start + cpu_ticks {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            }
+        }
+        x
+    }
+
+    /// The only unit test that runs the sampler. While the manager cannot
+    /// drain, two busy threads at 1000 Hz fill the buffer: the ticks that
+    /// found it full are one sample under [`Missing::BufferFull`], and the
+    /// totals still count every tick.
+    #[test]
+    fn ticks_that_find_the_buffer_full_are_counted_under_a_named_frame() {
+        // The burners exist before the sampler starts, so each gets its own
+        // timer (up to one signal per kernel tick each); they burn once the
+        // manager is held.
+        let go = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let burners: Vec<_> = (0..2)
+            .map(|_| {
+                let go = go.clone();
+                std::thread::spawn(move || {
+                    go.wait();
+                    burn_while_the_manager_is_held(120)
+                })
+            })
+            .collect();
+        SLOTS.store(64, std::sync::atomic::Ordering::Relaxed);
+        let window = subscribe(1000, 4).expect("sampler starts");
+        SLOTS.store(0, std::sync::atomic::Ordering::Relaxed);
+        // 1.2 s of CPU each at 1000 Hz: 2400 ticks, while no drain runs.
+        let held = sampler();
+        go.wait();
+        for b in burners {
+            let _ = b.join();
+        }
+        drop(held);
+        let window = window.finish().expect("window");
+        let full: u64 = window
+            .ticks
+            .iter()
+            .filter(|((pcs, _, _), _)| pcs.first() == Some(&Missing::BufferFull.pc()))
+            .map(|(_, ticks)| ticks)
+            .sum();
+        let slots = buffer_slots(1000, 2) as u64;
+        let all: u64 = window.ticks.values().sum();
+        let mut by_thread: HashMap<&str, (u64, u64, u64)> = HashMap::new();
+        for ((_, thread, _), ticks) in &window.ticks {
+            let e = by_thread.entry(thread).or_insert((0, 0, 0));
+            e.0 += ticks;
+            e.1 += 1;
+            e.2 = e.2.max(*ticks);
+        }
+        eprintln!("{by_thread:?}");
+        let manager: Vec<_> = window
+            .ticks
+            .iter()
+            .filter(|((_, t, _), _)| &**t == "pprof-cpu")
+            .take(3)
+            .collect();
+        for ((pcs, _, _), n) in manager {
+            let resolved = crate::symbols::symbolizer().resolve_all(pcs.iter().copied());
+            let names: Vec<String> = pcs
+                .iter()
+                .filter_map(|pc| resolved.get(pc))
+                .flat_map(|f| f.iter().map(|f| f.name.to_string()))
+                .collect();
+            eprintln!("{n}: {names:?}");
+        }
+        assert!(full > 0, "no tick found the buffer full: {all} ticks");
+        // Every tick counts: the buffer's ticks and the lost ones together
+        // are the CPU time used (2.4 s at 1 ms a tick), within sampling noise.
+        assert!(
+            (2000..2900).contains(&all),
+            "{all} ticks in all, {full} lost, {slots} slots"
+        );
+        assert!(
+            window
+                .notes
+                .iter()
+                .any(|n| n.contains("found the buffer full")),
+            "{:?}",
+            window.notes
+        );
+        // The profile names it.
+        let profile = super::super::to_profile(window);
+        let names: Vec<String> = crate::format::symbolize(&profile)
+            .iter()
+            .flat_map(|s| {
+                s.stack
+                    .iter()
+                    .flat_map(|(_, f)| f.iter().map(|f| f.name.to_string()))
+            })
+            .collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n == "pprof_core::_LostStack_BufferFull")
+        );
+    }
+
+    #[test]
+    fn a_full_window_counts_new_stacks_under_one_sample() {
+        let mut window = Window {
+            id: 0,
+            start: 0,
+            started: SystemTime::now(),
+            hz: 100,
+            ticks: HashMap::new(),
+            notes: Vec::new(),
+            duration: Duration::ZERO,
+        };
+        let thread: Arc<str> = Arc::from("t");
+        for i in 0..(MAX_KEYS as u64 + 10) {
+            window.add((Box::new([i + 100]), thread.clone(), 0), 2);
+        }
+        assert_eq!(window.ticks.len(), MAX_KEYS + 1);
+        let overflow = (
+            Box::new([Missing::TooManyStacks.pc()]) as Box<[u64]>,
+            thread,
+            0,
+        );
+        assert_eq!(window.ticks.get(&overflow), Some(&20));
+        assert_eq!(
+            window.ticks.values().sum::<u64>(),
+            2 * (MAX_KEYS as u64 + 10)
+        );
+    }
+}
