@@ -101,6 +101,10 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
     // Roots on top, as pprof's own flame graph draws them: the wide frames
     // are in view without scrolling past a tall stack.
     options.direction = Direction::Inverted;
+    // A fixed width, scaled to the page by CSS: inferno then lays out the
+    // labels here, not in the browser (its "fluid" mode redoes every label
+    // twice on load, most of the load time of a large graph).
+    options.image_width = Some(IMAGE_WIDTH);
     options.name_type = "Function:".to_owned();
     options.func_frameattrs = frame_attributes(&locations);
     options.min_width = options.min_width.max(min_width);
@@ -113,6 +117,9 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
     let start = svg.find("<svg").unwrap_or(0);
     Ok(Some(svg[start..].replacen(r#" onload="init(evt)""#, "", 1)))
 }
+
+/// The flame graph's width in SVG units (the page scales it to fit).
+const IMAGE_WIDTH: usize = 1400;
 
 /// The most frames a flame graph draws: at ten thousand, the browser
 /// spends about a second parsing and laying them out (measured on the
