@@ -101,6 +101,126 @@ impl Adapter {
     }
 }
 
+/// The route template [`Adapter::start_labeled`]'s burning route answers
+/// on, as axum and actix-web name it.
+pub const BURN_ROUTE: &str = "/burn/{ms}";
+
+impl Adapter {
+    /// A service with the pprof routes and `/burn/{ms}` (burns `ms` of CPU
+    /// in [`burn_in_a_labeled_request`]), every request labeled with the
+    /// framework's one line (`LabelRequests`), on 127.0.0.1.
+    pub fn start_labeled(self) -> SocketAddr {
+        let config = pprof_core::Config::default();
+        match self {
+            Adapter::Axum => {
+                let app = axum::Router::new()
+                    .route(
+                        BURN_ROUTE,
+                        axum::routing::get(
+                            |axum::extract::Path(ms): axum::extract::Path<u64>| async move {
+                                format!("{}\n", burn_in_a_labeled_request(ms))
+                            },
+                        ),
+                    )
+                    .merge(pprof_axum::routes_with(config))
+                    .layer(pprof_axum::LabelRequests::new());
+                serve_on("127.0.0.1:0", move |listener| async move {
+                    let _ = axum::serve(listener, app).await;
+                })
+            }
+            Adapter::Actix => {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                let addr = listener.local_addr().expect("local addr");
+                std::thread::spawn(move || {
+                    actix_web::rt::System::new().block_on(async move {
+                        let server = actix_web::HttpServer::new(move || {
+                            actix_web::App::new()
+                                .wrap(pprof_actix::LabelRequests)
+                                .route(
+                                    BURN_ROUTE,
+                                    actix_web::web::get().to(
+                                        |ms: actix_web::web::Path<u64>| async move {
+                                            format!("{}\n", burn_in_a_labeled_request(*ms))
+                                        },
+                                    ),
+                                )
+                                .service(pprof_actix::scope_with("/debug", config.clone()))
+                        })
+                        .workers(2)
+                        .on_connect(pprof_actix::on_connect)
+                        .listen(listener)
+                        .expect("listen")
+                        .run();
+                        let _ = server.await;
+                    });
+                });
+                addr
+            }
+            Adapter::Warp => {
+                use warp::Filter;
+                let burn = warp::path!("burn" / u64)
+                    .map(|ms: u64| format!("{}\n", burn_in_a_labeled_request(ms)));
+                let routes = burn
+                    .or(pprof_warp::routes_with(config))
+                    .with(pprof_warp::label_requests());
+                serve_on("127.0.0.1:0", move |listener| async move {
+                    warp::serve(routes).incoming(listener).run().await;
+                })
+            }
+            Adapter::Tower => serve_on("127.0.0.1:0", move |listener| {
+                serve_tower_labeled(listener, config)
+            }),
+        }
+    }
+
+    /// The `http.route` a request to `/burn/{ms}` is labeled with: the
+    /// template where the framework knows it, else the path.
+    pub fn burn_route(self, ms: u64) -> String {
+        match self {
+            Adapter::Axum | Adapter::Actix => BURN_ROUTE.to_owned(),
+            Adapter::Warp | Adapter::Tower => format!("/burn/{ms}"),
+        }
+    }
+}
+
+/// The work of a CPU-heavy request: `ms` of CPU in [`burn_cpu_here`].
+#[inline(never)]
+pub fn burn_in_a_labeled_request(ms: u64) -> u64 {
+    burn_cpu_here(Duration::from_millis(ms))
+}
+
+async fn serve_tower_labeled(listener: tokio::net::TcpListener, config: pprof_core::Config) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    let burn = tower::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+        let ms = request
+            .uri()
+            .path()
+            .strip_prefix("/burn/")
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0);
+        let body = format!("{}\n", burn_in_a_labeled_request(ms));
+        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+            bytes::Bytes::from(body),
+        )))
+    });
+    let service = tower::ServiceBuilder::new()
+        .layer(pprof_core::LabelRequestsLayer::new())
+        .layer(pprof_core::PprofLayer::new(config))
+        .service(burn);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 fn start_actix(bind: &str, prefix: &str, config: pprof_core::Config) -> SocketAddr {
     let mount = prefix
         .strip_suffix("/pprof")
@@ -567,6 +687,19 @@ pub fn save(body: &[u8], name: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, body).expect("write profile");
     path.display().to_string()
+}
+
+/// The CPU time the kernel counted for the calling thread, in nanoseconds
+/// (from `/proc/thread-self/stat`, in clock ticks of 10 ms).
+pub fn this_thread_cpu_ns() -> i64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: i64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<i64>().ok()))
+        .sum();
+    ticks * 10_000_000
 }
 
 /// Burn CPU on a thread named `name` in [`burn_cpu_here`] for `duration`.

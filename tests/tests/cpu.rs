@@ -66,16 +66,17 @@ fn time_in_libc_is_attributed_to_the_call_and_its_rust_caller() {
                 .first()
                 .is_some_and(|leaf| leaf.contains("getppid"))
     });
-    // Nearly every tick of the thread is in its loop; most are in libc's
+    // Nearly every tick of the thread is in its loop; many are in libc's
     // getppid itself (the kernel's time is charged at the syscall's pc),
-    // with the Rust caller below it.
+    // with the Rust caller below it. (A blocklist that drops ticks in libc
+    // would show none.)
     assert!(
-        in_caller * 10 >= total * 9,
-        "{in_caller} of {total}: {ours:#?}"
+        in_caller * 4 >= total * 3,
+        "{in_caller} of {total} in the caller, {leaf_in_libc} in libc: {ours:#?}"
     );
     assert!(
-        leaf_in_libc * 2 >= total,
-        "{leaf_in_libc} of {total}: {ours:#?}"
+        leaf_in_libc * 4 >= total,
+        "{leaf_in_libc} of {total} in libc: {ours:#?}"
     );
 }
 
@@ -130,9 +131,12 @@ fn concurrent_profiles_each_hold_exactly_their_own_window() {
     }
 }
 
+/// Burns for `d` of wall time; returns the CPU time the kernel counted
+/// for this thread, in nanoseconds (a loaded machine gives it less).
 #[inline(never)]
-fn burn_on_a_thread_started_mid_profile(d: Duration) -> u64 {
-    pprof_tests::burn_cpu_here(d)
+fn burn_on_a_thread_started_mid_profile(d: Duration) -> i64 {
+    let _ = pprof_tests::burn_cpu_here(d);
+    pprof_tests::this_thread_cpu_ns()
 }
 
 #[test]
@@ -145,13 +149,17 @@ fn a_thread_started_mid_profile_is_sampled() {
         .name("newcomer".into())
         .spawn(|| burn_on_a_thread_started_mid_profile(Duration::from_millis(800)))
         .expect("spawn");
-    let _ = newcomer.join();
+    let used = newcomer.join().expect("newcomer");
     let (stacks, _) = profile.join().expect("profile");
     let sampled = cpu_of(&stacks, |s| {
         s.label("thread") == Some("newcomer") && s.has("burn_on_a_thread_started_mid_profile")
     });
-    // 0.8 s of CPU at 100 Hz is about 80 ticks; well over half must be there.
-    assert!(sampled >= 400_000_000, "{sampled} ns: {stacks:#?}");
+    // The kernel counted `used`; the profile (ticks of 10 ms) holds most of
+    // it, from the thread's first milliseconds on.
+    assert!(
+        sampled * 10 >= used * 7 && sampled <= used + 50_000_000,
+        "sampled {sampled} ns of {used} ns: {stacks:#?}"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use actix_web::dev::Extensions;
+use actix_web::dev::{Extensions, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::{HttpRequest, HttpResponse, Scope, web};
 use bytes::Bytes;
 use futures_core::Stream;
@@ -125,5 +125,52 @@ async fn client_gone(peer: Option<PeerSocket>) {
             Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return,
             _ => {}
         }
+    }
+}
+
+/// Label every request's samples with `http.route` (actix-web's matched
+/// pattern, `/users/{id}`) and `http.request.method`, and watch its polls
+/// (a handler that blocks its worker shows in `/block`):
+/// `App::new().wrap(pprof_actix::LabelRequests)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LabelRequests;
+
+impl<S, B> Transform<S, ServiceRequest> for LabelRequests
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = LabelRequestsService<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        std::future::ready(Ok(LabelRequestsService { inner: service }))
+    }
+}
+
+/// The service [`LabelRequests`] makes: the inner one, each request labeled.
+#[derive(Debug)]
+pub struct LabelRequestsService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<ServiceRequest> for LabelRequestsService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = pprof_core::LabeledRequest<S::Future>;
+
+    actix_web::dev::forward_ready!(inner);
+
+    fn call(&self, request: ServiceRequest) -> Self::Future {
+        let route = request
+            .match_pattern()
+            .unwrap_or_else(|| request.path().to_owned());
+        let method = request.method().as_str().to_owned();
+        pprof_core::label_request(&method, &route, self.inner.call(request))
     }
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 #[cfg(feature = "tikv-jemallocator")]
 pub use pprof_core::jemalloc_heap_profiling;
@@ -50,4 +50,36 @@ async fn serve(pprof: &pprof_core::Pprof, mut request: Request) -> Response {
         request.extensions_mut().insert(peer);
     }
     pprof.handle(request).await.into_response()
+}
+
+/// Label every request's samples with `http.route` (axum's matched route
+/// template, `/users/{id}`) and `http.request.method`, and watch its polls
+/// (a handler that blocks its worker shows in `/block`):
+/// `app.layer(pprof_axum::LabelRequests::new())`. As a `Router::layer` it
+/// runs after routing, so the template is known.
+#[derive(Clone, Debug)]
+pub struct LabelRequests(pprof_core::LabelRequestsLayer);
+
+impl LabelRequests {
+    /// The layer, taking routes from `MatchedPath`.
+    pub fn new() -> Self {
+        Self(
+            pprof_core::LabelRequestsLayer::new()
+                .route_from(|ext| ext.get::<MatchedPath>().map(|m| m.as_str().to_owned())),
+        )
+    }
+}
+
+impl Default for LabelRequests {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> tower_layer::Layer<S> for LabelRequests {
+    type Service = pprof_core::LabelRequestsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.0.layer(inner)
+    }
 }

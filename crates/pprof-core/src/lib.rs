@@ -8,6 +8,7 @@ mod format;
     reason = "the jemalloc glue: every block carries a SAFETY note"
 )]
 mod jemalloc;
+pub mod labels;
 mod profiles;
 mod serve;
 #[allow(
@@ -65,8 +66,13 @@ pub use serve::fuzzing;
 pub use config::{Config, Switch};
 pub use error::Error;
 pub use serve::guard::PeerAddr;
-pub use serve::tower::{PprofLayer, PprofService, WatchPollsLayer, WatchPollsService};
+pub use serve::tower::{
+    LabelRequestsLayer, LabelRequestsService, LabeledRequest, PprofLayer, PprofService,
+    WatchPollsLayer, WatchPollsService, label_request,
+};
 pub use serve::{BoxError, Pprof, ResponseBody};
+#[cfg(tokio_unstable)]
+pub use sync::watch::watch_all_tasks;
 pub use sync::watch::{
     DEFAULT_SLOW_POLL_THRESHOLD, WatchPolls, set_poll_watch_signal, set_slow_poll_threshold,
     watch_polls,

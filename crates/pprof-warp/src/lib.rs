@@ -103,3 +103,16 @@ where
         })
     }
 }
+
+/// Label every request's samples with `http.route` (the path: warp has no
+/// route templates) and `http.request.method`, and watch its polls (a
+/// handler that blocks its worker shows in `/block`):
+/// `let app = app.with(pprof_warp::label_requests());`. It instruments each
+/// request with a `tracing` span of pprof-core's own, so it needs no
+/// subscriber and leaves the application's alone.
+pub fn label_requests()
+-> warp::trace::Trace<impl Fn(warp::trace::Info<'_>) -> tracing::Span + Clone> {
+    warp::trace(|info: warp::trace::Info<'_>| {
+        pprof_core::labels::tracing::request_span(info.method().as_str(), info.path())
+    })
+}

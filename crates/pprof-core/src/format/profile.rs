@@ -17,8 +17,18 @@ pub(crate) const fn vt(kind: &'static str, unit: &'static str) -> ValueType {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Label {
+    /// One of ours (`thread`, `state`, …).
     Str(&'static str, String),
     Num(&'static str, i64),
+    /// The application's (see [`labels`](crate::labels)).
+    User(std::sync::Arc<str>, std::sync::Arc<str>),
+}
+
+impl Label {
+    /// Whether it is a string label (which samples are told apart by).
+    pub(crate) fn is_string(&self) -> bool {
+        !matches!(self, Self::Num(..))
+    }
 }
 
 /// One stack and its values. `pcs` are lookup addresses (a return address
@@ -75,12 +85,7 @@ impl StackProfile {
     pub(crate) fn delta_to(&self, later: StackProfile) -> StackProfile {
         type Key = (Vec<u64>, Vec<Label>);
         fn key(s: &Sample) -> Key {
-            let labels = s
-                .labels
-                .iter()
-                .filter(|l| matches!(l, Label::Str(..)))
-                .cloned()
-                .collect();
+            let labels = s.labels.iter().filter(|l| l.is_string()).cloned().collect();
             (s.pcs.clone(), labels)
         }
         // Per key: the summed earlier values and the earlier sample's labels.

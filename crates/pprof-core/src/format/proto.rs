@@ -131,6 +131,11 @@ pub(crate) fn to_proto(profile: &StackProfile) -> protos::Profile {
                     num: *value,
                     ..Default::default()
                 },
+                Label::User(key, value) => protos::Label {
+                    key: b.string(key),
+                    str: b.string(value),
+                    ..Default::default()
+                },
             })
             .collect();
         samples.push(protos::Sample {

@@ -98,6 +98,7 @@ pub(crate) fn counts(out: &mut dyn Write, name: &str, profile: &StackProfile) ->
             .iter()
             .filter_map(|l| match l {
                 Label::Str(k, v) => Some(format!("{k:?}:{v:?}")),
+                Label::User(k, v) => Some(format!("{k:?}:{v:?}")),
                 Label::Num(..) => None,
             })
             .collect();
@@ -131,13 +132,26 @@ pub(crate) fn thread_dump(out: &mut dyn Write, profile: &StackProfile) -> fmt::R
         if let Some(wait) = label("wchan") {
             state = format!("{state}, {wait}");
         }
+        let user: Vec<String> = s
+            .labels
+            .iter()
+            .filter_map(|l| match l {
+                Label::User(k, v) => Some(format!("{k:?}:{v:?}")),
+                _ => None,
+            })
+            .collect();
+        let labels = if user.is_empty() {
+            String::new()
+        } else {
+            format!(" labels: {{{}}}", user.join(", "))
+        };
         if label("task").is_some() {
             let task = id("task_id").map(|t| t.to_string()).unwrap_or_default();
-            writeln!(out, "task {task} [{state}]:")?;
+            writeln!(out, "task {task} [{state}]{labels}:")?;
         } else {
             writeln!(
                 out,
-                "thread {} {:?} [{state}]:",
+                "thread {} {:?} [{state}]{labels}:",
                 id("thread_id").unwrap_or_default(),
                 label("thread").unwrap_or_default()
             )?;

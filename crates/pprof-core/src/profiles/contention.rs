@@ -73,10 +73,10 @@ impl Profile for Contention {
 fn profile(kind: Kind) -> StackProfile {
     let samples = events::recorded(kind)
         .into_iter()
-        .map(|(pcs, values)| Sample {
+        .map(|(pcs, labels, values)| Sample {
             pcs,
             values: values.to_vec(),
-            labels: vec![],
+            labels: labels.to_sample_labels(),
         })
         .collect();
     StackProfile {

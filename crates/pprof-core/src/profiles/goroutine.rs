@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use super::{About, Admission, Ask, Collecting, Profile, Seconds, Working, blocking, tasks};
 use crate::error::Error;
 use crate::format::{self, Label, LeafTrim, Sample, StackProfile, ValueType, vt};
+use crate::labels::Labels;
 use crate::signals::{self, ThreadStack};
 use crate::symbols::symbolizer;
 
@@ -194,6 +195,7 @@ fn labels(t: &ThreadStack) -> Vec<Label> {
     } else if let Some(why) = t.partial {
         labels.push(Label::Str("stack", why.to_owned()));
     }
+    labels.extend(Labels::from_set(t.labels.clone()).to_sample_labels());
     labels.push(Label::Num("thread_id", i64::from(t.tid)));
     labels
 }
@@ -208,7 +210,7 @@ fn grouped(mut profile: StackProfile) -> StackProfile {
         let labels: Vec<Label> = s
             .labels
             .into_iter()
-            .filter(|l| matches!(l, Label::Str(key, _) if *key != "wchan"))
+            .filter(|l| l.is_string() && !matches!(l, Label::Str("wchan", _)))
             .collect();
         let key = (s.pcs, labels);
         match index.get(&key) {

@@ -12,6 +12,7 @@ use http::{Request, Response};
 use http_body_util::Either;
 
 use super::{BoxError, ResponseBody};
+use crate::labels::{Labeled, Labels};
 use crate::sync::watch::{WatchPolls, nanos};
 use crate::{Config, Pprof};
 
@@ -173,5 +174,124 @@ where
 
     fn call(&mut self, request: R) -> Self::Future {
         WatchPolls::with_threshold_ns(self.inner.call(request), self.threshold_ns)
+    }
+}
+
+/// A request future with its labels in force and its polls watched; see
+/// [`label_request`].
+pub type LabeledRequest<F> = Labeled<WatchPolls<F>>;
+
+/// `future`, the work of one request, with the labels `http.route` (the
+/// route template where the framework knows it, else the path) and
+/// `http.request.method` in force during its polls, and its polls watched
+/// (a poll that blocks its worker shows in `/block`, with the request's
+/// labels). The one building block of every framework's `LabelRequests`.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let route = pprof_core::label_request("GET", "/users/{id}", async {
+///     pprof_core::labels::current().get("http.route").map(str::to_owned)
+/// })
+/// .await;
+/// assert_eq!(route.as_deref(), Some("/users/{id}"));
+/// # });
+/// ```
+pub fn label_request<F: Future>(method: &str, route: &str, future: F) -> LabeledRequest<F> {
+    let labels = Labels::new([("http.route", route), ("http.request.method", method)]);
+    Labeled::new(labels, WatchPolls::with_threshold_ns(future, None))
+}
+
+/// Where [`LabelRequestsLayer`] finds a request's route template.
+type RouteOf = std::sync::Arc<dyn Fn(&http::Extensions) -> Option<String> + Send + Sync>;
+
+/// A `tower::Layer` that labels every request of the service it wraps
+/// with `http.route` and `http.request.method` and watches its polls
+/// ([`label_request`] for each call). The route is the path unless
+/// [`route_from`](LabelRequestsLayer::route_from) finds a template in the
+/// request's extensions (the axum adapter reads `MatchedPath` so).
+///
+/// ```
+/// use tower_layer::Layer;
+///
+/// # #[derive(Clone)] struct App;
+/// let service = pprof_core::LabelRequestsLayer::new().layer(App);
+/// # let _ = service;
+/// ```
+#[derive(Clone, Default)]
+pub struct LabelRequestsLayer {
+    route: Option<RouteOf>,
+}
+
+impl std::fmt::Debug for LabelRequestsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabelRequestsLayer")
+            .field("route_from", &self.route.as_ref().map(|_| "<fn>"))
+            .finish()
+    }
+}
+
+impl LabelRequestsLayer {
+    /// A layer labelling each request with its path and method.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Take `http.route` from the request's extensions where `find` finds
+    /// it (the path otherwise).
+    pub fn route_from(
+        mut self,
+        find: impl Fn(&http::Extensions) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.route = Some(std::sync::Arc::new(find));
+        self
+    }
+}
+
+impl<S> tower_layer::Layer<S> for LabelRequestsLayer {
+    type Service = LabelRequestsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LabelRequestsService {
+            inner,
+            route: self.route.clone(),
+        }
+    }
+}
+
+/// The service [`LabelRequestsLayer`] makes: the inner one, each request labeled.
+#[derive(Clone)]
+pub struct LabelRequestsService<S> {
+    inner: S,
+    route: Option<RouteOf>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for LabelRequestsService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabelRequestsService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> tower_service::Service<Request<B>> for LabelRequestsService<S>
+where
+    S: tower_service::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = LabeledRequest<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let route = self
+            .route
+            .as_ref()
+            .and_then(|find| find(request.extensions()))
+            .unwrap_or_else(|| request.uri().path().to_owned());
+        let method = request.method().clone();
+        label_request(method.as_str(), &route, self.inner.call(request))
     }
 }

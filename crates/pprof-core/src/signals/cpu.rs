@@ -29,7 +29,8 @@
 //! timer is ignored, and never kills the process), claims a
 //! free slot of the armed [`Buffer`] with one compare-and-swap, writes the
 //! thread id, the time, the tick's weight (1 + the timer's overruns), the
-//! caller's tag (see [`Buffer::arm`]) and the stack through the one
+//! labels in force on the interrupted thread (one reference, see
+//! [`super::labels`]) and the stack through the one
 //! unwinding routine ([`super::unwind`]), then publishes the slot. It
 //! allocates nothing and takes no lock. A tick that finds no free slot is
 //! still counted ([`Buffer::lost`]). Aggregation, thread names,
@@ -47,7 +48,10 @@ use std::sync::atomic::{
 };
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use super::handler;
+use super::labels::LabelSet;
 use super::unwind::{self, MAX_FRAMES, Outcome};
 use crate::error::Error;
 
@@ -70,7 +74,8 @@ struct Slot {
     tid: AtomicI32,
     weight: AtomicU32,
     time: AtomicU64,
-    tag: AtomicUsize,
+    /// A reference to the interrupted thread's labels (0: none).
+    labels: AtomicUsize,
     len: AtomicUsize,
     /// Leaf first: the interrupted pc, then return addresses.
     pcs: [AtomicUsize; MAX_FRAMES],
@@ -84,7 +89,7 @@ impl Slot {
             tid: AtomicI32::new(0),
             weight: AtomicU32::new(0),
             time: AtomicU64::new(0),
-            tag: AtomicUsize::new(0),
+            labels: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
             pcs: std::array::from_fn(|_| AtomicUsize::new(0)),
         }
@@ -99,8 +104,8 @@ pub(crate) struct Tick<'a> {
     pub(crate) time: u64,
     /// Periods of CPU time this tick stands for (1 + timer overruns).
     pub(crate) weight: u32,
-    /// What [`Buffer::arm`]'s tag function gave on the interrupted thread.
-    pub(crate) tag: usize,
+    /// The labels in force on the interrupted thread.
+    pub(crate) labels: Option<Arc<LabelSet>>,
     pub(crate) outcome: Outcome,
     /// Raw addresses, leaf first: the leaf exact, the rest return addresses.
     pub(crate) pcs: &'a [u64],
@@ -114,8 +119,6 @@ pub(crate) struct Buffer {
     lost: AtomicU64,
     /// One bit per thread id: set while that thread has its own timer.
     timed: Box<[AtomicU64]>,
-    /// Run on the interrupted thread for each tick; must be async-signal-safe.
-    tag: fn() -> usize,
     /// Threads without a timer of their own: how much of each one's CPU
     /// time the process-wide timer's ticks have accounted for.
     untimed: Box<[Untimed]>,
@@ -145,10 +148,9 @@ static ARMED: AtomicPtr<Buffer> = AtomicPtr::new(std::ptr::null_mut());
 static INSIDE: AtomicUsize = AtomicUsize::new(0);
 
 impl Buffer {
-    /// A buffer of `slots` ticks for threads ids below `max_tid`; `tag`
-    /// runs in the handler on the interrupted thread (it must neither
-    /// allocate nor lock) and its value is stored with the tick.
-    pub(crate) fn new(slots: usize, max_tid: usize, period: Duration, tag: fn() -> usize) -> Self {
+    /// A buffer of `slots` ticks for threads ids below `max_tid`, timers
+    /// ticking every `period`.
+    pub(crate) fn new(slots: usize, max_tid: usize, period: Duration) -> Self {
         Self {
             slots: (0..slots.max(1)).map(|_| Slot::new()).collect(),
             cursor: AtomicUsize::new(0),
@@ -156,7 +158,6 @@ impl Buffer {
             timed: (0..max_tid.div_ceil(64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
-            tag,
             untimed: (0..UNTIMED)
                 .map(|_| Untimed {
                     tid: AtomicI32::new(0),
@@ -292,7 +293,7 @@ impl Buffer {
                 tid: slot.tid.load(Ordering::Relaxed),
                 time: slot.time.load(Ordering::Relaxed),
                 weight: slot.weight.load(Ordering::Relaxed),
-                tag: slot.tag.load(Ordering::Relaxed),
+                labels: super::labels::adopt(slot.labels.swap(0, Ordering::Relaxed)),
                 outcome: Outcome::from_u8(slot.outcome.load(Ordering::Relaxed)),
                 pcs: &pcs[..len],
             };
@@ -319,7 +320,8 @@ impl Buffer {
         slot.tid.store(super::gettid(), Ordering::Relaxed);
         slot.time.store(started, Ordering::Relaxed);
         slot.weight.store(weight, Ordering::Relaxed);
-        slot.tag.store((self.tag)(), Ordering::Relaxed);
+        slot.labels
+            .store(super::labels::retain_current(), Ordering::Relaxed);
         // SAFETY: we are in the SIGPROF handler on the interrupted thread,
         // and `arm` ran `unwind::prepare` before any timer was started.
         let (len, outcome) = unsafe { unwind::from_signal(interrupted, &slot.pcs) };
@@ -400,6 +402,8 @@ impl Drop for Armed {
         while INSIDE.load(Ordering::SeqCst) != 0 {
             std::thread::yield_now();
         }
+        // Ticks never drained still hold references to their labels.
+        self.buffer.drain(|_| {});
         let ptr = std::ptr::from_ref(self.buffer).cast_mut();
         // SAFETY: the buffer came from `Box::leak` in `arm`; it is no longer
         // published and no handler is inside, so nothing else refers to it.
@@ -662,32 +666,48 @@ extern "C" fn on_sigprof(_: libc::c_int, info: *mut libc::siginfo_t, context: *m
 mod tests {
     use super::*;
 
-    fn no_tag() -> usize {
-        7
-    }
-
     #[test]
     fn a_full_buffer_counts_what_it_cannot_hold_and_drains_what_it_holds() {
         unwind::prepare();
-        let buffer = Buffer::new(2, 64, Duration::from_millis(10), no_tag);
-        for _ in 0..5 {
-            buffer.record(3, None);
+        let buffer = Buffer::new(2, 64, Duration::from_millis(10));
+        let set = Arc::new(LabelSet {
+            pairs: Box::new([(Arc::from("k"), Arc::from("v"))]),
+        });
+        {
+            let _in_force = super::super::labels::put_in_force(Some(&set));
+            for _ in 0..5 {
+                buffer.record(3, None);
+            }
         }
+        // Two ticks hold a reference each, until drained.
+        assert_eq!(Arc::strong_count(&set), 3);
         assert_eq!(buffer.lost(), 9, "three ticks of weight 3 found no slot");
         let mut seen = Vec::new();
-        buffer.drain(|tick| seen.push((tick.tid, tick.weight, tick.tag, tick.pcs.len())));
+        buffer.drain(|tick| {
+            seen.push((
+                tick.tid,
+                tick.weight,
+                tick.labels.as_ref().map(|l| l.pairs.len()),
+                tick.pcs.len(),
+            ));
+        });
         assert_eq!(seen.len(), 2);
-        assert!(seen.iter().all(|&(tid, w, tag, len)| {
-            tid == super::super::gettid() && w == 3 && tag == 7 && len > 0
+        assert!(seen.iter().all(|&(tid, w, labels, len)| {
+            tid == super::super::gettid() && w == 3 && labels == Some(1) && len > 0
         }));
         let mut again = 0;
         buffer.drain(|_| again += 1);
         assert_eq!(again, 0, "drained slots are free again");
+        assert_eq!(
+            Arc::strong_count(&set),
+            1,
+            "drained ticks gave their references back"
+        );
     }
 
     #[test]
     fn untimed_threads_count_whole_periods_of_their_own_time_and_keep_the_rest() {
-        let buffer = Buffer::new(1, 64, Duration::from_millis(1), no_tag);
+        let buffer = Buffer::new(1, 64, Duration::from_millis(1));
         // A thread met first: all its time counts.
         assert_eq!(buffer.untimed_ticks(77, 2_500_000), 2);
         assert_eq!(
@@ -705,7 +725,7 @@ mod tests {
 
     #[test]
     fn timed_threads_are_marked_and_cleared() {
-        let buffer = Buffer::new(1, 1 << 16, Duration::from_millis(10), no_tag);
+        let buffer = Buffer::new(1, 1 << 16, Duration::from_millis(10));
         assert!(buffer.set_timed(4242, true));
         assert!(buffer.is_timed(4242) && !buffer.is_timed(4243));
         assert!(buffer.set_timed(4242, false));

@@ -23,6 +23,7 @@
 
 pub(crate) mod cpu;
 mod handler;
+pub(crate) mod labels;
 mod threads;
 mod unwind;
 

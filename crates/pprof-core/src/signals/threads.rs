@@ -16,6 +16,7 @@
 //! How the handler unwinds is [`unwind`](super::unwind)'s business.
 
 use std::fs;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use super::{gettid, handler, unwind};
 use crate::error::Error;
 
+use super::labels::LabelSet;
 use super::unwind::{MAX_FRAMES, Outcome};
 
 /// A slot's life: free → waiting (the dumper signalled its thread) →
@@ -40,6 +42,8 @@ struct Slot {
     len: AtomicUsize,
     /// How far the handler's walk got ([`Outcome`] as a byte).
     outcome: AtomicU8,
+    /// A reference to the thread's labels (0: none), see [`super::labels`].
+    labels: AtomicUsize,
     /// Leaf first: the interrupted pc, then return addresses.
     pcs: [AtomicUsize; MAX_FRAMES],
 }
@@ -51,6 +55,7 @@ impl Slot {
             state: AtomicU8::new(FREE),
             len: AtomicUsize::new(0),
             outcome: AtomicU8::new(0),
+            labels: AtomicUsize::new(0),
             pcs: std::array::from_fn(|_| AtomicUsize::new(0)),
         }
     }
@@ -90,6 +95,8 @@ pub(crate) struct ThreadStack {
     pub(crate) pcs: Option<Vec<u64>>,
     /// Why the stack is short, when the handler could not take it whole.
     pub(crate) partial: Option<&'static str>,
+    /// The labels in force on the thread when it answered.
+    pub(crate) labels: Option<Arc<LabelSet>>,
 }
 
 /// Live thread ids of this process.
@@ -184,30 +191,47 @@ pub(crate) fn dump(signal: i32, timeout: Duration) -> Result<Vec<ThreadStack>, E
         let Some((name, state, wait_channel)) = described.remove(&tid) else {
             continue;
         };
-        let partial = answer.as_ref().and_then(|(_, outcome)| outcome.reason());
+        let partial = answer.as_ref().and_then(|a| a.outcome.reason());
+        let (pcs, labels) = answer.map_or((None, None), |a| (Some(a.pcs), a.labels));
         stacks.push(ThreadStack {
             tid,
             name,
             state,
             wait_channel,
-            pcs: answer.map(|(pcs, _)| pcs),
+            pcs,
             partial,
+            labels,
         });
     }
     Ok(stacks)
 }
 
-/// The stack of one thread of this process (lookup addresses, leaf first),
-/// or `None` if it did not answer within `timeout`. For watchdogs that
+/// The stack of one thread of this process (lookup addresses, leaf first)
+/// and its labels, or `None` if it did not answer within `timeout`. For watchdogs that
 /// sample a thread caught doing something; blocking.
-pub(crate) fn capture(tid: i32, signal: i32, timeout: Duration) -> Result<Option<Vec<u64>>, Error> {
+pub(crate) fn capture(
+    tid: i32,
+    signal: i32,
+    timeout: Duration,
+) -> Result<Option<Captured1>, Error> {
     Ok(capture_threads(&[tid], signal, timeout)?
         .pop()
-        .and_then(|(_, answer)| answer.map(|(pcs, _)| pcs)))
+        .and_then(|(_, answer)| answer.map(|a| (a.pcs, a.labels))))
 }
 
-/// A thread id and, if it answered, its stack and how far the walk got.
-type Captured = (i32, Option<(Vec<u64>, Outcome)>);
+/// One thread's stack (lookup addresses, leaf first) and the labels in
+/// force on it when it was taken.
+pub(crate) type Captured1 = (Vec<u64>, Option<Arc<LabelSet>>);
+
+/// What a thread's handler recorded.
+struct Answer {
+    pcs: Vec<u64>,
+    outcome: Outcome,
+    labels: Option<Arc<LabelSet>>,
+}
+
+/// A thread id and, if it answered, what it recorded.
+type Captured = (i32, Option<Answer>);
 
 /// Signal each of `tids` (other threads of this process) and collect what
 /// their handlers recorded: `(tid, stack or None)`, in `tids`' order.
@@ -265,7 +289,7 @@ fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<C
 
 /// The stack a slot holds, or `None` (and the slot abandoned) if its thread
 /// never answered. A handler caught mid-write gets until `hard_deadline`.
-fn collect(slot: &Slot, hard_deadline: Instant) -> Option<(Vec<u64>, Outcome)> {
+fn collect(slot: &Slot, hard_deadline: Instant) -> Option<Answer> {
     loop {
         match slot
             .state
@@ -290,8 +314,13 @@ fn collect(slot: &Slot, hard_deadline: Instant) -> Option<(Vec<u64>, Outcome)> {
         .filter(|pc| *pc != 0) // the outermost frame of a thread ends at address 0
         .collect();
     let outcome = Outcome::from_u8(slot.outcome.load(Ordering::Relaxed));
+    let labels = super::labels::adopt(slot.labels.swap(0, Ordering::Relaxed));
     slot.state.store(FREE, Ordering::Release);
-    Some((pcs, outcome))
+    Some(Answer {
+        pcs,
+        outcome,
+        labels,
+    })
 }
 
 /// The dumping thread's own stack, taken directly.
@@ -307,6 +336,7 @@ fn own_stack(tid: i32) -> ThreadStack {
         wait_channel,
         pcs: Some(pcs),
         partial: None,
+        labels: super::labels::current(),
     }
 }
 
@@ -384,6 +414,8 @@ fn record_stack(interrupted: Option<usize>) {
     // `install` ran `unwind::prepare` before any signal was sent.
     let (len, outcome) = unsafe { unwind::from_signal(interrupted, &slot.pcs) };
     slot.outcome.store(outcome as u8, Ordering::Relaxed);
+    slot.labels
+        .store(super::labels::retain_current(), Ordering::Relaxed);
     slot.len.store(len, Ordering::Release);
     slot.state.store(DONE, Ordering::Release);
 }

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::labels::{self, Labels};
+
 /// Distinct stacks each table keeps.
 pub(crate) const MAX_STACKS: usize = 4096;
 
@@ -84,9 +86,13 @@ struct Totals {
     delay: f64,
 }
 
+/// A recorded stack (lookup addresses, leaf first) and the labels in
+/// force where it was recorded.
+type StackKey = (Box<[u64]>, Labels);
+
 #[derive(Debug, Default)]
 struct Table {
-    stacks: Mutex<HashMap<Box<[u64]>, Totals>>,
+    stacks: Mutex<HashMap<StackKey, Totals>>,
     dropped: AtomicU64,
 }
 
@@ -100,13 +106,15 @@ fn table(kind: Kind) -> &'static Table {
 }
 
 impl Table {
-    fn add(&self, pcs: &[u64], count: f64, delay: f64) {
+    /// Add to the totals of a stack and the labels in force with it.
+    fn add(&self, pcs: &[u64], labels: Labels, count: f64, delay: f64) {
+        let key = (Box::<[u64]>::from(pcs), labels);
         let mut stacks = self.stacks.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(totals) = stacks.get_mut(pcs) {
+        if let Some(totals) = stacks.get_mut(&key) {
             totals.count += count;
             totals.delay += delay;
         } else if stacks.len() < MAX_STACKS {
-            stacks.insert(pcs.into(), Totals { count, delay });
+            stacks.insert(key, Totals { count, delay });
         } else {
             drop(stacks);
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -179,18 +187,23 @@ pub(crate) fn record_at_rates(
     let n = crate::signals::stack_here(&mut buf);
     if let Some((count, delay)) = mutex {
         #[allow(clippy::cast_precision_loss)]
-        table(Kind::Mutex).add(&buf[..n], count as f64 * scale, delay as f64 * scale);
+        table(Kind::Mutex).add(
+            &buf[..n],
+            labels::current(),
+            count as f64 * scale,
+            delay as f64 * scale,
+        );
     }
     if let Some((count, delay)) = block {
-        table(Kind::Block).add(&buf[..n], count, delay);
+        table(Kind::Block).add(&buf[..n], labels::current(), count, delay);
     }
 }
 
 /// Record a blocking event with a stack captured elsewhere (a worker's stack
 /// taken by the poll watchdog); `pcs` are lookup addresses, leaf first.
-pub(crate) fn record_block_stack(pcs: &[u64], waited: Duration) {
+pub(crate) fn record_block_stack(pcs: &[u64], labels: Labels, waited: Duration) {
     if let Some((count, delay)) = block_sample(waited, block_profile_rate(), random_unit) {
-        table(Kind::Block).add(&pcs[..pcs.len().min(MAX_DEPTH)], count, delay);
+        table(Kind::Block).add(&pcs[..pcs.len().min(MAX_DEPTH)], labels, count, delay);
     }
 }
 
@@ -225,18 +238,18 @@ pub(crate) fn dropped(kind: Kind) -> u64 {
     table(kind).dropped.load(Ordering::Relaxed)
 }
 
-/// Every recorded stack (lookup addresses, leaf first) with its scaled
-/// `(contentions, delay ns)` so far.
-pub(crate) fn recorded(kind: Kind) -> Vec<(Vec<u64>, [i64; 2])> {
+/// Every recorded stack (lookup addresses, leaf first) with the labels in
+/// force where it was recorded and its scaled `(contentions, delay ns)` so far.
+pub(crate) fn recorded(kind: Kind) -> Vec<(Vec<u64>, Labels, [i64; 2])> {
     table(kind)
         .stacks
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .iter()
-        .map(|(pcs, totals)| {
+        .map(|((pcs, labels), totals)| {
             #[allow(clippy::cast_possible_truncation)]
             let values = [totals.count.round() as i64, totals.delay.round() as i64];
-            (pcs.to_vec(), values)
+            (pcs.to_vec(), labels.clone(), values)
         })
         .collect()
 }
@@ -270,12 +283,13 @@ mod tests {
     fn table_is_bounded_and_counts_what_it_drops() {
         let t = Table::default();
         for i in 0..(MAX_STACKS as u64 + 10) {
-            t.add(&[i, 1], 1.0, 10.0);
+            t.add(&[i, 1], Labels::none(), 1.0, 10.0);
         }
-        t.add(&[0, 1], 1.0, 10.0);
+        t.add(&[0, 1], Labels::none(), 1.0, 10.0);
         let stacks = t.stacks.lock().unwrap_or_else(PoisonError::into_inner);
         assert_eq!(stacks.len(), MAX_STACKS);
-        assert_eq!(stacks.get(&[0u64, 1][..]).map(|t| t.count), Some(2.0));
+        let key = (Box::<[u64]>::from([0u64, 1]), Labels::none());
+        assert_eq!(stacks.get(&key).map(|t| t.count), Some(2.0));
         assert_eq!(t.dropped.load(Ordering::Relaxed), 10);
     }
 }

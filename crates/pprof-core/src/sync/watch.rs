@@ -28,6 +28,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::events::{self, now_nanos};
+use crate::labels::Labels;
 
 /// The default threshold: a poll longer than this blocks a worker.
 pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(10);
@@ -65,7 +66,7 @@ struct Slot {
     /// Incremented at each poll start; identifies a poll.
     sequence: AtomicU64,
     /// The stack the watchdog captured, with the poll it belongs to.
-    captured: Mutex<Option<(u64, Vec<u64>)>>,
+    captured: Mutex<Option<(u64, Vec<u64>, Labels)>>,
     /// The last poll the watchdog tried to capture (only it writes this).
     tried: AtomicU64,
 }
@@ -160,25 +161,34 @@ fn check(slot: &Slot) {
     }
     let tid = slot.tid.load(Ordering::Relaxed);
     let signal = SIGNAL.load(Ordering::Relaxed);
-    let Ok(Some(pcs)) = crate::signals::capture_thread(tid, signal, CAPTURE_TIMEOUT) else {
+    let Ok(Some((pcs, labels))) = crate::signals::capture_thread(tid, signal, CAPTURE_TIMEOUT)
+    else {
         return;
     };
+    // The labels in force on the worker when its stack was taken: the poll's.
+    let labels = Labels::from_set(labels);
     // Keep the stack only if that same poll was still running after the
     // worker recorded it (its handler ran before `capture` returned).
     if slot.sequence.load(Ordering::Acquire) == sequence
         && slot.started.load(Ordering::Acquire) == started
     {
-        *slot.captured.lock().unwrap_or_else(PoisonError::into_inner) = Some((sequence, pcs));
+        *slot.captured.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((sequence, pcs, labels));
     }
 }
 
 /// Marks the outermost watched poll on this thread; ends it on drop.
-struct Mark {
+pub(crate) struct Mark {
     /// `(start, sequence)` of an outermost poll; `None` when nested.
     outer: Option<(u64, u64)>,
 }
 
 impl Mark {
+    /// A poll starts now, watched at the process-wide threshold.
+    pub(crate) fn enter_default() -> Self {
+        Self::enter(DEFAULT_THRESHOLD_NS.load(Ordering::Relaxed))
+    }
+
     #[inline]
     fn enter(threshold_ns: u64) -> Self {
         let outer = THIS_THREAD
@@ -227,10 +237,10 @@ fn long_poll_ended(slot: &Slot, sequence: u64, elapsed: u64) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .take();
-    if let Some((of, pcs)) = captured
+    if let Some((of, pcs, labels)) = captured
         && of == sequence
     {
-        events::record_block_stack(&pcs, Duration::from_nanos(elapsed));
+        events::record_block_stack(&pcs, labels, Duration::from_nanos(elapsed));
     }
 }
 
@@ -302,6 +312,31 @@ impl<F: Future> Future for WatchPolls<F> {
     }
 }
 
+/// Watch the polls of every task of a runtime, with no wrapping: tokio's
+/// task hooks mark each poll's start and end (they need `RUSTFLAGS="--cfg
+/// tokio_unstable"`). A block sample of a task carries the labels in force
+/// on its worker when its stack was taken.
+///
+/// ```
+/// # #[cfg(tokio_unstable)] {
+/// let mut builder = tokio::runtime::Builder::new_multi_thread();
+/// let runtime = pprof_core::watch_all_tasks(&mut builder).enable_all().build().unwrap();
+/// # drop(runtime); }
+/// ```
+#[cfg(tokio_unstable)]
+pub fn watch_all_tasks(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    thread_local! {
+        static TASK_POLL: std::cell::RefCell<Option<Mark>> = const { std::cell::RefCell::new(None) };
+    }
+    builder
+        .on_before_task_poll(|_| {
+            let _ = TASK_POLL.try_with(|mark| *mark.borrow_mut() = Some(Mark::enter_default()));
+        })
+        .on_after_task_poll(|_| {
+            let _ = TASK_POLL.try_with(|mark| drop(mark.borrow_mut().take()));
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +383,43 @@ mod tests {
             (250_000_000..2_000_000_000).contains(&found[0][1]),
             "{}",
             found[0][1]
+        );
+    }
+
+    #[cfg(tokio_unstable)]
+    #[inline(never)]
+    fn block_an_unwrapped_task_here(how_long: Duration) {
+        std::thread::sleep(how_long);
+    }
+
+    /// (Named for `cargo xtask ci`'s tokio_unstable step, which runs `tasks`.)
+    #[cfg(tokio_unstable)]
+    #[test]
+    fn every_poll_of_runtime_wide_watched_tasks() {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        let runtime = watch_all_tasks(builder.worker_threads(1))
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            tokio::spawn(crate::labels::scope([("job", "unwrapped")], async {
+                block_an_unwrapped_task_here(Duration::from_millis(300));
+            }))
+            .await
+            .expect("task");
+        });
+        let stacks = crate::profiles::contention_stacks(Kind::Block);
+        let found = stacks
+            .iter()
+            .find(|(names, _)| {
+                names
+                    .first()
+                    .is_some_and(|n| n.ends_with("block_an_unwrapped_task_here"))
+            })
+            .unwrap_or_else(|| panic!("no block sample: {stacks:?}"));
+        assert!(
+            (250_000_000..2_000_000_000).contains(&found.1[1]),
+            "{:?}",
+            found.1
         );
     }
 }

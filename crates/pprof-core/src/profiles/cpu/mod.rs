@@ -75,13 +75,12 @@ fn to_profile(window: sampler::Window) -> StackProfile {
     let samples = window
         .ticks
         .into_iter()
-        .map(|((pcs, thread, _tag), ticks)| {
+        .map(|((pcs, thread, labels), ticks)| {
             let count = i64::try_from(ticks).unwrap_or(i64::MAX);
-            let labels = if thread.is_empty() {
-                Vec::new()
-            } else {
-                vec![Label::Str("thread", thread.to_string())]
-            };
+            let mut labels = labels.to_sample_labels();
+            if !thread.is_empty() {
+                labels.insert(0, Label::Str("thread", thread.to_string()));
+            }
             Sample {
                 pcs: pcs.into_vec(),
                 values: vec![count, count.saturating_mul(period)],

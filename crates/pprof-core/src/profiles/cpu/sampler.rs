@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::Error;
 use crate::format::Missing;
 use crate::jemalloc;
+use crate::labels::{self, Labels, MAX_SETS_PER_PROFILE, overflow_labels};
 use crate::signals::cpu::{
     self as timers, Armed, Buffer, ProcessTimer, ThreadTimer, Tick, monotonic_ns, thread_cpu_ns,
 };
@@ -41,8 +42,8 @@ pub(super) const MAX_SLOTS: usize = 8192;
 /// on new keys go to one [`Missing::TooManyStacks`] sample.
 const MAX_KEYS: usize = 16_384;
 
-/// What one sample is told apart by.
-pub(super) type Key = (Box<[u64]>, Arc<str>, usize);
+/// What one sample is told apart by: its stack, its thread's name, its labels.
+pub(super) type Key = (Box<[u64]>, Arc<str>, Labels);
 
 /// One CPU profile's share of the sampler.
 #[derive(Debug)]
@@ -55,6 +56,8 @@ pub(super) struct Window {
     pub(super) ticks: HashMap<Key, u64>,
     /// What the sampler could not do while this window was open.
     pub(super) notes: Vec<String>,
+    /// The distinct label sets it holds (at most [`MAX_SETS_PER_PROFILE`]).
+    label_sets: HashSet<Labels>,
     pub(super) duration: Duration,
 }
 
@@ -139,6 +142,7 @@ pub(super) fn subscribe(hz: u32, max: usize) -> Result<Subscription, Error> {
         hz,
         ticks: HashMap::new(),
         notes: Vec::new(),
+        label_sets: HashSet::new(),
         duration: Duration::ZERO,
     });
     Ok(Subscription { id, open: true })
@@ -181,7 +185,7 @@ fn start(hz: u32) -> Result<Running, Error> {
         0 => slots,
         fixed => fixed,
     };
-    let armed = Buffer::new(slots, max_thread_id(), period, tag).arm()?;
+    let armed = Buffer::new(slots, max_thread_id(), period).arm()?;
     let mut running = Running {
         generation,
         hz,
@@ -232,11 +236,6 @@ fn max_thread_id() -> usize {
         .unwrap_or(1 << 22)
         .min(1 << 22)
         + 1
-}
-
-/// What each tick carries besides its stack (the hook for labels).
-fn tag() -> usize {
-    0
 }
 
 /// Live thread ids of this process.
@@ -340,7 +339,11 @@ impl Running {
         let new_losses = lost - self.lost_seen;
         self.lost_seen = lost;
         if new_losses > 0 {
-            let key: Key = (Box::new([Missing::BufferFull.pc()]), Arc::from(""), 0);
+            let key: Key = (
+                Box::new([Missing::BufferFull.pc()]),
+                Arc::from(""),
+                Labels::none(),
+            );
             for window in windows.iter_mut() {
                 window.add(key.clone(), new_losses);
             }
@@ -396,7 +399,15 @@ impl Running {
 }
 
 impl Window {
-    fn add(&mut self, key: Key, ticks: u64) {
+    fn add(&mut self, mut key: Key, ticks: u64) {
+        if !key.2.is_empty() && !self.label_sets.contains(&key.2) {
+            if self.label_sets.len() < MAX_SETS_PER_PROFILE {
+                self.label_sets.insert(key.2.clone());
+            } else {
+                labels::count_overflow();
+                key.2 = overflow_labels();
+            }
+        }
         if let Some(count) = self.ticks.get_mut(&key) {
             *count += ticks;
         } else if self.ticks.len() < MAX_KEYS {
@@ -405,7 +416,7 @@ impl Window {
             let overflow: Key = (
                 Box::new([Missing::TooManyStacks.pc()]),
                 key.1.clone(),
-                key.2,
+                key.2.clone(),
             );
             *self.ticks.entry(overflow).or_insert(0) += ticks;
         }
@@ -436,7 +447,11 @@ fn key_of(tick: &Tick<'_>, names: &mut HashMap<i32, Arc<str>>) -> Key {
         .entry(tick.tid)
         .or_insert_with(|| thread_name(tick.tid))
         .clone();
-    (pcs.into_boxed_slice(), name, tick.tag)
+    (
+        pcs.into_boxed_slice(),
+        name,
+        Labels::from_set(tick.labels.clone()),
+    )
 }
 
 /// A thread's name (`comm`), or its id when it has none or is gone.
@@ -602,17 +617,18 @@ mod tests {
             hz: 100,
             ticks: HashMap::new(),
             notes: Vec::new(),
+            label_sets: HashSet::new(),
             duration: Duration::ZERO,
         };
         let thread: Arc<str> = Arc::from("t");
         for i in 0..(MAX_KEYS as u64 + 10) {
-            window.add((Box::new([i + 100]), thread.clone(), 0), 2);
+            window.add((Box::new([i + 100]), thread.clone(), Labels::none()), 2);
         }
         assert_eq!(window.ticks.len(), MAX_KEYS + 1);
         let overflow = (
             Box::new([Missing::TooManyStacks.pc()]) as Box<[u64]>,
             thread,
-            0,
+            Labels::none(),
         );
         assert_eq!(window.ticks.get(&overflow), Some(&20));
         assert_eq!(

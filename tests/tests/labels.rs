@@ -1,0 +1,249 @@
+//! Labels as a reader sees them: `http.route` and `http.request.method` on
+//! every adapter's CPU samples (`go tool pprof -tagfocus` keeps them,
+//! `-tagignore` drops them), a labeled future's labels across threads,
+//! threads' labels in dumps, and sets that outlive their request.
+
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use pprof_tests::{
+    Adapter, Stack, burn_cpu_here, cpu_profiler_lock, get, go_tool_pprof, save, stacks,
+    top_function,
+};
+
+/// The samples of a CPU profile of `seconds` from `addr`, and its body.
+fn cpu_profile(addr: std::net::SocketAddr, seconds: u64) -> (Vec<Stack>, Vec<u8>) {
+    let r = get(addr, &format!("/debug/pprof/profile?seconds={seconds}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    (stacks(&r.profile()), r.body)
+}
+
+fn cpu_of(stacks: &[Stack], keep: impl Fn(&Stack) -> bool) -> i64 {
+    stacks.iter().filter(|s| keep(s)).map(|s| s.values[1]).sum()
+}
+
+#[test]
+fn a_cpu_heavy_route_carries_its_route_and_method_on_every_adapter() {
+    let _cpu = cpu_profiler_lock();
+    for adapter in Adapter::ALL {
+        let addr = adapter.start_labeled();
+        let route = adapter.burn_route(1000);
+        // The profile first, then the request inside its window (a request
+        // that blocks its worker can hold up the runtime's next accept).
+        let profile = std::thread::spawn(move || cpu_profile(addr, 3));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(get(addr, "/burn/1000").status, 200);
+        let (stacks, body) = profile.join().expect("profile");
+        let burning = |s: &Stack| s.has("burn_in_a_labeled_request");
+        let total = cpu_of(&stacks, burning);
+        assert!(
+            total > 0,
+            "{adapter:?}: the route's work was not sampled: {:#?}",
+            stacks
+                .iter()
+                .filter(|s| s.has("burn_cpu_here"))
+                .collect::<Vec<_>>()
+        );
+        let labeled = cpu_of(&stacks, |s| {
+            burning(s)
+                && s.label("http.route") == Some(route.as_str())
+                && s.label("http.request.method") == Some("GET")
+        });
+        assert_eq!(
+            labeled, total,
+            "{adapter:?}: every tick of the route is labeled {route}"
+        );
+        // What go tool pprof makes of it.
+        let file = save(&body, &format!("labels-{adapter:?}.pb.gz"));
+        let focus = format!("-tagfocus=http.route={}", regex_quote(&route));
+        let Some(kept) = go_tool_pprof(&["-top", &focus, &file]) else {
+            continue;
+        };
+        assert_eq!(
+            top_function(&kept).as_deref(),
+            Some("pprof_tests::burn_cpu_here"),
+            "{adapter:?}: {kept}"
+        );
+        let ignore = format!("-tagignore=http.route={}", regex_quote(&route));
+        let dropped = go_tool_pprof(&["-top", &ignore, &file]).unwrap_or_default();
+        assert!(
+            !dropped.contains("burn_in_a_labeled_request"),
+            "{adapter:?}: {dropped}"
+        );
+        let shown = go_tool_pprof(&["-tags", &file]).unwrap_or_default();
+        assert!(
+            shown.contains("http.route") && shown.contains(&route),
+            "{shown}"
+        );
+    }
+}
+
+/// `text` as a regular expression that matches it literally (pprof's tag
+/// filters are regexes: `{` and `}` would be repetition).
+fn regex_quote(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escape = "\\.+*?()|[]{}^$".contains(c);
+            escape.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
+#[inline(never)]
+fn burn_in_a_hopping_future(ms: u64) -> u64 {
+    burn_cpu_here(Duration::from_millis(ms))
+}
+
+/// A future that burns `ms` of CPU in each of `polls` polls.
+struct Burns {
+    left: u32,
+    ms: u64,
+}
+
+impl Future for Burns {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.left == 0 {
+            return Poll::Ready(());
+        }
+        burn_in_a_hopping_future(self.ms);
+        self.left -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[test]
+fn a_labeled_future_keeps_its_labels_on_every_thread_that_polls_it() {
+    let _cpu = cpu_profiler_lock();
+    let addr = Adapter::Axum.start(None);
+    let profile = std::thread::spawn(move || cpu_profile(addr, 3));
+    std::thread::sleep(Duration::from_millis(200));
+    // One future, polled on one thread, then moved to another and polled
+    // there: as a multi-thread runtime moves a task between workers.
+    let future = Box::pin(pprof_core::labels::scope(
+        [("job", "hop")],
+        Burns { left: 8, ms: 100 },
+    ));
+    type Hopping = std::pin::Pin<Box<pprof_core::labels::Labeled<Burns>>>;
+    let poll_some = |mut future: Hopping, polls: usize| {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..polls {
+            let _ = Future::poll(future.as_mut(), &mut cx);
+        }
+        future
+    };
+    let future = std::thread::Builder::new()
+        .name("first-poller".into())
+        .spawn(move || poll_some(future, 4))
+        .expect("spawn")
+        .join()
+        .expect("first");
+    let done = std::thread::Builder::new()
+        .name("second-poller".into())
+        .spawn(move || poll_some(future, 5))
+        .expect("spawn")
+        .join()
+        .expect("second");
+    drop(done);
+    let (stacks, _) = profile.join().expect("profile");
+    let burning: Vec<&Stack> = stacks
+        .iter()
+        .filter(|s| s.has("burn_in_a_hopping_future"))
+        .collect();
+    for thread in ["first-poller", "second-poller"] {
+        assert!(
+            burning.iter().any(|s| s.label("thread") == Some(thread)),
+            "{thread} not sampled: {burning:#?}"
+        );
+    }
+    assert!(
+        burning.iter().all(|s| s.label("job") == Some("hop")),
+        "{burning:#?}"
+    );
+    // Outside the future, the same threads' other work carries no job.
+    assert!(
+        stacks
+            .iter()
+            .filter(|s| s.label("job").is_some())
+            .all(|s| s.has("burn_in_a_hopping_future")),
+        "labels leaked past the future's polls"
+    );
+}
+
+#[inline(never)]
+fn wait_here_with_labels(stop: &std::sync::mpsc::Receiver<()>) {
+    let _ = stop.recv_timeout(Duration::from_secs(30));
+}
+
+#[test]
+fn a_thread_dump_shows_each_threads_labels() {
+    let addr = Adapter::Warp.start(None);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let waiter = std::thread::Builder::new()
+        .name("labeled-waiter".into())
+        .spawn(move || {
+            pprof_core::labels::with([("job", "dump"), ("tenant", "acme")], || {
+                wait_here_with_labels(&rx);
+            });
+        })
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(100));
+    let r = get(addr, "/debug/pprof/goroutine");
+    assert_eq!(r.status, 200);
+    let dumped = stacks(&r.profile());
+    let ours = dumped
+        .iter()
+        .find(|s| s.label("thread") == Some("labeled-waiter"))
+        .unwrap_or_else(|| panic!("no labeled-waiter in {dumped:#?}"));
+    assert_eq!(ours.label("job"), Some("dump"));
+    assert_eq!(ours.label("tenant"), Some("acme"));
+    let text = get(addr, "/debug/pprof/goroutine?debug=1").text();
+    assert!(
+        text.contains(r#""job":"dump""#) && text.contains(r#""tenant":"acme""#),
+        "{text}"
+    );
+    let full = get(addr, "/debug/pprof/goroutine?debug=2").text();
+    let block = full
+        .split("\n\n")
+        .find(|b| b.contains("\"labeled-waiter\""))
+        .unwrap_or_else(|| panic!("no block: {full}"));
+    let header = block.lines().next().unwrap_or_default();
+    assert!(
+        header.contains(r#"labels: {"job":"dump", "tenant":"acme"}"#),
+        "{header}"
+    );
+    let _ = tx.send(());
+    let _ = waiter.join();
+}
+
+#[test]
+fn labels_of_a_request_that_ended_mid_profile_are_intact_in_the_profile() {
+    let _cpu = cpu_profiler_lock();
+    for adapter in [Adapter::Actix, Adapter::Tower] {
+        let addr = adapter.start_labeled();
+        let profile = std::thread::spawn(move || cpu_profile(addr, 3));
+        std::thread::sleep(Duration::from_millis(200));
+        // The request ends a second into the profile; its label set is
+        // freed from the app's side. New sets churn the allocator after it.
+        assert_eq!(get(addr, "/burn/700").status, 200);
+        for i in 0..5000 {
+            pprof_core::labels::with([("http.route", format!("/churn/{i}"))], || {});
+        }
+        let (stacks, _) = profile.join().expect("profile");
+        let route = adapter.burn_route(700);
+        let burning: Vec<&Stack> = stacks
+            .iter()
+            .filter(|s| s.has("burn_in_a_labeled_request"))
+            .collect();
+        assert!(!burning.is_empty(), "{adapter:?}");
+        assert!(
+            burning
+                .iter()
+                .all(|s| s.label("http.route") == Some(route.as_str())),
+            "{adapter:?}: {burning:#?}"
+        );
+    }
+}
