@@ -41,6 +41,8 @@ pub struct Config {
     pub(crate) task_dump_timeout: Duration,
     pub(crate) max_cpu_profiles: usize,
     pub(crate) max_text_bytes: usize,
+    pub(crate) max_upload_bytes: usize,
+    pub(crate) max_upload_decoded_bytes: usize,
     pub(crate) loopback_only: bool,
     pub(crate) bearer_token: Option<Arc<str>>,
     pub(crate) allow: Option<Predicate>,
@@ -58,6 +60,8 @@ impl fmt::Debug for Config {
             .field("max_hz", &self.max_hz)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_text_bytes", &self.max_text_bytes)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("max_upload_decoded_bytes", &self.max_upload_decoded_bytes)
             .field("thread_signal", &self.thread_signal)
             .field("thread_timeout", &self.thread_timeout)
             .field("task_dump_timeout", &self.task_dump_timeout)
@@ -89,6 +93,8 @@ impl Default for Config {
             task_dump_timeout: Duration::from_secs(1),
             max_cpu_profiles: 4,
             max_text_bytes: 16 * 1024 * 1024,
+            max_upload_bytes: 8 * 1024 * 1024,
+            max_upload_decoded_bytes: 32 * 1024 * 1024,
             loopback_only: false,
             bearer_token: None,
             allow: None,
@@ -185,6 +191,16 @@ impl Config {
     /// both sizes; the protobuf form (`debug=0`) has no such limit.
     pub fn max_text_bytes(mut self, max: usize) -> Self {
         self.max_text_bytes = max;
+        self
+    }
+
+    /// The largest profile a page accepts as an upload (a diff's baseline,
+    /// or a saved profile to view): `compressed` bytes as sent (default
+    /// 8 MiB) and `decompressed` bytes once gunzipped (default 32 MiB).
+    /// Either over its limit is a `400`; nothing uploaded is ever stored.
+    pub fn upload_limits(mut self, compressed: usize, decompressed: usize) -> Self {
+        self.max_upload_bytes = compressed;
+        self.max_upload_decoded_bytes = decompressed;
         self
     }
 

@@ -2,10 +2,12 @@
 //! then encoded or written as text, all through the [`Profile`] trait.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::request::ProfileRequest;
 use super::respond::Reply;
-use crate::profiles::{Admission, Ask, Profile, Working, blocking};
+use crate::format::StackProfile;
+use crate::profiles::{Admission, Ask, Profile, Seconds, Working, blocking};
 use crate::{Config, Error, format};
 
 /// HEAD: the headers a GET would get, without collecting anything.
@@ -25,17 +27,15 @@ pub(super) fn head(asked: &ProfileRequest) -> Result<Reply, Error> {
 pub(super) async fn serve(config: &Config, asked: ProfileRequest) -> Result<Reply, Error> {
     let profile = asked.profile.0;
     let ask = Ask::new(config, asked.debug, asked.window, asked.hz);
-    // A busy profile refuses the request (409) instead of queueing it.
-    let mut working = admit(profile.admission())?;
-    let mut collected = profile.collect(ask, working.clone()).await?;
-    if let Some(wait) = asked.delta {
-        // Waiting is not working: free the slot for others meanwhile, then
-        // queue for it (a request once admitted is not turned away).
-        drop(working.take());
-        tokio::time::sleep(wait).await;
-        working = readmit(profile.admission()).await;
-        collected = collected.delta_to(profile.collect(ask, working.clone()).await?);
-    }
+    let Collected {
+        first,
+        later,
+        working,
+    } = collect(profile, ask, asked.delta).await?;
+    let collected = match later {
+        Some(later) => first.delta_to(later),
+        None => first,
+    };
     debug_assert!(
         collected.sample_types == profile.about().sample_types
             && collected.period_type == profile.about().period_type,
@@ -57,6 +57,45 @@ pub(super) async fn serve(config: &Config, asked: ProfileRequest) -> Result<Repl
         Ok(Reply::Text(text))
     })
     .await
+}
+
+/// What a request collected: one profile, or the two a delta compares,
+/// with its admission held until this is dropped.
+pub(super) struct Collected {
+    pub(super) first: StackProfile,
+    pub(super) later: Option<StackProfile>,
+    pub(super) working: Working,
+}
+
+/// Admit a request and collect: one profile, or with `delta` a second one
+/// that much later (a window profile's second window follows its first).
+pub(super) async fn collect(
+    profile: &'static dyn Profile,
+    ask: Ask,
+    delta: Option<Duration>,
+) -> Result<Collected, Error> {
+    // A busy profile refuses the request (409) instead of queueing it.
+    let mut working = admit(profile.admission())?;
+    let first = profile.collect(ask, working.clone()).await?;
+    let later = match delta {
+        None => None,
+        Some(_) if profile.about().seconds == Seconds::Window => {
+            Some(profile.collect(ask, working.clone()).await?)
+        }
+        Some(wait) => {
+            // Waiting is not working: free the slot for others meanwhile, then
+            // queue for it (a request once admitted is not turned away).
+            drop(working.take());
+            tokio::time::sleep(wait).await;
+            working = readmit(profile.admission()).await;
+            Some(profile.collect(ask, working.clone()).await?)
+        }
+    };
+    Ok(Collected {
+        first,
+        later,
+        working,
+    })
 }
 
 /// The attachment's name: the profile's, `-delta` for a delta profile.
