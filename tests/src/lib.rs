@@ -5,12 +5,39 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
 use prost::Message;
 
 pub use pprof_core::proto::Profile;
+
+pub mod browser;
+
+/// The practice zoo, shrunk to test sizes, and its server, started once per
+/// test binary; its address. (The binary must install jemalloc with
+/// `pprof_core::jemalloc_heap_profiling!()` for the heap profiles.)
+pub fn practice() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let sizes = practice::Sizes {
+            tick: Duration::from_millis(20),
+            eat: Duration::from_millis(60),
+            steal_bytes: 1 << 20,
+            steal_limit: 96 << 20,
+            run_bytes: 4 << 20,
+            drink: Duration::from_millis(300),
+            howl: Duration::from_millis(100),
+        };
+        practice::spawn_zoo(sizes).expect("zoo");
+        let addr = serve_on_own_runtime(|listener| async move {
+            let _ = practice::serve(listener).await;
+        });
+        // Let the mouse hoard its fill and the dog run a few laps.
+        std::thread::sleep(Duration::from_secs(3));
+        addr
+    })
+}
 
 /// A framework the conformance suite runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,9 @@
 //!   inside and outside the critical section), wall time per operation;
 //! - a stack capture, what each recorded event pays;
 //! - async: tokio's mutex and ours, uncontended;
-//! - polls: a task polled N times (`yield_now`), with and without
-//!   `pprof_core::watch_polls`.
+//! - polls: a task polled N times (`yield_now`), plain, watched
+//!   (`pprof_core::watch_polls`), labeled (`pprof_core::labels::scope`), and
+//!   both (`pprof_core::label_request`).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -235,9 +236,20 @@ fn run_contended(kind: Kind, threads: usize, n: u64, inside: u32, outside: u32) 
     }
 }
 
+/// How a benchmarked task is wrapped.
+#[derive(Clone, Copy)]
+enum Wrap {
+    Plain,
+    Watched,
+    /// `labels::scope` with two labels.
+    Labeled,
+    /// `label_request`: labels and poll watching, as `LabelRequests` makes it.
+    Request,
+}
+
 /// Nanoseconds per poll of a task that yields `n` times, on a
 /// current-thread runtime.
-fn polls(n: u32, watched: bool) -> f64 {
+fn polls(n: u32, wrap: Wrap) -> f64 {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
         return f64::NAN;
     };
@@ -247,10 +259,17 @@ fn polls(n: u32, watched: bool) -> f64 {
         }
     };
     let start = Instant::now();
-    if watched {
-        runtime.block_on(pprof_core::watch_polls(task));
-    } else {
-        runtime.block_on(task);
+    match wrap {
+        Wrap::Plain => runtime.block_on(task),
+        Wrap::Watched => runtime.block_on(pprof_core::watch_polls(task)),
+        Wrap::Labeled => runtime.block_on(pprof_core::labels::scope(
+            [
+                ("http.route", "/users/{id}"),
+                ("http.request.method", "GET"),
+            ],
+            task,
+        )),
+        Wrap::Request => runtime.block_on(pprof_core::label_request("GET", "/users/{id}", task)),
     }
     start.elapsed().as_nanos() as f64 / f64::from(n)
 }
@@ -379,15 +398,25 @@ fn main() {
     );
     println!("| future | ns per poll (median of {r}) |");
     println!("|---|---|");
-    let (mut plain, mut watched) = (Vec::new(), Vec::new());
+    let wraps = [
+        ("plain", Wrap::Plain),
+        ("pprof_core::watch_polls", Wrap::Watched),
+        ("pprof_core::labels::scope (two labels)", Wrap::Labeled),
+        (
+            "pprof_core::label_request (labels + watching)",
+            Wrap::Request,
+        ),
+    ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); wraps.len()];
     for _ in 0..r {
-        plain.push(polls(n_polls, false));
-        watched.push(polls(n_polls, true));
+        for (i, (_, wrap)) in wraps.iter().enumerate() {
+            times[i].push(polls(n_polls, *wrap));
+        }
     }
-    let (plain, watched) = (median(plain), median(watched));
+    let medians: Vec<f64> = times.into_iter().map(median).collect();
+    let plain = medians[0];
     println!("| plain | {plain:.1} |");
-    println!(
-        "| pprof_core::watch_polls | {watched:.1} (+{:.1}) |",
-        watched - plain
-    );
+    for ((name, _), ns) in wraps.iter().zip(&medians).skip(1) {
+        println!("| {name} | {ns:.1} (+{:.1}) |", ns - plain);
+    }
 }

@@ -43,6 +43,8 @@ pub struct Config {
     pub(crate) max_text_bytes: usize,
     pub(crate) max_delta_requests: usize,
     pub(crate) max_symbol_addresses: usize,
+    pub(crate) max_upload_bytes: usize,
+    pub(crate) max_upload_decoded_bytes: usize,
     pub(crate) loopback_only: bool,
     pub(crate) bearer_token: Option<Arc<str>>,
     pub(crate) allow: Option<Predicate>,
@@ -62,6 +64,8 @@ impl fmt::Debug for Config {
             .field("max_text_bytes", &self.max_text_bytes)
             .field("max_delta_requests", &self.max_delta_requests)
             .field("max_symbol_addresses", &self.max_symbol_addresses)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("max_upload_decoded_bytes", &self.max_upload_decoded_bytes)
             .field("thread_signal", &self.thread_signal)
             .field("thread_timeout", &self.thread_timeout)
             .field("task_dump_timeout", &self.task_dump_timeout)
@@ -95,6 +99,8 @@ impl Default for Config {
             max_text_bytes: 16 * 1024 * 1024,
             max_delta_requests: 4,
             max_symbol_addresses: 8192,
+            max_upload_bytes: 8 * 1024 * 1024,
+            max_upload_decoded_bytes: 32 * 1024 * 1024,
             loopback_only: false,
             bearer_token: None,
             allow: None,
@@ -220,6 +226,16 @@ impl Config {
     /// a third meanwhile gets `409`.
     pub fn max_symbol_addresses(mut self, max: usize) -> Self {
         self.max_symbol_addresses = max;
+        self
+    }
+
+    /// The largest profile a page accepts as an upload (a diff's baseline,
+    /// or a saved profile to view): `compressed` bytes as sent (default
+    /// 8 MiB) and `decompressed` bytes once gunzipped (default 32 MiB).
+    /// Either over its limit is a `400`; nothing uploaded is ever stored.
+    pub fn upload_limits(mut self, compressed: usize, decompressed: usize) -> Self {
+        self.max_upload_bytes = compressed;
+        self.max_upload_decoded_bytes = decompressed;
         self
     }
 

@@ -112,6 +112,40 @@ pub enum Error {
         /// What needs it.
         user: &'static str,
     },
+    /// A page (`ui/...?profile=NAME`) names a profile this server does not serve.
+    NoSuchProfile {
+        /// The name asked for.
+        name: String,
+        /// The names served, comma-separated.
+        known: String,
+    },
+    /// A page's `sample_index` names no sample type of the profile.
+    NoSuchSampleType {
+        /// What was asked for.
+        asked: String,
+        /// The profile's sample types, comma-separated.
+        known: String,
+    },
+    /// A page's `focus` or `ignore` is not a valid regular expression.
+    InvalidRegex {
+        /// The parameter.
+        param: &'static str,
+        /// What the regex parser said.
+        why: String,
+    },
+    /// No page of that name under `ui/`.
+    UnknownPage(String),
+    /// An uploaded profile is over the configured limit.
+    UploadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+        /// Whether the limit is on the decompressed size (else the upload's own).
+        decompressed: bool,
+    },
+    /// An uploaded profile could not be read; the text says why.
+    InvalidUpload(String),
+    /// Another uploaded profile is being read in this process.
+    UploadBusy,
 }
 
 impl fmt::Display for Error {
@@ -197,6 +231,35 @@ impl fmt::Display for Error {
                 f,
                 "{signal} already has a handler in this process (another profiler?); pprof-core does not replace it, so {user} are unavailable"
             ),
+            Self::NoSuchProfile { name, known } => {
+                write!(f, "no profile is named {name:?}; the profiles are {known}")
+            }
+            Self::NoSuchSampleType { asked, known } => write!(
+                f,
+                "this profile has no sample type {asked:?}; its sample types are {known}"
+            ),
+            Self::InvalidRegex { param, why } => {
+                write!(f, "{param:?} is not a valid regular expression: {why}")
+            }
+            Self::UnknownPage(page) => write!(
+                f,
+                "no page ui/{page}; the pages are ui/flamegraph, ui/top and ui/diff"
+            ),
+            Self::UploadTooLarge {
+                limit,
+                decompressed: false,
+            } => write!(f, "the uploaded profile is over the limit of {limit} bytes"),
+            Self::UploadTooLarge {
+                limit,
+                decompressed: true,
+            } => write!(
+                f,
+                "the uploaded profile decompresses to more than the limit of {limit} bytes"
+            ),
+            Self::InvalidUpload(why) => write!(f, "the uploaded file is not a usable profile: {why}"),
+            Self::UploadBusy => {
+                f.write_str("another uploaded profile is being read; try again in a moment")
+            }
         }
     }
 }
@@ -270,6 +333,25 @@ pub(crate) mod tests {
             signal: "SIGPROF",
             user: "CPU profiles",
         },
+        Error::NoSuchProfile { .. } => Error::NoSuchProfile {
+            name: "x".into(),
+            known: "heap".into(),
+        },
+        Error::NoSuchSampleType { .. } => Error::NoSuchSampleType {
+            asked: "x".into(),
+            known: "delay".into(),
+        },
+        Error::InvalidRegex { .. } => Error::InvalidRegex {
+            param: "focus",
+            why: "unclosed group".into(),
+        },
+        Error::UnknownPage(_) => Error::UnknownPage("x".into()),
+        Error::UploadTooLarge { .. } => Error::UploadTooLarge {
+            limit: 10,
+            decompressed: true,
+        },
+        Error::InvalidUpload(_) => Error::InvalidUpload("bad".into()),
+        Error::UploadBusy => Error::UploadBusy,
     }
 
     #[test]

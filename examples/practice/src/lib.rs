@@ -11,6 +11,10 @@
 //! | [`Wolf::howl`] | holds the den's lock for a second while the cat waits | `/debug/pprof/mutex` |
 //! | [`Cat::pee`] | waits a second for the den the wolf holds | `/debug/pprof/block` |
 //! | [`Sloth::nap`] | blocks a runtime worker for 100 ms every half second | `/debug/pprof/block` (poll watching) |
+//!
+//! Everything each animal does carries its label (`animal=tiger`, …), and
+//! every HTTP request its route and method: `go tool pprof -tagfocus
+//! animal=tiger` keeps the tiger's samples.
 
 use std::hint::black_box;
 use std::sync::PoisonError;
@@ -57,6 +61,9 @@ impl Default for Sizes {
 
 /// An animal of the zoo; each round it lives once.
 pub trait Animal: Send {
+    /// Its kind, the `animal` label of everything it does.
+    fn name(&self) -> &'static str;
+
     /// One round of the animal's life.
     fn live(&mut self, sizes: &Sizes);
 }
@@ -87,6 +94,10 @@ impl Tiger {
 }
 
 impl Animal for Tiger {
+    fn name(&self) -> &'static str {
+        "tiger"
+    }
+
     fn live(&mut self, sizes: &Sizes) {
         self.eat(sizes);
     }
@@ -113,6 +124,10 @@ impl Mouse {
 }
 
 impl Animal for Mouse {
+    fn name(&self) -> &'static str {
+        "mouse"
+    }
+
     fn live(&mut self, sizes: &Sizes) {
         self.steal(sizes);
     }
@@ -132,6 +147,10 @@ impl Dog {
 }
 
 impl Animal for Dog {
+    fn name(&self) -> &'static str {
+        "dog"
+    }
+
     fn live(&mut self, sizes: &Sizes) {
         self.run(sizes);
     }
@@ -183,6 +202,10 @@ impl Wolf {
 }
 
 impl Animal for Wolf {
+    fn name(&self) -> &'static str {
+        "wolf"
+    }
+
     fn live(&mut self, sizes: &Sizes) {
         self.drink(sizes);
         self.howl(sizes);
@@ -222,7 +245,7 @@ pub fn spawn_zoo(sizes: Sizes) -> std::io::Result<std::thread::JoinHandle<()>> {
     let (call_cat, cat_calls) = channel();
     std::thread::Builder::new()
         .name("cat".to_owned())
-        .spawn(move || Cat.live_on(cat_calls))?;
+        .spawn(move || pprof_core::labels::with([("animal", "cat")], || Cat.live_on(cat_calls)))?;
     std::thread::Builder::new()
         .name("zoo".to_owned())
         .spawn(move || {
@@ -234,14 +257,16 @@ pub fn spawn_zoo(sizes: Sizes) -> std::io::Result<std::thread::JoinHandle<()>> {
             ];
             loop {
                 for animal in &mut zoo {
-                    animal.live(&sizes);
+                    // Everything it does is labeled with its kind.
+                    pprof_core::labels::with([("animal", animal.name())], || animal.live(&sizes));
                 }
                 std::thread::sleep(sizes.tick);
             }
         })
 }
 
-/// The practice server: a greeting at `/` and the pprof routes.
+/// The practice server: a greeting at `/` and the pprof routes, every
+/// request labeled with its route and method (`pprof_axum::LabelRequests`).
 pub fn app() -> Router {
     Router::new()
         .route(
@@ -249,6 +274,7 @@ pub fn app() -> Router {
             get(|| async { "the zoo is open: see /debug/pprof/\n" }),
         )
         .merge(pprof_axum::routes())
+        .layer(pprof_axum::LabelRequests::new())
 }
 
 /// Blocks the async runtime.
@@ -282,6 +308,9 @@ impl Sloth {
 /// Serve [`app`] on `listener` until the process ends, with the sloth
 /// napping on the same runtime.
 pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
-    tokio::spawn(pprof_core::watch_polls(Sloth.live()));
+    tokio::spawn(pprof_core::labels::scope(
+        [("animal", "sloth")],
+        pprof_core::watch_polls(Sloth.live()),
+    ));
     axum::serve(listener, app()).await
 }

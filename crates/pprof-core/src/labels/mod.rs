@@ -242,6 +242,80 @@ pin_project_lite::pin_project! {
         // merge again; holding the outer set keeps its address unique).
         merged_on: Labels,
         merged: Labels,
+        // The task it runs in, noted for tokio's task dumps.
+        task: TaskNote,
+    }
+}
+
+/// The labels of tasks that run a labeled future, for the goroutine
+/// profile's task samples (feature `tokio-taskdump`): noted at a labeled
+/// future's first poll inside a task, forgotten when it is dropped.
+#[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
+pub(crate) mod tasks {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, PoisonError};
+
+    use super::Labels;
+
+    static TASKS: Mutex<Option<HashMap<tokio::task::Id, Labels>>> = Mutex::new(None);
+
+    /// The labels the task `id` runs with, where known.
+    pub(crate) fn of(id: tokio::task::Id) -> Labels {
+        TASKS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|tasks| tasks.get(&id).cloned())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn note(id: tokio::task::Id, labels: &Labels) {
+        let mut tasks = TASKS.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks
+            .get_or_insert_with(HashMap::new)
+            .entry(id)
+            .or_insert_with(|| labels.clone());
+    }
+
+    pub(super) fn forget(id: tokio::task::Id) {
+        if let Some(tasks) = TASKS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            tasks.remove(&id);
+        }
+    }
+}
+
+/// Which task a labeled future noted itself for (nothing without task dumps).
+#[derive(Debug, Default)]
+struct TaskNote {
+    #[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
+    id: Option<tokio::task::Id>,
+}
+
+impl TaskNote {
+    #[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
+    fn note(&mut self, labels: &Labels) {
+        if self.id.is_none()
+            && let Some(id) = tokio::task::try_id()
+        {
+            tasks::note(id, labels);
+            self.id = Some(id);
+        }
+    }
+
+    #[cfg(not(all(feature = "tokio-taskdump", tokio_unstable)))]
+    fn note(&mut self, _: &Labels) {}
+}
+
+#[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
+impl Drop for TaskNote {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            tasks::forget(id);
+        }
     }
 }
 
@@ -272,6 +346,7 @@ impl<F> Labeled<F> {
             merged: labels.clone(),
             own: labels,
             merged_on: Labels::none(),
+            task: TaskNote::default(),
         }
     }
 }
@@ -291,6 +366,7 @@ impl<F: Future> Future for Labeled<F> {
             *this.merged = outer.with_inner(this.own);
             *this.merged_on = outer;
         }
+        this.task.note(this.merged);
         let _in_force = slot::put_in_force(this.merged.set());
         this.inner.poll(cx)
     }

@@ -260,7 +260,10 @@ mod task_dump_tests {
             .expect("runtime");
         runtime.block_on(async {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let task = tokio::spawn(suspended_in_known_async_fn(rx));
+            let task = tokio::spawn(crate::labels::scope(
+                [("job", "dumped")],
+                suspended_in_known_async_fn(rx),
+            ));
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             let ask = Ask::new(&crate::config::Config::default(), 2, Default::default(), 0);
             let profile = GOROUTINE.collect(ask, None).await.expect("dump");
@@ -271,7 +274,10 @@ mod task_dump_tests {
                 .find(|b| b.contains("suspended_in_known_async_fn"))
                 .unwrap_or_else(|| panic!("no task block: {text}"));
             assert!(block.starts_with("task "), "{block}");
-            assert!(block.contains("[suspended]:"), "{block}");
+            assert!(
+                block.contains(r#"[suspended] labels: {"job":"dumped"}:"#),
+                "the task's labels: {block}"
+            );
             let _ = tx.send(());
             task.await.expect("task");
         });

@@ -197,6 +197,8 @@ pub(crate) struct Ask {
     pub(crate) cancel: Cancel,
     /// How many window profiles may share the sampler.
     pub(crate) max_cpu_profiles: usize,
+    /// How many delta requests of one profile may be in flight.
+    pub(crate) max_delta_requests: usize,
 }
 
 impl Ask {
@@ -217,6 +219,7 @@ impl Ask {
             task_dump_timeout: config.task_dump_timeout,
             cancel: Cancel::default(),
             max_cpu_profiles: config.max_cpu_profiles,
+            max_delta_requests: config.max_delta_requests,
         }
     }
 }

@@ -69,6 +69,7 @@ async fn dump(timeout: Duration) -> Vec<Sample> {
             .iter()
             .map(|task| {
                 let id = task.id().to_string().parse::<i64>().unwrap_or_default();
+                let labels = crate::labels::tasks::of(task.id());
                 let stacks: Vec<Vec<u64>> = task
                     .trace()
                     .resolve_backtraces()
@@ -80,7 +81,7 @@ async fn dump(timeout: Duration) -> Vec<Sample> {
                             .collect()
                     })
                     .collect();
-                (id, stacks)
+                (id, labels, stacks)
             })
             .collect::<Vec<_>>()
     })
@@ -88,15 +89,19 @@ async fn dump(timeout: Duration) -> Vec<Sample> {
     let traces = resolved.unwrap_or_default();
     traces
         .into_iter()
-        .flat_map(|(id, stacks)| {
-            stacks.into_iter().map(move |pcs| Sample {
-                pcs,
-                values: vec![1],
-                labels: vec![
+        .flat_map(|(id, labels, stacks)| {
+            stacks.into_iter().map(move |pcs| {
+                let mut all = vec![
                     Label::Str("task", "tokio".to_owned()),
                     Label::Str("state", "suspended".to_owned()),
-                    Label::Num("task_id", id),
-                ],
+                ];
+                all.extend(labels.to_sample_labels());
+                all.push(Label::Num("task_id", id));
+                Sample {
+                    pcs,
+                    values: vec![1],
+                    labels: all,
+                }
             })
         })
         .collect()

@@ -16,6 +16,9 @@ struct Entry {
     count: usize,
     description: &'static str,
     links: &'static [(&'static str, &'static str)],
+    /// Whether it has pages for people (`ui/`): every profile does.
+    #[cfg_attr(not(feature = "ui"), allow(dead_code))]
+    pages: bool,
 }
 
 /// How long the index's counts are served before they are read again.
@@ -67,12 +70,14 @@ pub(super) async fn page(prefix: &str, notice: Option<&str>) -> Result<Reply, Er
         count: 0,
         description: "The command line invocation of the current program",
         links: &[],
+        pages: false,
     }];
     entries.extend(PROFILES.iter().zip(counts.iter()).map(|(p, &count)| Entry {
         name: p.name(),
         count,
         description: p.about().description,
         links: p.about().index_links,
+        pages: true,
     }));
     Ok(Reply::Html(html(prefix, notice, entries)))
 }
@@ -93,8 +98,11 @@ fn html(prefix: &str, notice: Option<&str>, mut entries: Vec<Entry>) -> String {
     for e in &entries {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td><a href='{}?debug=1'>{}</a></td></tr>",
-            e.count, e.name, e.name
+            "<tr><td>{}</td><td><a href='{}?debug=1'>{}</a></td>{}</tr>",
+            e.count,
+            e.name,
+            e.name,
+            pages(e)
         );
     }
     out.push_str("</table>\n");
@@ -112,6 +120,16 @@ fn html(prefix: &str, notice: Option<&str>, mut entries: Vec<Entry>) -> String {
     }
     out.push_str("</ul>\n</p>\n</body>\n</html>\n");
     out
+}
+
+/// The row's links to its pages for people, when built with them.
+fn pages(entry: &Entry) -> String {
+    #[cfg(feature = "ui")]
+    if entry.pages {
+        return super::ui::index_links(entry.name);
+    }
+    let _ = entry;
+    String::new()
 }
 
 fn escape(s: &str) -> String {
@@ -153,12 +171,14 @@ mod tests {
                     count: 0,
                     description: "Z",
                     links: &[("zeta?debug=2", "all of zeta")],
+                    pages: false,
                 },
                 Entry {
                     name: "alpha",
                     count: 3,
                     description: "a<b",
                     links: &[],
+                    pages: false,
                 },
             ],
         );

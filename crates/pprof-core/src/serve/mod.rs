@@ -1,9 +1,9 @@
 //! The HTTP face: [`Pprof::handle`] (`http::Request` in, `http::Response`
 //! out), request parsing, the access guards, admission, the index page, the
-//! tower `Service`/`Layer`s, and the one function that turns an [`Error`]
-//! into a status, headers and message. The only room that names `http`,
-//! `http_body` or `tower`; it knows profiles only through the
-//! [`profiles`](crate::profiles) registry.
+//! pages for people (`ui/`), the tower `Service`/`Layer`s, and the one
+//! function that turns an [`Error`] into a status, headers and message.
+//! The only room that names `http`, `http_body` or `tower`; it knows
+//! profiles only through the [`profiles`](crate::profiles) registry.
 
 use std::sync::Arc;
 
@@ -24,6 +24,8 @@ mod request;
 mod respond;
 mod symbol;
 pub(crate) mod tower;
+#[cfg(feature = "ui")]
+mod ui;
 
 use request::Route;
 use respond::{Reply, error_response};
@@ -166,6 +168,10 @@ impl Pprof {
             }
             Route::Profile(asked) if parsed.head_only => profile::head(&asked),
             Route::Profile(asked) => profile::serve(&self.config, asked).await,
+            #[cfg(feature = "ui")]
+            Route::Page(asked) => {
+                Ok(ui::serve(&self.config, asked, &parts, body, parsed.head_only).await)
+            }
         }
     }
 

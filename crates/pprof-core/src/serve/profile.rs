@@ -9,7 +9,7 @@ use super::flight::Flights;
 use super::request::ProfileRequest;
 use super::respond::Reply;
 use crate::format::{BoundedWriter, StackProfile, WriteError};
-use crate::profiles::{Admission, Ask, Cancel, Profile, Working, blocking};
+use crate::profiles::{Admission, Ask, Cancel, Profile, Seconds, Working, blocking};
 use crate::{Config, Error, format};
 
 /// HEAD: the headers a GET would get, without collecting anything.
@@ -27,10 +27,12 @@ pub(super) fn head(asked: &ProfileRequest) -> Result<Reply, Error> {
 
 /// GET (or a POSTed form): the profile, as profile.proto or text.
 ///
-/// Admission first: a delta request takes one of the profile's
-/// `max_delta_requests` places (409 when none is free); then the profile's
-/// own [`Admission`]. Dropping the returned future (the client went away)
-/// frees what the request held and stops its blocking work.
+/// Admission first: a snapshot of an [`Admission::Coalesced`] profile
+/// joins the answer being made for the same question, if any; a delta
+/// request takes one of the profile's `max_delta_requests` places (409
+/// when none is free); then the profile's own [`Admission`]. Dropping the
+/// returned future (the client went away) frees what the request held and
+/// stops its blocking work.
 pub(super) async fn serve(config: &Config, asked: ProfileRequest) -> Result<Reply, Error> {
     let profile = asked.profile.0;
     let mut ask = Ask::new(config, asked.debug, asked.window, asked.hz);
@@ -40,55 +42,81 @@ pub(super) async fn serve(config: &Config, asked: ProfileRequest) -> Result<Repl
         filename: filename(profile, &asked),
         max_text: config.max_text_bytes,
     };
-    if let Some(wait) = asked.delta {
-        let _place = DeltaPlace::take(profile.name(), config.max_delta_requests)?;
-        let _cancel_when_gone = ask.cancel.on_drop();
-        return delta(answer, ask, wait).await;
+    if asked.delta.is_none() && matches!(profile.admission(), Admission::Coalesced) {
+        let key = SnapshotKey {
+            name: profile.name(),
+            debug: asked.debug,
+            max_text: config.max_text_bytes,
+            thread_signal: ask.thread_signal,
+            thread_timeout: ask.thread_timeout,
+            task_dump_timeout: ask.task_dump_timeout,
+        };
+        return SNAPSHOTS
+            .join(key, move |cancel| {
+                ask.cancel = cancel;
+                async move {
+                    let collected = profile.collect(ask.clone(), None).await?;
+                    answer.blocking(collected, ask.cancel, None).await
+                }
+            })
+            .await;
     }
-    match profile.admission() {
-        Admission::Coalesced => {
-            let key = SnapshotKey {
-                name: profile.name(),
-                debug: asked.debug,
-                max_text: config.max_text_bytes,
-                thread_signal: ask.thread_signal,
-                thread_timeout: ask.thread_timeout,
-                task_dump_timeout: ask.task_dump_timeout,
-            };
-            SNAPSHOTS
-                .join(key, move |cancel| {
-                    ask.cancel = cancel;
-                    async move {
-                        let collected = profile.collect(ask.clone(), None).await?;
-                        answer.blocking(collected, ask.cancel, None).await
-                    }
-                })
-                .await
-        }
-        admission => {
-            let _cancel_when_gone = ask.cancel.on_drop();
-            // A busy profile refuses the request (409) instead of queueing it.
-            let working = admit(admission)?;
-            let collected = profile.collect(ask.clone(), working.clone()).await?;
-            answer.blocking(collected, ask.cancel, working).await
-        }
-    }
+    let cancel = ask.cancel.clone();
+    let _cancel_when_gone = cancel.on_drop();
+    let Collected {
+        first,
+        later,
+        working,
+    } = collect(profile, ask, asked.delta).await?;
+    let collected = match later {
+        Some(later) => first.delta_to(later),
+        None => first,
+    };
+    answer.blocking(collected, cancel, working).await
 }
 
-/// Two snapshots `wait` apart, subtracted.
-async fn delta(answer: Answering, ask: Ask, wait: Duration) -> Result<Reply, Error> {
-    let profile = answer.profile;
+/// What a request collected: one profile, or the two a delta compares,
+/// with its admission held until this is dropped.
+pub(super) struct Collected {
+    pub(super) first: StackProfile,
+    pub(super) later: Option<StackProfile>,
+    pub(super) working: Working,
+}
+
+/// Admit a request and collect: one profile, or with `delta` a second one
+/// that much later (a window profile's second window follows its first).
+/// A delta holds one of the profile's `max_delta_requests` places until
+/// both are collected (409 when none is free).
+pub(super) async fn collect(
+    profile: &'static dyn Profile,
+    ask: Ask,
+    delta: Option<Duration>,
+) -> Result<Collected, Error> {
+    let _place = delta
+        .map(|_| DeltaPlace::take(profile.name(), ask.max_delta_requests))
+        .transpose()?;
+    // A busy profile refuses the request (409) instead of queueing it.
     let mut working = admit(profile.admission())?;
     let first = profile.collect(ask.clone(), working.clone()).await?;
-    // Waiting is not working: free the slot for others meanwhile, then
-    // queue for it (a request once admitted is not turned away).
-    drop(working.take());
-    tokio::time::sleep(wait).await;
-    working = readmit(profile.admission()).await;
-    let second = profile.collect(ask.clone(), working.clone()).await?;
-    answer
-        .blocking(first.delta_to(second), ask.cancel, working)
-        .await
+    let later = match delta {
+        None => None,
+        Some(_) if profile.about().seconds == Seconds::Window => {
+            Some(profile.collect(ask, working.clone()).await?)
+        }
+        Some(wait) => {
+            // Waiting is not working: free the slot for others meanwhile, then
+            // queue for it (a request once admitted is not turned away).
+            drop(working.take());
+            tokio::time::sleep(wait).await;
+            working = readmit(profile.admission()).await;
+            Some(profile.collect(ask, working.clone()).await?)
+        }
+    };
+    Ok(Collected {
+        first,
+        later,
+        working,
+    })
 }
 
 /// How a collected profile becomes the answer.

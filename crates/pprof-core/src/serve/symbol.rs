@@ -86,8 +86,18 @@ where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
+    let bytes = read_bytes(body, max).await?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The whole request body, at most `max` bytes.
+pub(super) async fn read_bytes<B>(body: Option<B>, max: usize) -> Result<bytes::Bytes, Error>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
     let Some(body) = body else {
-        return Ok(String::new());
+        return Ok(bytes::Bytes::new());
     };
     // A declared length over the limit is refused before a byte is read.
     if !usize::try_from(body.size_hint().lower()).is_ok_and(|declared| declared <= max) {
@@ -100,7 +110,7 @@ where
             Error::BadBody
         }
     })?;
-    Ok(String::from_utf8_lossy(&collected.to_bytes()).into_owned())
+    Ok(collected.to_bytes())
 }
 
 /// The addresses of a `/symbol` request: tokens split on `+`, junk and zero skipped.

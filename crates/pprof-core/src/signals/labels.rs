@@ -66,6 +66,7 @@ impl Drop for InForce<'_> {
 /// alive and until it calls [`restore`] with the returned value: for
 /// enter/exit pairs that are not one scope (a `tracing` span's). The
 /// caller must hold `set` until then.
+#[cfg(feature = "tracing")]
 pub(crate) fn swap_in_force(set: Option<&Arc<LabelSet>>) -> *const LabelSet {
     let ptr = set.map_or(std::ptr::null(), Arc::as_ptr);
     let previous = CURRENT.with(|current| current.replace(ptr));
@@ -74,6 +75,7 @@ pub(crate) fn swap_in_force(set: Option<&Arc<LabelSet>>) -> *const LabelSet {
 }
 
 /// Undo a [`swap_in_force`].
+#[cfg(feature = "tracing")]
 pub(crate) fn restore(previous: *const LabelSet) {
     CURRENT.with(|current| current.set(previous));
     compiler_fence(Ordering::SeqCst);

@@ -275,6 +275,7 @@ pub(crate) struct Mark {
 
 impl Mark {
     /// A poll starts now, watched at the process-wide threshold.
+    #[cfg(any(feature = "tracing", tokio_unstable))]
     pub(crate) fn enter_default() -> Self {
         Self::enter(DEFAULT_THRESHOLD_NS.load(Ordering::Relaxed))
     }
@@ -614,6 +615,9 @@ mod tests {
             .await
             .expect("task");
         });
+        // The task's end wakes `block_on` before its worker runs the
+        // after-poll hook that records the poll: let the workers finish.
+        drop(runtime);
         let stacks = crate::profiles::contention_stacks(Kind::Block);
         let found = stacks
             .iter()

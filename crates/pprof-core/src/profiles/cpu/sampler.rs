@@ -30,8 +30,8 @@ use crate::signals::{MAX_FRAMES, Outcome};
 /// How often the manager empties the handler's buffer.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 /// Bounds of the thread-scan interval.
-const SCAN_MIN: Duration = Duration::from_millis(10);
-const SCAN_MAX: Duration = Duration::from_millis(200);
+const SCAN_MIN: Duration = Duration::from_millis(50);
+const SCAN_MAX: Duration = Duration::from_millis(500);
 /// The buffer holds this long of ticks at full rate (the manager drains
 /// it forty times as often).
 const BUFFER_SPAN: Duration = Duration::from_millis(400);
@@ -606,6 +606,34 @@ mod tests {
                 .iter()
                 .any(|n| n == "pprof_core::_LostStack_BufferFull")
         );
+    }
+
+    #[test]
+    fn a_window_keeps_at_most_its_bound_of_label_sets_and_counts_the_rest() {
+        let mut window = Window {
+            id: 0,
+            start: 0,
+            started: SystemTime::now(),
+            hz: 100,
+            ticks: HashMap::new(),
+            notes: Vec::new(),
+            label_sets: HashSet::new(),
+            duration: Duration::ZERO,
+        };
+        let before = labels::overflows();
+        let thread: Arc<str> = Arc::from("t");
+        for i in 0..(MAX_SETS_PER_PROFILE + 10) {
+            let labels = Labels::new([("request.id", i.to_string())]);
+            window.add((Box::new([100u64]), thread.clone(), labels), 1);
+        }
+        assert_eq!(window.label_sets.len(), MAX_SETS_PER_PROFILE);
+        let overflow = (Box::new([100u64]) as Box<[u64]>, thread, overflow_labels());
+        assert_eq!(window.ticks.get(&overflow), Some(&10));
+        assert_eq!(
+            window.ticks.values().sum::<u64>(),
+            MAX_SETS_PER_PROFILE as u64 + 10
+        );
+        assert!(labels::overflows() >= before + 10);
     }
 
     #[test]

@@ -1,0 +1,90 @@
+//! Labels with a unique value per request (what the docs advise against)
+//! stay bounded: a profile keeps at most 1024 distinct sets, counts the
+//! rest under one overflow set, and nothing is left behind (own test
+//! binary: other tests' allocations would move the number).
+
+use std::time::Duration;
+
+use pprof_tests::{Adapter, burn_cpu_here, get, stacks};
+
+pprof_core::jemalloc_heap_profiling!();
+
+fn rss_anon_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `seconds` of work split over many "requests", each labeled with its own id.
+fn unique_requests(seconds: u64, worker: u64) {
+    let until = std::time::Instant::now() + Duration::from_secs(seconds);
+    let mut id = 0u64;
+    while std::time::Instant::now() < until {
+        id += 1;
+        pprof_core::labels::with([("request.id", format!("{worker}-{id}"))], || {
+            burn_cpu_here(Duration::from_micros(500));
+        });
+    }
+}
+
+#[test]
+fn unique_label_values_are_bounded_per_profile_and_leave_nothing_behind() {
+    let addr = Adapter::Axum.start(None);
+    // Each tick of a kernel that checks timers at 250 Hz stands for 4 ms at
+    // 1000 Hz: two threads for 5 s give well over 1024 distinct sets.
+    let profile = move || {
+        let workers: Vec<_> = (0..2)
+            .map(|w| std::thread::spawn(move || unique_requests(5, w)))
+            .collect();
+        let r = get(addr, "/debug/pprof/profile?seconds=5&hz=1000");
+        for w in workers {
+            let _ = w.join();
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.profile()
+    };
+    // Warm up: symbolizer caches and the runtime settle.
+    let _ = profile();
+    let before = rss_anon_kib();
+    let overflows_before = pprof_core::labels::overflows();
+    let p = profile();
+    let _ = profile();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss_anon_kib();
+    let samples = stacks(&p);
+    let ids: std::collections::HashSet<&str> = samples
+        .iter()
+        .filter_map(|s| s.label("request.id"))
+        .collect();
+    assert!(ids.len() <= 1024, "{} distinct sets kept", ids.len());
+    // Past 1024 distinct sets (when the machine gives the workers enough
+    // CPU for that many ticks) the rest go to the overflow set.
+    if ids.len() == 1024 {
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.label("pprof_core.labels") == Some("overflow"))
+        );
+        assert!(pprof_core::labels::overflows() > overflows_before);
+    }
+    // Every tick still counts, labeled or overflowed.
+    let unlabeled: i64 = samples
+        .iter()
+        .filter(|s| {
+            s.has("burn_cpu_here")
+                && s.label("request.id").is_none()
+                && s.label("pprof_core.labels").is_none()
+        })
+        .map(|s| s.values[1])
+        .sum();
+    assert_eq!(unlabeled, 0);
+    assert!(
+        after <= before + 4 * 1024,
+        "RssAnon grew from {before} KiB to {after} KiB over two profiles of unique labels"
+    );
+}
