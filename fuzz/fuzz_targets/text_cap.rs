@@ -1,4 +1,5 @@
-//! The text-size cap: the first two bytes are the limit, the rest the text.
+//! The text-size cap (the bounded writer, and the cap of texts built whole):
+//! the first two bytes are the limit, the rest the text.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -5,12 +5,39 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
 use prost::Message;
 
 pub use pprof_core::proto::Profile;
+
+pub mod browser;
+
+/// The practice zoo, shrunk to test sizes, and its server, started once per
+/// test binary; its address. (The binary must install jemalloc with
+/// `pprof_core::jemalloc_heap_profiling!()` for the heap profiles.)
+pub fn practice() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let sizes = practice::Sizes {
+            tick: Duration::from_millis(20),
+            eat: Duration::from_millis(60),
+            steal_bytes: 1 << 20,
+            steal_limit: 96 << 20,
+            run_bytes: 4 << 20,
+            drink: Duration::from_millis(300),
+            howl: Duration::from_millis(100),
+        };
+        practice::spawn_zoo(sizes).expect("zoo");
+        let addr = serve_on_own_runtime(|listener| async move {
+            let _ = practice::serve(listener).await;
+        });
+        // Let the mouse hoard its fill and the dog run a few laps.
+        std::thread::sleep(Duration::from_secs(3));
+        addr
+    })
+}
 
 /// A framework the conformance suite runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +222,32 @@ async fn serve_tower_labeled(listener: tokio::net::TcpListener, config: pprof_co
 }
 
 fn start_actix(bind: &str, prefix: &str, config: pprof_core::Config) -> SocketAddr {
+    start_actix_on(bind, prefix, config, OnConnect::BeforeListen)
+}
+
+/// Where an actix-web server is given `pprof_actix::on_connect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConnect {
+    /// Before `listen`, as the README says.
+    BeforeListen,
+    /// After `listen`, where actix-web ignores it.
+    AfterListen,
+    /// Not at all.
+    Never,
+}
+
+/// An actix-web server with the pprof scope under `/debug`, next to
+/// `/hello`, given `on_connect` as `how` says.
+pub fn start_actix_with(config: pprof_core::Config, how: OnConnect) -> SocketAddr {
+    start_actix_on("127.0.0.1:0", "/debug/pprof", config, how)
+}
+
+fn start_actix_on(
+    bind: &str,
+    prefix: &str,
+    config: pprof_core::Config,
+    how: OnConnect,
+) -> SocketAddr {
     let mount = prefix
         .strip_suffix("/pprof")
         .unwrap_or_else(|| panic!("actix mounts at {{mount}}/pprof; {prefix} does not end so"))
@@ -205,17 +258,20 @@ fn start_actix(bind: &str, prefix: &str, config: pprof_core::Config) -> SocketAd
         .name("test-actix".into())
         .spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let server = actix_web::HttpServer::new(move || {
+                let mut server = actix_web::HttpServer::new(move || {
                     actix_web::App::new()
                         .route("/hello", actix_web::web::get().to(|| async { "hello\n" }))
                         .service(pprof_actix::scope_with(&mount, config.clone()))
                 })
-                .workers(2)
-                .on_connect(pprof_actix::on_connect)
-                .listen(listener)
-                .expect("listen")
-                .run();
-                let _ = server.await;
+                .workers(2);
+                if how == OnConnect::BeforeListen {
+                    server = server.on_connect(pprof_actix::on_connect);
+                }
+                let mut server = server.listen(listener).expect("listen");
+                if how == OnConnect::AfterListen {
+                    server = server.on_connect(pprof_actix::on_connect);
+                }
+                let _ = server.run().await;
             });
         })
         .expect("spawn actix");

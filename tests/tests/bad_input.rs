@@ -183,6 +183,19 @@ fn cases() -> Vec<Case> {
             expect: TOO_LARGE,
         },
         Case {
+            what: "POST /symbol, 8193 addresses (in 32 KiB)".into(),
+            raw: raw(
+                "POST",
+                &format!("{p}/symbol"),
+                &[],
+                "0x1+".repeat(8193).trim_end_matches('+').as_bytes(),
+            ),
+            expect: Expect::Ours(
+                400,
+                "the request asks for more than 8192 addresses, the server's limit (max_symbol_addresses)",
+            ),
+        },
+        Case {
             what: "POST /profile, 200 KiB form".into(),
             raw: raw("POST", &format!("{p}/profile"), &form, &big),
             expect: TOO_LARGE,

@@ -6,37 +6,10 @@
 //! fail without it; elsewhere they are skipped with a loud message.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
-use std::time::Duration;
 
-use pprof_tests::{
-    cpu_profiler_lock, get, go_tool_pprof, save, serve_on_own_runtime, top_function,
-};
+use pprof_tests::{cpu_profiler_lock, get, go_tool_pprof, practice, save, top_function};
 
 pprof_core::jemalloc_heap_profiling!();
-
-/// The practice zoo, shrunk to test sizes, and its server; started once.
-fn practice() -> SocketAddr {
-    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| {
-        let sizes = practice::Sizes {
-            tick: Duration::from_millis(20),
-            eat: Duration::from_millis(60),
-            steal_bytes: 1 << 20,
-            steal_limit: 96 << 20,
-            run_bytes: 4 << 20,
-            drink: Duration::from_millis(300),
-            howl: Duration::from_millis(100),
-        };
-        practice::spawn_zoo(sizes).expect("zoo");
-        let addr = serve_on_own_runtime(|listener| async move {
-            let _ = practice::serve(listener).await;
-        });
-        // Let the mouse hoard its fill and the dog run a few laps.
-        std::thread::sleep(Duration::from_secs(3));
-        addr
-    })
-}
 
 fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}/debug/pprof/{path}")

@@ -128,17 +128,19 @@ fn practice() -> ExitCode {
     }
     // Let the animals live a few rounds first.
     std::thread::sleep(Duration::from_secs(5));
-    let steps: [(&str, &[&str]); 6] = [
+    let steps: [(&str, &[&str], &str); 6] = [
         (
             "CPU: who burns it?",
             &[
                 "-top",
                 "http://127.0.0.1:6060/debug/pprof/profile?seconds=10",
             ],
+            "flamegraph?profile=profile&seconds=10",
         ),
         (
             "Heap: who holds memory?",
             &["-top", "http://127.0.0.1:6060/debug/pprof/heap"],
+            "top?profile=heap",
         ),
         (
             "Allocations: who churns memory?",
@@ -147,23 +149,30 @@ fn practice() -> ExitCode {
                 "-top",
                 "http://127.0.0.1:6060/debug/pprof/allocs",
             ],
+            "flamegraph?profile=allocs",
         ),
         (
             "Threads: who leaks them?",
             &["-top", "http://127.0.0.1:6060/debug/pprof/goroutine"],
+            "flamegraph?profile=goroutine",
         ),
         (
             "Locks: who holds them while others wait?",
             &["-top", "http://127.0.0.1:6060/debug/pprof/mutex"],
+            "flamegraph?profile=mutex",
         ),
         (
             "Blocking: who waits?",
             &["-top", "http://127.0.0.1:6060/debug/pprof/block"],
+            "flamegraph?profile=block",
         ),
     ];
     let mut ok = true;
-    for (title, args) in steps {
-        println!("\n=== {title}\n$ go tool pprof {}", args.join(" "));
+    for (title, args, page) in steps {
+        println!(
+            "\n=== {title}\nin a browser: http://{ADDR}/debug/pprof/ui/{page}\n$ go tool pprof {}",
+            args.join(" ")
+        );
         let status = Command::new("go")
             .args(["tool", "pprof"])
             .args(args)
@@ -234,6 +243,10 @@ fn ci(skip_lint: bool) -> ExitCode {
         return ExitCode::FAILURE;
     }
     eprintln!("xtask: package passed in {:.0?}", step.elapsed());
+    if let Err(e) = ui_feature_drops_its_dependencies() {
+        eprintln!("xtask: features failed: {e}");
+        return ExitCode::FAILURE;
+    }
     // tokio's task dumps need `--cfg tokio_unstable`, which changes every
     // crate's flags: its own target directory keeps the main one intact.
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
@@ -333,6 +346,46 @@ fn package() -> Result<(), String> {
         }
         eprintln!("xtask: package: {name}: {} files", files.len());
     }
+    Ok(())
+}
+
+/// pprof-core without default features has none of the `ui` feature's
+/// dependencies (the README promises `default-features = false` drops them).
+fn ui_feature_drops_its_dependencies() -> Result<(), String> {
+    const UI_ONLY: [&str; 3] = ["inferno", "multer", "regex"];
+    let tree = |features: &[&str]| -> Result<String, String> {
+        let output = cargo()
+            .args([
+                "tree",
+                "-p",
+                "pprof-core",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+            ])
+            .args(features)
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let has = |tree: &str, name: &str| tree.lines().any(|l| l.starts_with(&format!("{name} v")));
+    let with = tree(&[])?;
+    let without = tree(&["--no-default-features"])?;
+    for name in UI_ONLY {
+        if !has(&with, name) {
+            return Err(format!("{name} is not a dependency of the default build"));
+        }
+        if has(&without, name) {
+            return Err(format!(
+                "{name} is still there with default-features = false"
+            ));
+        }
+    }
+    eprintln!(
+        "xtask: features: default-features = false drops {}",
+        UI_ONLY.join(", ")
+    );
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 //! Prints markdown tables (medians over rounds). Not a test: nothing is
 //! asserted. Run it in release (`cargo xtask bench` does).
 //!
-//! - uncontended: one thread locks, increments and unlocks, N times;
+//! - uncontended: one thread locks, increments and unlocks, N times (a
+//!   `Mutex`, and the write side of an `RwLock`);
 //! - contended: T threads do the same on one lock (optionally spinning
 //!   inside and outside the critical section), wall time per operation;
 //! - a stack capture, what each recorded event pays;
@@ -46,6 +47,36 @@ impl Lock for pprof_core::sync::Mutex<u64> {
     }
 }
 
+/// The write side of a reader-writer lock, as a [`Lock`].
+struct Write<L>(L);
+
+impl Lock for Write<std::sync::RwLock<u64>> {
+    #[inline]
+    fn with(&self, f: impl FnOnce(&mut u64)) {
+        f(&mut self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
+impl Lock for Write<parking_lot::RwLock<u64>> {
+    #[inline]
+    fn with(&self, f: impl FnOnce(&mut u64)) {
+        f(&mut self.0.write());
+    }
+}
+
+impl Lock for Write<pprof_core::sync::RwLock<u64>> {
+    #[inline]
+    fn with(&self, f: impl FnOnce(&mut u64)) {
+        f(&mut self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
 /// Profile settings of a pprof_core run: (label, mutex fraction, block rate ns).
 const SETTINGS: &[(&str, u64, u64)] = &[
     ("pprof_core, both off", 0, 0),
@@ -64,6 +95,10 @@ const SETTINGS: &[(&str, u64, u64)] = &[
         1,
     ),
 ];
+
+/// The row names of the locks ours is compared with.
+const MUTEXES: [&str; 2] = ["std::sync::Mutex", "parking_lot::Mutex"];
+const RWLOCKS: [&str; 2] = ["std::sync::RwLock", "parking_lot::RwLock"];
 
 fn spin(iterations: u32) {
     for i in 0..iterations {
@@ -121,7 +156,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// Every lock kind and setting measured by `measure`, interleaved: each
 /// round runs all of them once, so drift on a shared machine spreads over
 /// all rows. One row per kind, the median over rounds.
-fn table(title: &str, rounds: usize, measure: &dyn Fn(Kind) -> f64) {
+fn table(title: &str, rounds: usize, others: [&str; 2], measure: &dyn Fn(Kind) -> f64) {
     let mut rows: Vec<(String, Vec<f64>)> = Vec::new();
     for _ in 0..rounds {
         let mut i = 0;
@@ -132,8 +167,8 @@ fn table(title: &str, rounds: usize, measure: &dyn Fn(Kind) -> f64) {
             rows[i].1.push(value);
             i += 1;
         };
-        push("std::sync::Mutex", measure(Kind::Std));
-        push("parking_lot::Mutex", measure(Kind::ParkingLot));
+        push(others[0], measure(Kind::Std));
+        push(others[1], measure(Kind::ParkingLot));
         for (label, fraction, rate) in SETTINGS {
             pprof_core::sync::set_mutex_profile_fraction(*fraction);
             pprof_core::sync::set_block_profile_rate(*rate);
@@ -164,6 +199,14 @@ fn run_uncontended(kind: Kind, n: u64) -> f64 {
         Kind::Std => uncontended(&std::sync::Mutex::new(0), n),
         Kind::ParkingLot => uncontended(&parking_lot::Mutex::new(0), n),
         Kind::Ours => uncontended(&pprof_core::sync::Mutex::new(0), n),
+    }
+}
+
+fn run_uncontended_rwlock(kind: Kind, n: u64) -> f64 {
+    match kind {
+        Kind::Std => uncontended(&Write(std::sync::RwLock::new(0)), n),
+        Kind::ParkingLot => uncontended(&Write(parking_lot::RwLock::new(0)), n),
+        Kind::Ours => uncontended(&Write(pprof_core::sync::RwLock::new(0)), n),
     }
 }
 
@@ -290,11 +333,19 @@ fn main() {
     table(
         &format!("Uncontended: one thread, lock + increment + unlock, {n} times"),
         r,
+        MUTEXES,
         &|kind| run_uncontended(kind, n),
+    );
+    table(
+        &format!("Uncontended RwLock: one thread, write + increment + unlock, {n} times"),
+        r,
+        RWLOCKS,
+        &|kind| run_uncontended_rwlock(kind, n),
     );
     table(
         &format!("Contended, short critical section: 2 threads × {m} increments"),
         r,
+        MUTEXES,
         &|kind| run_contended(kind, 2, m, 0, 0),
     );
     table(
@@ -303,6 +354,7 @@ fn main() {
             m / 4
         ),
         r,
+        MUTEXES,
         &|kind| run_contended(kind, 4, m / 4, 200, 200),
     );
     table(
@@ -311,6 +363,7 @@ fn main() {
             m / 20
         ),
         r,
+        MUTEXES,
         &|kind| run_contended(kind, 2, m / 20, 2_000, 0),
     );
 

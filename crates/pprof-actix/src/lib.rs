@@ -1,9 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 use std::any::Any;
-use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use actix_web::dev::{Extensions, Service, ServiceRequest, ServiceResponse, Transform};
@@ -47,13 +46,25 @@ async fn serve(pprof: &pprof_core::Pprof, req: HttpRequest, payload: web::Payloa
     }
     // The body streams into the core, which reads it only when a route needs it.
     // A request actix accepted always converts; a default one would get 404.
-    let request = request
+    let mut request = request
         .body(PayloadBody(Some(payload)))
         .unwrap_or_else(|_| http::Request::new(PayloadBody(None)));
     // actix-web keeps running a handler after its client hung up; with
     // `on_connect` installed we watch the socket and stop the profile then.
-    let peer = req.conn_data::<PeerSocket>().cloned();
-    let Some(response) = pprof.handle_until(request, client_gone(peer)).await else {
+    let connection = req.conn_data::<Connection>().map(|c| c.0);
+    if connection.is_none() {
+        request
+            .extensions_mut()
+            .insert(pprof_core::MountNotice(NO_ON_CONNECT));
+    }
+    let watch = connection.zip(req.peer_addr());
+    let client_gone = async move {
+        match watch.and_then(|(fd, peer)| pprof_core::ClientSocket::from_fd(fd, peer)) {
+            Some(socket) => socket.closed().await,
+            None => std::future::pending().await,
+        }
+    };
+    let Some(response) = pprof.handle_until(request, client_gone).await else {
         return HttpResponse::new(actix_web::http::StatusCode::NO_CONTENT); // nobody reads it
     };
     let (parts, body) = response.into_parts();
@@ -91,40 +102,30 @@ impl http_body::Body for PayloadBody {
     }
 }
 
-/// A second handle on a connection's socket, kept in its connection data.
-#[derive(Clone, Debug)]
-pub struct PeerSocket(Arc<std::net::TcpStream>);
+/// The descriptor a connection was accepted on, kept in its connection
+/// data by [`on_connect`]; no second descriptor is held.
+#[derive(Clone, Copy, Debug)]
+struct Connection(std::os::fd::RawFd);
+
+/// What the index page says when [`on_connect`] is not in effect.
+const NO_ON_CONNECT: &str = "pprof_actix::on_connect is not installed on this server \
+(or was added after bind/listen, where actix-web ignores it): a profile whose client \
+hangs up runs to its end. Add .on_connect(pprof_actix::on_connect) before .bind()/.listen().";
 
 /// Let the pprof routes notice a client that hangs up in the middle of a
-/// profile, so the profile stops at once and the profiler is free again
-/// (actix-web itself keeps running the handler until it ends). Add it to
-/// the server: `HttpServer::new(..).on_connect(pprof_actix::on_connect)`.
+/// profile, so the profile (and the blocking work behind it) stops at once
+/// and the profiler is free again (actix-web itself keeps running the
+/// handler until it ends). Add it to the server **before** `bind` or
+/// `listen`, which capture it:
+/// `HttpServer::new(..).on_connect(pprof_actix::on_connect).bind(..)`.
 /// Without it everything works, but a profile whose client left runs to
-/// the end of its `seconds`.
+/// the end of its `seconds`; the index page then says so.
+///
+/// It records the connection's descriptor number only: a pprof request
+/// duplicates it while it runs, so idle connections cost no descriptor.
 pub fn on_connect(connection: &dyn Any, data: &mut Extensions) {
-    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
-        && let Ok(fd) = tcp.as_fd().try_clone_to_owned()
-    {
-        data.insert(PeerSocket(Arc::new(std::net::TcpStream::from(fd))));
-    }
-}
-
-/// Completes once the peer has closed the connection (checked every 200 ms);
-/// never without a socket to watch.
-async fn client_gone(peer: Option<PeerSocket>) {
-    let Some(PeerSocket(socket)) = peer else {
-        return std::future::pending().await;
-    };
-    let mut probe = [0u8; 1];
-    loop {
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
-        // The socket is non-blocking (it is tokio's): 0 bytes means FIN,
-        // WouldBlock means open and quiet, data means open.
-        match socket.peek(&mut probe) {
-            Ok(0) => return,
-            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return,
-            _ => {}
-        }
+    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        data.insert(Connection(tcp.as_raw_fd()));
     }
 }
 

@@ -41,6 +41,10 @@ pub struct Config {
     pub(crate) task_dump_timeout: Duration,
     pub(crate) max_cpu_profiles: usize,
     pub(crate) max_text_bytes: usize,
+    pub(crate) max_delta_requests: usize,
+    pub(crate) max_symbol_addresses: usize,
+    pub(crate) max_upload_bytes: usize,
+    pub(crate) max_upload_decoded_bytes: usize,
     pub(crate) loopback_only: bool,
     pub(crate) bearer_token: Option<Arc<str>>,
     pub(crate) allow: Option<Predicate>,
@@ -58,6 +62,10 @@ impl fmt::Debug for Config {
             .field("max_hz", &self.max_hz)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_text_bytes", &self.max_text_bytes)
+            .field("max_delta_requests", &self.max_delta_requests)
+            .field("max_symbol_addresses", &self.max_symbol_addresses)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("max_upload_decoded_bytes", &self.max_upload_decoded_bytes)
             .field("thread_signal", &self.thread_signal)
             .field("thread_timeout", &self.thread_timeout)
             .field("task_dump_timeout", &self.task_dump_timeout)
@@ -89,6 +97,10 @@ impl Default for Config {
             task_dump_timeout: Duration::from_secs(1),
             max_cpu_profiles: 4,
             max_text_bytes: 16 * 1024 * 1024,
+            max_delta_requests: 4,
+            max_symbol_addresses: 8192,
+            max_upload_bytes: 8 * 1024 * 1024,
+            max_upload_decoded_bytes: 32 * 1024 * 1024,
             loopback_only: false,
             bearer_token: None,
             allow: None,
@@ -137,15 +149,25 @@ impl Config {
         self
     }
 
-    /// The signal that interrupts each thread for the goroutine and
-    /// threadcreate profiles (default `SIGURG`, whose default action is to
-    /// ignore it, so a stray one never kills the process). pprof-core
-    /// installs a handler for it on the first dump and keeps it; if the
-    /// application already handles that signal, dumps fail with a message
-    /// saying so. Threads interrupted in a system call resume it
-    /// (`SA_RESTART`); calls the kernel never restarts (`epoll_wait`,
-    /// `nanosleep`, timed futex waits) return `EINTR` once, as they do under
-    /// the CPU profiler's `SIGPROF`.
+    /// The signal that interrupts a thread to take its stack: for the
+    /// goroutine and threadcreate profiles, and for poll watching (see
+    /// [`watch_polls`](crate::watch_polls); the process has one such
+    /// signal, the one of the last [`Pprof`](crate::Pprof) created).
+    /// Default `SIGURG`, whose default action is to ignore it, so a stray
+    /// one never kills the process. Only signals that do no harm once
+    /// handled and that applications rarely use are accepted: `SIGURG`,
+    /// `SIGUSR1`, `SIGUSR2` and the real-time signals (`libc::SIGRTMIN()`
+    /// to `libc::SIGRTMAX()`); any other (`SIGTERM`, `SIGINT`, `SIGHUP`,
+    /// `SIGPIPE`, `SIGCHLD`, `SIGPROF`, …) makes dumps answer 500 saying so.
+    ///
+    /// pprof-core installs its handler on the first dump and keeps it. If
+    /// the application handles that signal itself, dumps fail with a
+    /// message saying so; the current handler is read again before each
+    /// dump, so an application that installs its own later gets that
+    /// message too, never a stream of signals. Threads interrupted in a
+    /// system call resume it (`SA_RESTART`); calls the kernel never
+    /// restarts (`epoll_wait`, `nanosleep`, timed futex waits) return
+    /// `EINTR` once, as they do under the CPU profiler's `SIGPROF`.
     pub fn thread_signal(mut self, signal: i32) -> Self {
         self.thread_signal = signal;
         self
@@ -181,10 +203,39 @@ impl Config {
     }
 
     /// The largest text answer (`debug=1`, `debug=2`) the handler sends
-    /// (default 16 MiB). A longer one is answered `400` with a message giving
-    /// both sizes; the protobuf form (`debug=0`) has no such limit.
+    /// (default 16 MiB). Text is written through a writer that stops at
+    /// the limit, so a longer answer is never built: it is answered `400`
+    /// with a message naming the limit. The protobuf form (`debug=0`) has
+    /// no such limit.
     pub fn max_text_bytes(mut self, max: usize) -> Self {
         self.max_text_bytes = max;
+        self
+    }
+
+    /// How many delta profiles (`?seconds=N`) of one profile may be in
+    /// flight at once in the process (default 4; at least 1). Each holds
+    /// its first snapshot while it waits; one more is answered `409`.
+    pub fn max_delta_requests(mut self, max: usize) -> Self {
+        self.max_delta_requests = max.max(1);
+        self
+    }
+
+    /// The most addresses one `/symbol` request may ask for (default 8192;
+    /// `go tool pprof` asks in one request for what a profile lacks). More
+    /// is answered `400`. At most two lookups run at once in the process;
+    /// a third meanwhile gets `409`.
+    pub fn max_symbol_addresses(mut self, max: usize) -> Self {
+        self.max_symbol_addresses = max;
+        self
+    }
+
+    /// The largest profile a page accepts as an upload (a diff's baseline,
+    /// or a saved profile to view): `compressed` bytes as sent (default
+    /// 8 MiB) and `decompressed` bytes once gunzipped (default 32 MiB).
+    /// Either over its limit is a `400`; nothing uploaded is ever stored.
+    pub fn upload_limits(mut self, compressed: usize, decompressed: usize) -> Self {
+        self.max_upload_bytes = compressed;
+        self.max_upload_decoded_bytes = decompressed;
         self
     }
 

@@ -45,10 +45,9 @@ pub enum Error {
     },
     /// The request body could not be read.
     BadBody,
-    /// A `debug>0` text answer is larger than the configured limit.
+    /// A `debug>0` text answer is larger than the configured limit (writing
+    /// it stopped there, so its whole size is not known).
     TextTooLarge {
-        /// The answer's size, in bytes.
-        size: usize,
         /// The configured limit, in bytes.
         limit: usize,
     },
@@ -81,6 +80,25 @@ pub enum Error {
     SwitchedOff,
     /// Another heap or allocs profile is being dumped in this process.
     HeapDumpBusy,
+    /// As many delta profiles (`?seconds=N`) of this profile as the server
+    /// allows are in flight.
+    DeltaBusy {
+        /// The profile that was asked for.
+        profile: &'static str,
+        /// The configured limit (`Config::max_delta_requests`).
+        limit: usize,
+    },
+    /// A `/symbol` request asks for more addresses than the server looks up
+    /// in one request.
+    TooManyAddresses {
+        /// The configured limit (`Config::max_symbol_addresses`).
+        limit: usize,
+    },
+    /// As many `/symbol` lookups as the server runs at once are in progress.
+    SymbolLookupsBusy {
+        /// How many run at once.
+        limit: usize,
+    },
     /// A CPU profile at another rate is running; profiles share one sampler.
     CpuRateBusy {
         /// The running sampler's rate.
@@ -94,6 +112,40 @@ pub enum Error {
         /// What needs it.
         user: &'static str,
     },
+    /// A page (`ui/...?profile=NAME`) names a profile this server does not serve.
+    NoSuchProfile {
+        /// The name asked for.
+        name: String,
+        /// The names served, comma-separated.
+        known: String,
+    },
+    /// A page's `sample_index` names no sample type of the profile.
+    NoSuchSampleType {
+        /// What was asked for.
+        asked: String,
+        /// The profile's sample types, comma-separated.
+        known: String,
+    },
+    /// A page's `focus` or `ignore` is not a valid regular expression.
+    InvalidRegex {
+        /// The parameter.
+        param: &'static str,
+        /// What the regex parser said.
+        why: String,
+    },
+    /// No page of that name under `ui/`.
+    UnknownPage(String),
+    /// An uploaded profile is over the configured limit.
+    UploadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+        /// Whether the limit is on the decompressed size (else the upload's own).
+        decompressed: bool,
+    },
+    /// An uploaded profile could not be read; the text says why.
+    InvalidUpload(String),
+    /// Another uploaded profile is being read in this process.
+    UploadBusy,
 }
 
 impl fmt::Display for Error {
@@ -126,9 +178,9 @@ impl fmt::Display for Error {
                 write!(f, "request body exceeds the limit of {limit} bytes")
             }
             Self::BadBody => f.write_str("could not read the request body"),
-            Self::TextTooLarge { size, limit } => write!(
+            Self::TextTooLarge { limit } => write!(
                 f,
-                "text profile is {size} bytes, over the server's limit of {limit} (max_text_bytes); ask without debug for the protobuf form"
+                "text profile is over the server's limit of {limit} (max_text_bytes) bytes; ask without debug for the protobuf form"
             ),
             Self::HeapProfilingDisabled => f.write_str(
                 "heap profiling is not enabled in this process: add `pprof_core::jemalloc_heap_profiling!();` \
@@ -159,6 +211,18 @@ impl fmt::Display for Error {
             Self::HeapDumpBusy => f.write_str(
                 "Could not dump the heap profile: another heap or allocs dump is in progress; try again",
             ),
+            Self::DeltaBusy { profile, limit } => write!(
+                f,
+                "Could not start a delta {profile} profile: {limit} are in progress, the server's limit (max_delta_requests); try again"
+            ),
+            Self::TooManyAddresses { limit } => write!(
+                f,
+                "the request asks for more than {limit} addresses, the server's limit (max_symbol_addresses); ask in smaller batches"
+            ),
+            Self::SymbolLookupsBusy { limit } => write!(
+                f,
+                "Could not look up symbols: {limit} lookups are in progress, the server's limit; try again"
+            ),
             Self::CpuRateBusy { running_hz } => write!(
                 f,
                 "Could not enable CPU profiling: a CPU profile at {running_hz} Hz is running; ask with hz={running_hz} to share it, or wait"
@@ -167,6 +231,35 @@ impl fmt::Display for Error {
                 f,
                 "{signal} already has a handler in this process (another profiler?); pprof-core does not replace it, so {user} are unavailable"
             ),
+            Self::NoSuchProfile { name, known } => {
+                write!(f, "no profile is named {name:?}; the profiles are {known}")
+            }
+            Self::NoSuchSampleType { asked, known } => write!(
+                f,
+                "this profile has no sample type {asked:?}; its sample types are {known}"
+            ),
+            Self::InvalidRegex { param, why } => {
+                write!(f, "{param:?} is not a valid regular expression: {why}")
+            }
+            Self::UnknownPage(page) => write!(
+                f,
+                "no page ui/{page}; the pages are ui/flamegraph, ui/top and ui/diff"
+            ),
+            Self::UploadTooLarge {
+                limit,
+                decompressed: false,
+            } => write!(f, "the uploaded profile is over the limit of {limit} bytes"),
+            Self::UploadTooLarge {
+                limit,
+                decompressed: true,
+            } => write!(
+                f,
+                "the uploaded profile decompresses to more than the limit of {limit} bytes"
+            ),
+            Self::InvalidUpload(why) => write!(f, "the uploaded file is not a usable profile: {why}"),
+            Self::UploadBusy => {
+                f.write_str("another uploaded profile is being read; try again in a moment")
+            }
         }
     }
 }
@@ -177,86 +270,97 @@ impl std::error::Error for Error {}
 pub(crate) mod tests {
     use super::*;
 
-    /// One error of every variant. The match below has no wildcard, so a
-    /// new variant does not compile until it is listed here too.
-    pub(crate) fn one_of_each() -> Vec<Error> {
-        let all = vec![
-            Error::UnknownProfile,
-            Error::MethodNotAllowed,
-            Error::InvalidSeconds,
-            Error::SecondsTooLong { limit: 300 },
-            Error::SecondsNotSupported,
-            Error::SecondsWithDebug,
-            Error::InvalidDebug,
-            Error::InvalidHz { min: 1, max: 1000 },
-            Error::CpuProfilerBusy,
-            Error::BodyTooLarge { limit: 10 },
-            Error::BadBody,
-            Error::TextTooLarge {
-                size: 20,
-                limit: 10,
-            },
-            Error::HeapProfilingDisabled,
-            Error::FeatureDisabled {
-                profile: "heap",
-                feature: "tikv-jemallocator",
-            },
-            Error::TraceUnsupported,
-            Error::Profiler("x\ny".into()),
-            Error::PeerNotLoopback,
-            Error::PeerUnknown,
-            Error::MissingToken,
-            Error::WrongToken,
-            Error::Denied,
-            Error::SwitchedOff,
-            Error::HeapDumpBusy,
-            Error::CpuRateBusy { running_hz: 100 },
-            Error::SignalTaken {
-                signal: "SIGPROF",
-                user: "CPU profiles",
-            },
-        ];
-        let mut seen = std::collections::BTreeSet::new();
-        for error in &all {
-            let ordinal = match error {
-                Error::UnknownProfile => 0,
-                Error::MethodNotAllowed => 1,
-                Error::InvalidSeconds => 2,
-                Error::SecondsTooLong { .. } => 3,
-                Error::SecondsNotSupported => 4,
-                Error::SecondsWithDebug => 5,
-                Error::InvalidDebug => 6,
-                Error::InvalidHz { .. } => 7,
-                Error::CpuProfilerBusy => 8,
-                Error::BodyTooLarge { .. } => 9,
-                Error::BadBody => 10,
-                Error::TextTooLarge { .. } => 11,
-                Error::HeapProfilingDisabled => 12,
-                Error::FeatureDisabled { .. } => 13,
-                Error::TraceUnsupported => 14,
-                Error::Profiler(_) => 15,
-                Error::PeerNotLoopback => 16,
-                Error::PeerUnknown => 17,
-                Error::MissingToken => 18,
-                Error::WrongToken => 19,
-                Error::Denied => 20,
-                Error::SwitchedOff => 21,
-                Error::HeapDumpBusy => 22,
-                Error::CpuRateBusy { .. } => 23,
-                Error::SignalTaken { .. } => 24,
-            };
-            seen.insert(ordinal);
-        }
-        assert_eq!(seen.len(), all.len(), "each variant once");
-        all
+    /// `one_of_each` and the match that proves it has every variant, from
+    /// one list: each entry is a variant's pattern and an example of it.
+    /// The match has no wildcard, so a new variant does not compile until
+    /// it is listed, and each example is checked against its own pattern.
+    macro_rules! every_variant {
+        ($($pattern:pat => $example:expr),+ $(,)?) => {
+            /// One error of every variant.
+            pub(crate) fn one_of_each() -> Vec<Error> {
+                #[allow(dead_code, reason = "only has to compile: it is exhaustive")]
+                fn exhaustive(error: &Error) {
+                    match error {
+                        $($pattern => {})+
+                    }
+                }
+                let all = vec![$($example),+];
+                let patterns = [$(stringify!($pattern)),+];
+                for (i, (error, pattern)) in all.iter().zip(patterns).enumerate() {
+                    let matched = [$(matches!(error, $pattern)),+];
+                    assert!(matched[i], "{error:?} is not an example of {pattern}");
+                }
+                all
+            }
+        };
+    }
+
+    every_variant! {
+        Error::UnknownProfile => Error::UnknownProfile,
+        Error::MethodNotAllowed => Error::MethodNotAllowed,
+        Error::InvalidSeconds => Error::InvalidSeconds,
+        Error::SecondsTooLong { .. } => Error::SecondsTooLong { limit: 300 },
+        Error::SecondsNotSupported => Error::SecondsNotSupported,
+        Error::SecondsWithDebug => Error::SecondsWithDebug,
+        Error::InvalidDebug => Error::InvalidDebug,
+        Error::InvalidHz { .. } => Error::InvalidHz { min: 1, max: 1000 },
+        Error::CpuProfilerBusy => Error::CpuProfilerBusy,
+        Error::BodyTooLarge { .. } => Error::BodyTooLarge { limit: 10 },
+        Error::BadBody => Error::BadBody,
+        Error::TextTooLarge { .. } => Error::TextTooLarge { limit: 10 },
+        Error::HeapProfilingDisabled => Error::HeapProfilingDisabled,
+        Error::FeatureDisabled { .. } => Error::FeatureDisabled {
+            profile: "heap",
+            feature: "tikv-jemallocator",
+        },
+        Error::TraceUnsupported => Error::TraceUnsupported,
+        Error::Profiler(_) => Error::Profiler("x\ny".into()),
+        Error::PeerNotLoopback => Error::PeerNotLoopback,
+        Error::PeerUnknown => Error::PeerUnknown,
+        Error::MissingToken => Error::MissingToken,
+        Error::WrongToken => Error::WrongToken,
+        Error::Denied => Error::Denied,
+        Error::SwitchedOff => Error::SwitchedOff,
+        Error::HeapDumpBusy => Error::HeapDumpBusy,
+        Error::DeltaBusy { .. } => Error::DeltaBusy {
+            profile: "goroutine",
+            limit: 4,
+        },
+        Error::TooManyAddresses { .. } => Error::TooManyAddresses { limit: 8192 },
+        Error::SymbolLookupsBusy { .. } => Error::SymbolLookupsBusy { limit: 2 },
+        Error::CpuRateBusy { .. } => Error::CpuRateBusy { running_hz: 100 },
+        Error::SignalTaken { .. } => Error::SignalTaken {
+            signal: "SIGPROF",
+            user: "CPU profiles",
+        },
+        Error::NoSuchProfile { .. } => Error::NoSuchProfile {
+            name: "x".into(),
+            known: "heap".into(),
+        },
+        Error::NoSuchSampleType { .. } => Error::NoSuchSampleType {
+            asked: "x".into(),
+            known: "delay".into(),
+        },
+        Error::InvalidRegex { .. } => Error::InvalidRegex {
+            param: "focus",
+            why: "unclosed group".into(),
+        },
+        Error::UnknownPage(_) => Error::UnknownPage("x".into()),
+        Error::UploadTooLarge { .. } => Error::UploadTooLarge {
+            limit: 10,
+            decompressed: true,
+        },
+        Error::InvalidUpload(_) => Error::InvalidUpload("bad".into()),
+        Error::UploadBusy => Error::UploadBusy,
     }
 
     #[test]
     fn every_message_is_one_line() {
         for e in one_of_each() {
             let text = e.to_string();
-            // The handler flattens what a `Profiler` text carries; every
-            // message of our own is one line already.
+            // A `Profiler` text may carry what a library said, newlines
+            // included (the handler flattens it: see `respond`'s test);
+            // every message of our own is one line already.
             if !matches!(e, Error::Profiler(_)) {
                 assert!(!text.contains('\n'), "{text:?}");
             }

@@ -65,13 +65,28 @@ macro_rules! jemalloc_heap_profiling {
 /// profiler's own tables (the CPU sampler's ~80 MiB collector, the
 /// symbolizer's debug info) do not crowd the heap profile the user came for.
 /// Their size still shows in the process RSS and in `debug=1`'s statistics.
+/// Sampling is restored even if `work` panics.
 pub(crate) fn unsampled<T>(work: impl FnOnce() -> T) -> T {
-    let previous = imp::set_thread_sampling(false);
-    let out = work();
-    if let Some(previous) = previous {
-        imp::set_thread_sampling(previous);
+    with_sampling_off(imp::set_thread_sampling, work)
+}
+
+/// Run `work` with `set(false)`, then `set` back to what it was, also when
+/// `work` panics (a guard restores it while unwinding).
+fn with_sampling_off<T>(set: impl Fn(bool) -> Option<bool>, work: impl FnOnce() -> T) -> T {
+    struct Restore<F: Fn(bool) -> Option<bool>> {
+        set: F,
+        previous: Option<bool>,
     }
-    out
+    impl<F: Fn(bool) -> Option<bool>> Drop for Restore<F> {
+        fn drop(&mut self) {
+            if let Some(previous) = self.previous {
+                (self.set)(previous);
+            }
+        }
+    }
+    let previous = set(false);
+    let _restore = Restore { set, previous };
+    work()
 }
 
 /// Hand jemalloc's free dirty pages back to the OS now (like Go's
@@ -103,7 +118,7 @@ mod imp {
     use std::os::unix::fs::DirBuilderExt;
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Mutex, OnceLock, PoisonError};
+    use std::sync::{Mutex, PoisonError};
     use std::time::{SystemTime, UNIX_EPOCH};
 
     use tikv_jemalloc_ctl::{epoch, profiling, raw, stats as jstats};
@@ -122,35 +137,57 @@ mod imp {
         }
     }
 
-    /// A directory only this process's user can enter, made once per process
-    /// with a name nobody else chose: jemalloc opens the dump file with
-    /// `O_CREAT|O_TRUNC`, so it must not be somewhere another user can plant
-    /// a link, and the dump (addresses) must not be readable by others.
-    fn private_dir() -> Result<&'static Path, Error> {
-        static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-        let made = DIR.get_or_init(|| {
-            let base = std::env::temp_dir();
-            let mut last = String::new();
-            for attempt in 0..16u32 {
-                let nanos = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_nanos());
-                let dir = base.join(format!(
-                    "pprof-core-{}-{nanos:08x}{attempt}",
-                    std::process::id()
-                ));
-                match DirBuilder::new().mode(0o700).create(&dir) {
-                    Ok(()) => return Ok(dir),
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            Err(last)
-        });
-        made.as_deref().map_err(|e| {
+    /// A directory only this process's user can enter, with a name nobody
+    /// else chose: jemalloc opens the dump file with `O_CREAT|O_TRUNC`, so
+    /// it must not be somewhere another user can plant a link, and the dump
+    /// (addresses) must not be readable by others. Made on the first dump,
+    /// and again (under a new name) when it is gone or no longer ours, as
+    /// when a tmp cleaner (systemd-tmpfiles, tmpreaper) removed it. Call
+    /// with the dump lock held.
+    fn private_dir() -> Result<PathBuf, Error> {
+        static DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+        let mut dir = DIR.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = dir.as_ref()
+            && still_private(existing)
+        {
+            return Ok(existing.clone());
+        }
+        let made = make_private_dir().map_err(|e| {
             Error::Profiler(format!(
                 "cannot create a private directory for heap dumps: {e}"
             ))
-        })
+        })?;
+        *dir = Some(made.clone());
+        Ok(made)
+    }
+
+    /// Still a directory (not a link) of ours that only we may enter.
+    fn still_private(dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        #[allow(unsafe_code)]
+        let me = unsafe { libc::geteuid() };
+        std::fs::symlink_metadata(dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o777 == 0o700)
+    }
+
+    fn make_private_dir() -> Result<PathBuf, String> {
+        let base = std::env::temp_dir();
+        let mut last = String::new();
+        for attempt in 0..16u32 {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let dir = base.join(format!(
+                "pprof-core-{}-{nanos:08x}{attempt}",
+                std::process::id()
+            ));
+            match DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(dir),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
     }
 
     pub(super) fn dump_text() -> Result<String, Error> {
@@ -238,4 +275,27 @@ mod imp {
     }
 
     pub(super) fn purge_all_arenas() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::with_sampling_off;
+
+    #[test]
+    fn sampling_is_restored_when_the_work_panics() {
+        let active = Cell::new(true);
+        let set = |on: bool| Some(active.replace(on));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            with_sampling_off(set, || {
+                assert!(!active.get(), "off while the work runs");
+                panic!("the work panics");
+            })
+        }));
+        assert!(caught.is_err());
+        assert!(active.get(), "sampling stayed off after a panic");
+        assert_eq!(with_sampling_off(set, || 7), 7);
+        assert!(active.get());
+    }
 }

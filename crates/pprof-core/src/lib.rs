@@ -65,6 +65,7 @@ pub use serve::fuzzing;
 
 pub use config::{Config, Switch};
 pub use error::Error;
+pub use serve::client::{ClientSocket, MountNotice};
 pub use serve::guard::PeerAddr;
 pub use serve::tower::{
     LabelRequestsLayer, LabelRequestsService, LabeledRequest, PprofLayer, PprofService,
@@ -74,6 +75,5 @@ pub use serve::{BoxError, Pprof, ResponseBody};
 #[cfg(tokio_unstable)]
 pub use sync::watch::watch_all_tasks;
 pub use sync::watch::{
-    DEFAULT_SLOW_POLL_THRESHOLD, WatchPolls, set_poll_watch_signal, set_slow_poll_threshold,
-    watch_polls,
+    DEFAULT_SLOW_POLL_THRESHOLD, WatchPolls, set_slow_poll_threshold, watch_polls,
 };

@@ -194,22 +194,106 @@ pub(crate) fn contention(
     writeln!(out, "# dropped events (table full) = {dropped}")
 }
 
-/// `text` if it is at most `max` bytes, else the 400 that says so. Every
-/// text answer goes through this (the handler applies it to `debug>0`).
+/// A text answer being written, that stops at `limit` bytes: the write
+/// that would cross it fails, and so does every later one, so a writer
+/// over thousands of stacks gives up there instead of building the whole
+/// text first. Never holds more than `limit` bytes (its buffer grows to
+/// the limit at most). A `stop` check, asked at each write, ends it early
+/// too (the client has gone).
+pub(crate) struct BoundedWriter<'a> {
+    text: String,
+    limit: usize,
+    over: bool,
+    stopped: bool,
+    stop: Option<&'a (dyn Fn() -> bool + Sync)>,
+}
+
+impl<'a> BoundedWriter<'a> {
+    /// An empty text that may grow to `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            text: String::new(),
+            limit,
+            over: false,
+            stopped: false,
+            stop: None,
+        }
+    }
+
+    /// Also stop writing as soon as `stop` says so.
+    pub(crate) fn stopping_when(mut self, stop: &'a (dyn Fn() -> bool + Sync)) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// The text, or why there is none: over the limit (the 400 that says
+    /// so), stopped, or `written` (what the writer returned) failed.
+    pub(crate) fn finish(self, written: fmt::Result) -> Result<String, WriteError> {
+        if self.over {
+            Err(WriteError::TooLarge(crate::error::Error::TextTooLarge {
+                limit: self.limit,
+            }))
+        } else if self.stopped {
+            Err(WriteError::Stopped)
+        } else if written.is_err() {
+            Err(WriteError::Failed)
+        } else {
+            Ok(self.text)
+        }
+    }
+}
+
+/// Why a [`BoundedWriter`] holds no text.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WriteError {
+    /// Over the limit: the error to answer.
+    TooLarge(crate::error::Error),
+    /// Its `stop` check said so.
+    Stopped,
+    /// The writer itself failed (a profile with no text form).
+    Failed,
+}
+
+impl Write for BoundedWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.over || self.stopped {
+            return Err(fmt::Error);
+        }
+        if self.stop.is_some_and(|stop| stop()) {
+            self.stopped = true;
+            return Err(fmt::Error);
+        }
+        let needed = self.text.len().saturating_add(s.len());
+        if needed > self.limit {
+            self.over = true;
+            self.text = String::new();
+            return Err(fmt::Error);
+        }
+        if needed > self.text.capacity() {
+            // Double, as String would, but never past the limit.
+            let target = needed.max(self.text.capacity() * 2).min(self.limit);
+            self.text.reserve_exact(target - self.text.len());
+        }
+        self.text.push_str(s);
+        Ok(())
+    }
+}
+
+/// `text` if it is at most `max` bytes, else the 400 that says so: the
+/// answers built whole before they are sent (`/cmdline`, `/symbol`).
 pub(crate) fn cap(text: String, max: usize) -> Result<String, crate::error::Error> {
     if text.len() <= max {
         Ok(text)
     } else {
-        Err(crate::error::Error::TextTooLarge {
-            size: text.len(),
-            limit: max,
-        })
+        Err(crate::error::Error::TextTooLarge { limit: max })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::cap;
+    use std::fmt::Write;
+
+    use super::{BoundedWriter, WriteError, cap};
     use crate::error::Error;
 
     #[test]
@@ -217,10 +301,31 @@ mod tests {
         assert_eq!(cap("a\nb\n".to_owned(), 4), Ok("a\nb\n".to_owned()));
         assert_eq!(
             cap("one\ntwo\nthree\n".to_owned(), 10),
-            Err(Error::TextTooLarge {
-                size: 14,
-                limit: 10
-            })
+            Err(Error::TextTooLarge { limit: 10 })
         );
+    }
+
+    #[test]
+    fn the_bounded_writer_stops_at_the_limit_and_never_holds_more() {
+        let mut out = BoundedWriter::new(1000);
+        let mut writes = 0;
+        let written = (0..1_000_000).try_for_each(|i| {
+            writes += 1;
+            writeln!(out, "line {i}")
+        });
+        // It gave up at the write that crossed the limit, not at the end.
+        assert!(writes < 200, "{writes} writes");
+        assert!(out.text.capacity() <= 1000, "{}", out.text.capacity());
+        assert_eq!(
+            out.finish(written),
+            Err(WriteError::TooLarge(Error::TextTooLarge { limit: 1000 }))
+        );
+        let mut out = BoundedWriter::new(12);
+        let written = write!(out, "exactly 12 b");
+        assert_eq!(out.finish(written), Ok("exactly 12 b".to_owned()));
+        let stop = || true;
+        let mut out = BoundedWriter::new(100).stopping_when(&stop);
+        let written = write!(out, "x");
+        assert_eq!(out.finish(written), Err(WriteError::Stopped));
     }
 }

@@ -51,9 +51,10 @@ impl Profile for Contention {
         &self.about
     }
 
-    /// Reading the tables is a copy under their lock: shared.
+    /// Reading the tables is a copy under their lock, but symbolizing and
+    /// encoding them is not free: concurrent requests share one answer.
     fn admission(&self) -> Admission {
-        Admission::Shared
+        Admission::Coalesced
     }
 
     fn collect(&'static self, _: Ask, _: Working) -> Collecting {

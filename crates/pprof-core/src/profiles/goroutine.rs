@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use super::{About, Admission, Ask, Collecting, Profile, Seconds, Working, blocking, tasks};
+use super::{
+    About, Admission, Ask, Cancel, Collecting, Profile, Seconds, Working, blocking, tasks,
+};
 use crate::error::Error;
 use crate::format::{self, Label, LeafTrim, Sample, StackProfile, ValueType, vt};
 use crate::labels::Labels;
@@ -62,8 +64,9 @@ impl Profile for Threads {
         &self.about
     }
 
+    /// A dump interrupts every thread: concurrent requests share one.
     fn admission(&self) -> Admission {
-        Admission::Shared
+        Admission::Coalesced
     }
 
     /// `debug=2` keeps one sample per thread; otherwise threads with the
@@ -76,10 +79,13 @@ impl Profile for Threads {
             };
             blocking(move || {
                 let _working = working;
+                ask.cancel.check()?;
                 let (signal, timeout) = (ask.thread_signal, ask.thread_timeout);
                 let mut profile = match self.form {
                     Form::Goroutine => goroutine(self.about.sample_types, signal, timeout)?,
-                    Form::Threadcreate => threadcreate(self.about.sample_types, signal, timeout)?,
+                    Form::Threadcreate => {
+                        threadcreate(self.about.sample_types, signal, timeout, &ask.cancel)?
+                    }
                 };
                 profile.samples.extend(tasks);
                 Ok(if self.form == Form::Goroutine && ask.debug >= 2 {
@@ -138,8 +144,10 @@ fn threadcreate(
     types: &'static [ValueType],
     signal: i32,
     timeout: Duration,
+    cancel: &Cancel,
 ) -> Result<StackProfile, Error> {
     let stacks = signals::dump_threads(signal, timeout)?;
+    cancel.check()?;
     let resolved =
         symbolizer().resolve_all(stacks.iter().flat_map(|t| t.pcs.iter().flatten().copied()));
     let samples = stacks

@@ -9,8 +9,7 @@
 //! differ in the sample type tools show first.
 
 use std::fmt;
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use super::{About, Admission, Ask, Collecting, Profile, Seconds, Slot, Working, blocking};
 use crate::error::Error;
@@ -73,6 +72,7 @@ impl Profile for HeapProfile {
     fn collect(&'static self, ask: Ask, working: Working) -> Collecting {
         Box::pin(blocking(move || {
             let _working = working;
+            ask.cancel.check()?;
             Ok(to_profile(
                 &dump()?,
                 self.default_sample_type,
@@ -96,22 +96,9 @@ impl Profile for HeapProfile {
 const PERIOD_TYPE: ValueType = vt("space", "bytes");
 
 /// Stacks in the heap profile, for the index page: a bare dump (no
-/// symbols, no slot), shared by heap and allocs and by every index request
-/// within a second of it.
+/// symbols, no slot; the index asks at most once a second).
 fn stack_count() -> usize {
-    const FRESH_FOR: Duration = Duration::from_secs(1);
-    static COUNTED: Mutex<Option<(Instant, usize)>> = Mutex::new(None);
-    let mut counted = COUNTED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((at, count)) = *counted
-        && at.elapsed() < FRESH_FOR
-    {
-        return count;
-    }
-    let count = dump().map_or(0, |d| d.stacks.len());
-    *counted = Some((Instant::now(), count));
-    count
+    dump().map_or(0, |d| d.stacks.len())
 }
 
 const SAMPLE_TYPES: &[ValueType] = &[
@@ -202,6 +189,11 @@ fn parse_counts(s: &str) -> Option<[u64; 4]> {
 fn unsample(objects: u64, bytes: u64, period: u64) -> (i64, i64) {
     if objects == 0 || period == 0 {
         return (0, 0);
+    }
+    if bytes == 0 {
+        // No size, no sampling probability to invert (it would scale the
+        // objects to infinity, then i64::MAX, and overflow any sum): as is.
+        return (i64::try_from(objects).unwrap_or(i64::MAX), 0);
     }
     #[allow(clippy::cast_precision_loss)]
     let (o, b, p) = (objects as f64, bytes as f64, period as f64);
@@ -324,6 +316,8 @@ MAPPED_LIBRARIES:
         assert_eq!(objects, 3);
         assert_eq!(bytes, 1_658_823);
         assert_eq!(unsample(0, 0, 512 << 10), (0, 0));
+        // Zero bytes: the objects as they are, not i64::MAX.
+        assert_eq!(unsample(3, 0, 512 << 10), (3, 0));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::error::Error;
@@ -91,7 +92,8 @@ pub(crate) trait Profile: Sync {
     fn text(&self, profile: &StackProfile, debug: u32, out: &mut dyn fmt::Write) -> fmt::Result;
 
     /// The index page's count: stacks recorded, threads alive, profiles
-    /// running. Cheap enough for every index request.
+    /// running. Blocking allowed (the heap's takes a dump): the index asks
+    /// on a blocking thread, at most once a second, and shares the answer.
     fn count(&self) -> usize;
 }
 
@@ -108,14 +110,20 @@ pub(crate) enum Seconds {
     Delta,
 }
 
-/// How many requests may work on a profile at once.
+/// How many requests may work on a profile at once. Whatever the
+/// admission, delta requests (`?seconds=N`) of one profile in flight are
+/// capped by `Config::max_delta_requests` (409 beyond).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Admission {
-    /// Any number: collecting is cheap or already bounded.
+    /// Any number: collecting is cheap or bounded by the profile itself.
     Shared,
     /// One at a time in the whole process: another request meanwhile is
     /// refused at once (409) with the slot's error, never queued.
     OneAtATime(&'static Slot),
+    /// Requests that ask for the same answer while it is being made share
+    /// it: one collection and one encoding serve them all, so a burst of
+    /// requests costs one dump (per kind of answer) at a time.
+    Coalesced,
 }
 
 /// The right of one request at a time to work on a profile.
@@ -138,8 +146,13 @@ pub(crate) struct Permit {
 impl Slot {
     /// A free slot; a request refused because it is taken gets `busy`.
     pub(crate) const fn new(busy: Error) -> Self {
+        Self::limited(1, busy)
+    }
+
+    /// Room for `n` requests at once; one more gets `busy`.
+    pub(crate) const fn limited(n: usize, busy: Error) -> Self {
         Self {
-            permits: tokio::sync::Semaphore::const_new(1),
+            permits: tokio::sync::Semaphore::const_new(n),
             busy,
         }
     }
@@ -166,7 +179,7 @@ impl Slot {
 }
 
 /// What a request asks a profile for, beyond its name.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Ask {
     /// `debug=N`: 0 for profile.proto, more for a text form.
     pub(crate) debug: u32,
@@ -179,8 +192,13 @@ pub(crate) struct Ask {
     pub(crate) thread_timeout: Duration,
     /// How long a dump waits for tokio's task dump.
     pub(crate) task_dump_timeout: Duration,
+    /// Set once nobody waits for the answer: blocking work stops at its
+    /// next step.
+    pub(crate) cancel: Cancel,
     /// How many window profiles may share the sampler.
     pub(crate) max_cpu_profiles: usize,
+    /// How many delta requests of one profile may be in flight.
+    pub(crate) max_delta_requests: usize,
 }
 
 impl Ask {
@@ -199,8 +217,56 @@ impl Ask {
             thread_signal: config.thread_signal,
             thread_timeout: config.thread_timeout,
             task_dump_timeout: config.task_dump_timeout,
+            cancel: Cancel::default(),
             max_cpu_profiles: config.max_cpu_profiles,
+            max_delta_requests: config.max_delta_requests,
         }
+    }
+}
+
+/// Whether anybody still waits for a piece of work: set when the last
+/// request that asked for it has gone (its client hung up). Blocking work
+/// (dumps, symbolization, encoding, text) checks it between steps and
+/// stops. Clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Nobody waits any longer.
+    pub(crate) fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether nobody waits any longer.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// `Err` once cancelled: the next step is not worth doing. Nobody
+    /// reads the error.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if self.is_cancelled() {
+            Err(Error::Profiler(
+                "abandoned: nobody waits for this answer any longer".to_owned(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A guard that cancels when dropped (with the request that holds it).
+    pub(crate) fn on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(self.clone())
+    }
+}
+
+/// Cancels its [`Cancel`] when dropped.
+#[derive(Debug)]
+pub(crate) struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 

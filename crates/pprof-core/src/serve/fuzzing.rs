@@ -66,14 +66,25 @@ pub fn symbol(input: &str) {
     assert!(addresses.iter().all(|&a| a != 0), "zero address kept");
 }
 
-/// Bound a text answer to `max` bytes as the handler does, and check the
-/// verdict: whole when it fits, else a 400 naming both sizes.
+/// Write a text answer through the handler's bounded writer, in pieces
+/// cut at every `\n`, and check the verdict: whole when it fits, else the
+/// 400 naming the limit; never more than `max` bytes held.
 pub fn text_cap(text: &str, max: usize) {
+    use std::fmt::Write;
+    let mut out = crate::format::BoundedWriter::new(max);
+    let written = text
+        .split_inclusive('\n')
+        .try_for_each(|piece| out.write_str(piece));
+    match out.finish(written) {
+        Ok(out) => assert!(text.len() <= max && out == text),
+        Err(crate::format::WriteError::TooLarge(Error::TextTooLarge { limit })) => {
+            assert!(limit == max && text.len() > max);
+        }
+        Err(other) => panic!("unexpected {other:?}"),
+    }
     match crate::format::cap(text.to_owned(), max) {
         Ok(out) => assert!(text.len() <= max && out == text),
-        Err(Error::TextTooLarge { size, limit }) => {
-            assert!(size == text.len() && limit == max && size > max);
-        }
+        Err(Error::TextTooLarge { limit }) => assert!(limit == max && text.len() > max),
         Err(other) => panic!("unexpected {other:?}"),
     }
 }

@@ -2,6 +2,9 @@
 //! the registry (and `cmdline`), with its count and description.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::respond::Reply;
 use crate::Error;
@@ -13,41 +16,93 @@ struct Entry {
     count: usize,
     description: &'static str,
     links: &'static [(&'static str, &'static str)],
+    /// Whether it has pages for people (`ui/`): every profile does.
+    #[cfg_attr(not(feature = "ui"), allow(dead_code))]
+    pages: bool,
 }
 
-/// The index page. The counts are read on a blocking thread (the heap's
-/// takes a bare dump, shared by requests within a second of each other).
-pub(super) async fn page(prefix: &str) -> Result<Reply, Error> {
-    let counts = blocking(|| Ok(PROFILES.iter().map(|p| p.count()).collect::<Vec<_>>())).await?;
+/// How long the index's counts are served before they are read again.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// The counts of the last read, and when it was.
+static COUNTS: Mutex<Option<(Instant, Arc<[usize]>)>> = Mutex::new(None);
+
+/// Held by the one request reading the counts again; the others wait for
+/// it (as tasks, not threads) and share what it read.
+static READING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Every profile's count, in [`PROFILES`]' order: read on a blocking thread
+/// (the heap's takes a bare dump) at most once every [`FRESH_FOR`], by one
+/// request while the others wait for its answer.
+async fn counts() -> Result<Arc<[usize]>, Error> {
+    let fresh = || {
+        COUNTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < FRESH_FOR)
+            .map(|(_, counts)| counts.clone())
+    };
+    if let Some(counts) = fresh() {
+        return Ok(counts);
+    }
+    let _reading = READING.lock().await;
+    if let Some(counts) = fresh() {
+        return Ok(counts);
+    }
+    let counts: Arc<[usize]> =
+        blocking(|| Ok(PROFILES.iter().map(|p| p.count()).collect::<Vec<_>>()))
+            .await?
+            .into();
+    READS.fetch_add(1, Ordering::Relaxed);
+    *COUNTS.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), counts.clone()));
+    Ok(counts)
+}
+
+/// How many times the counts were read (tests).
+static READS: AtomicUsize = AtomicUsize::new(0);
+
+/// The index page, with the adapter's `notice` about the mount, if any.
+pub(super) async fn page(prefix: &str, notice: Option<&str>) -> Result<Reply, Error> {
+    let counts = counts().await?;
     let mut entries = vec![Entry {
         name: "cmdline",
         count: 0,
         description: "The command line invocation of the current program",
         links: &[],
+        pages: false,
     }];
-    entries.extend(PROFILES.iter().zip(counts).map(|(p, count)| Entry {
+    entries.extend(PROFILES.iter().zip(counts.iter()).map(|(p, &count)| Entry {
         name: p.name(),
         count,
         description: p.about().description,
         links: p.about().index_links,
+        pages: true,
     }));
-    Ok(Reply::Html(html(prefix, entries)))
+    Ok(Reply::Html(html(prefix, notice, entries)))
 }
 
 /// Rows sorted by name; links are relative so the page works under any mount.
-fn html(prefix: &str, mut entries: Vec<Entry>) -> String {
+fn html(prefix: &str, notice: Option<&str>, mut entries: Vec<Entry>) -> String {
     entries.sort_by_key(|e| e.name);
     let title = escape(&format!("{prefix}/"));
     let mut out = String::new();
     let _ = write!(
         out,
-        "<html>\n<head>\n<title>{title}</title>\n<style>\n.profile-name{{\n\tdisplay:inline-block;\n\twidth:6rem;\n}}\n</style>\n</head>\n<body>\n{title}\n<br>\n<p>Set debug=1 as a query parameter to export in legacy text format</p>\n<br>\nTypes of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></thead>\n"
+        "<html>\n<head>\n<title>{title}</title>\n<style>\n.profile-name{{\n\tdisplay:inline-block;\n\twidth:6rem;\n}}\n</style>\n</head>\n<body>\n{title}\n<br>\n"
     );
+    if let Some(notice) = notice {
+        let _ = writeln!(out, "<p class=notice><b>Note:</b> {}</p>", escape(notice));
+    }
+    out.push_str("<p>Set debug=1 as a query parameter to export in legacy text format</p>\n<br>\nTypes of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></thead>\n");
     for e in &entries {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td><a href='{}?debug=1'>{}</a></td></tr>",
-            e.count, e.name, e.name
+            "<tr><td>{}</td><td><a href='{}?debug=1'>{}</a></td>{}</tr>",
+            e.count,
+            e.name,
+            e.name,
+            pages(e)
         );
     }
     out.push_str("</table>\n");
@@ -67,6 +122,16 @@ fn html(prefix: &str, mut entries: Vec<Entry>) -> String {
     out
 }
 
+/// The row's links to its pages for people, when built with them.
+fn pages(entry: &Entry) -> String {
+    #[cfg(feature = "ui")]
+    if entry.pages {
+        return super::ui::index_links(entry.name);
+    }
+    let _ = entry;
+    String::new()
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -79,22 +144,41 @@ fn escape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_index_requests_reads_the_counts_once() {
+        // After a first read, 64 requests at once within the second: none
+        // reads again (each did, on a blocking thread of its own, before).
+        let _ = page("/debug/pprof", None).await.expect("index");
+        let before = READS.load(Ordering::Relaxed);
+        let pages: Vec<_> = (0..64)
+            .map(|_| tokio::spawn(async { page("/debug/pprof", None).await.map(|_| ()) }))
+            .collect();
+        for page in pages {
+            page.await.expect("task").expect("index");
+        }
+        let reads = READS.load(Ordering::Relaxed) - before;
+        assert!(reads <= 1, "{reads} reads for 64 requests");
+    }
+
     #[test]
     fn rows_are_sorted_with_relative_links() {
         let page = html(
             "/debug/pprof",
+            Some("mounted <wrong>"),
             vec![
                 Entry {
                     name: "zeta",
                     count: 0,
                     description: "Z",
                     links: &[("zeta?debug=2", "all of zeta")],
+                    pages: false,
                 },
                 Entry {
                     name: "alpha",
                     count: 3,
                     description: "a<b",
                     links: &[],
+                    pages: false,
                 },
             ],
         );
@@ -105,5 +189,6 @@ mod tests {
         assert!(page.contains("<a href='zeta?debug=2'>all of zeta</a>"));
         assert!(page.contains("<td>3</td>"));
         assert!(page.contains("a&lt;b"));
+        assert!(page.contains("<p class=notice><b>Note:</b> mounted &lt;wrong&gt;</p>"));
     }
 }

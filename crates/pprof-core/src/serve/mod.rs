@@ -1,9 +1,9 @@
 //! The HTTP face: [`Pprof::handle`] (`http::Request` in, `http::Response`
 //! out), request parsing, the access guards, admission, the index page, the
-//! tower `Service`/`Layer`s, and the one function that turns an [`Error`]
-//! into a status, headers and message. The only room that names `http`,
-//! `http_body` or `tower`; it knows profiles only through the
-//! [`profiles`](crate::profiles) registry.
+//! pages for people (`ui/`), the tower `Service`/`Layer`s, and the one
+//! function that turns an [`Error`] into a status, headers and message.
+//! The only room that names `http`, `http_body` or `tower`; it knows
+//! profiles only through the [`profiles`](crate::profiles) registry.
 
 use std::sync::Arc;
 
@@ -13,6 +13,8 @@ use http_body_util::Full;
 
 use crate::{Config, Error};
 
+pub(crate) mod client;
+mod flight;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub(crate) mod guard;
@@ -22,6 +24,8 @@ mod request;
 mod respond;
 mod symbol;
 pub(crate) mod tower;
+#[cfg(feature = "ui")]
+mod ui;
 
 use request::Route;
 use respond::{Reply, error_response};
@@ -56,8 +60,11 @@ pub struct Pprof {
 }
 
 impl Pprof {
-    /// A handler with the given settings.
+    /// A handler with the given settings. Its
+    /// [`thread_signal`](Config::thread_signal) becomes the process's
+    /// (poll watching uses it too).
     pub fn new(config: Config) -> Self {
+        crate::signals::set_thread_signal(config.thread_signal);
         Self {
             config: Arc::new(config),
         }
@@ -101,7 +108,7 @@ impl Pprof {
     ///
     /// For servers that keep running a handler after its client hung up
     /// (actix-web does): the adapter supplies a future that completes when
-    /// the connection is closed.
+    /// the connection is closed, such as [`ClientSocket::closed`](crate::ClientSocket::closed).
     pub async fn handle_until<B>(
         &self,
         request: Request<B>,
@@ -151,14 +158,20 @@ impl Pprof {
         )?;
         match parsed.route {
             Route::Redirect { location } => Ok(Reply::Redirect(location)),
-            Route::Index => index::page(&self.config.prefix).await,
+            Route::Index => {
+                let notice = parts.extensions.get::<client::MountNotice>();
+                index::page(&self.config.prefix, notice.map(|n| n.0)).await
+            }
             Route::Cmdline => Ok(Reply::Text(symbol::cmdline())),
             Route::Symbol => {
-                let max = self.config.max_body_bytes;
-                symbol::answer(&parts.method, parts.uri.query(), body, max).await
+                symbol::answer(&parts.method, parts.uri.query(), body, &self.config).await
             }
             Route::Profile(asked) if parsed.head_only => profile::head(&asked),
             Route::Profile(asked) => profile::serve(&self.config, asked).await,
+            #[cfg(feature = "ui")]
+            Route::Page(asked) => {
+                Ok(ui::serve(&self.config, asked, &parts, body, parsed.head_only).await)
+            }
         }
     }
 

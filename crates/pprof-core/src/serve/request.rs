@@ -20,6 +20,9 @@ pub(crate) enum Route {
     Cmdline,
     Symbol,
     Profile(ProfileRequest),
+    /// A page for people (`ui/...`); a bad parameter is answered as a page too.
+    #[cfg(feature = "ui")]
+    Page(Result<super::ui::PageRequest, Error>),
 }
 
 /// A request for one of the [`profiles`](crate::profiles).
@@ -99,6 +102,11 @@ pub(crate) fn parse(
         "cmdline" => (Route::Cmdline, false),
         "symbol" => (Route::Symbol, true),
         "trace" => return Err(Error::TraceUnsupported),
+        #[cfg(feature = "ui")]
+        page if page.starts_with("ui/") => (
+            Route::Page(super::ui::parse(config, &page[3..], &params)),
+            true,
+        ),
         other => {
             let profile = profiles::find(other).ok_or(Error::UnknownProfile)?;
             let request = profile_request(config, profile, &params)?;
@@ -162,10 +170,10 @@ fn profile_request(
 }
 
 /// Query parameters, first value wins (as Go's `FormValue`).
-struct Params(Vec<(String, String)>);
+pub(super) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn new(form: &str, query: &str) -> Self {
+    pub(super) fn new(form: &str, query: &str) -> Self {
         Self(
             form_urlencoded::parse(form.as_bytes())
                 .chain(form_urlencoded::parse(query.as_bytes()))
@@ -174,14 +182,14 @@ impl Params {
         )
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(super) fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
 
-    fn seconds(&self, max: Duration) -> Result<Option<Duration>, Error> {
+    pub(super) fn seconds(&self, max: Duration) -> Result<Option<Duration>, Error> {
         let Some(raw) = self.get("seconds") else {
             return Ok(None);
         };
@@ -214,7 +222,7 @@ impl Params {
         }
     }
 
-    fn hz(&self, config: &Config) -> Result<u32, Error> {
+    pub(super) fn hz(&self, config: &Config) -> Result<u32, Error> {
         let (min, max) = (config.min_hz, config.max_hz);
         match self.get("hz").map(str::trim) {
             None | Some("") => Ok(config.default_hz.clamp(min, max)),

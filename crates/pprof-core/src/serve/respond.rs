@@ -10,8 +10,16 @@ use super::ResponseBody;
 use crate::{Error, format};
 
 /// What a route produced, before headers are decided.
+#[derive(Debug, Clone)]
 pub(super) enum Reply {
     Html(String),
+    /// A page for people (`ui/`): HTML with this status, allowed no
+    /// external fetch by its `Content-Security-Policy`.
+    #[cfg_attr(not(feature = "ui"), allow(dead_code))]
+    Page {
+        status: StatusCode,
+        html: String,
+    },
     Text(String),
     /// A gzipped profile.proto, served as an attachment named `filename`.
     Profile {
@@ -27,6 +35,11 @@ pub(super) enum Reply {
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// Pages carry their scripts and styles inline and load nothing: the
+/// browser is told to refuse any other source, and to send forms and
+/// requests (a page posting itself back) only here.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'";
+
 impl Reply {
     /// Text answers longer than `max` are refused (see [`format::cap`]).
     pub(super) fn capped(self, max: usize) -> Result<Self, Error> {
@@ -40,6 +53,11 @@ impl Reply {
         let (builder, body) = match self {
             Self::Html(html) => (
                 base(StatusCode::OK, "text/html; charset=utf-8"),
+                html.into(),
+            ),
+            Self::Page { status, html } => (
+                base(status, "text/html; charset=utf-8")
+                    .header(header::CONTENT_SECURITY_POLICY, PAGE_POLICY),
                 html.into(),
             ),
             Self::Text(text) => (base(StatusCode::OK, TEXT), text.into()),
@@ -108,16 +126,25 @@ impl Error {
             | Self::InvalidHz { .. }
             | Self::BodyTooLarge { .. }
             | Self::TextTooLarge { .. }
-            | Self::BadBody => StatusCode::BAD_REQUEST,
+            | Self::BadBody
+            | Self::TooManyAddresses { .. }
+            | Self::NoSuchProfile { .. }
+            | Self::NoSuchSampleType { .. }
+            | Self::InvalidRegex { .. }
+            | Self::UploadTooLarge { .. }
+            | Self::InvalidUpload(_) => StatusCode::BAD_REQUEST,
             Self::CpuProfilerBusy
             | Self::HeapDumpBusy
+            | Self::DeltaBusy { .. }
+            | Self::SymbolLookupsBusy { .. }
             | Self::CpuRateBusy { .. }
-            | Self::SignalTaken { .. } => StatusCode::CONFLICT,
+            | Self::SignalTaken { .. }
+            | Self::UploadBusy => StatusCode::CONFLICT,
             Self::MissingToken => StatusCode::UNAUTHORIZED,
             Self::PeerNotLoopback | Self::PeerUnknown | Self::WrongToken | Self::Denied => {
                 StatusCode::FORBIDDEN
             }
-            Self::SwitchedOff => StatusCode::NOT_FOUND,
+            Self::SwitchedOff | Self::UnknownPage(_) => StatusCode::NOT_FOUND,
             Self::HeapProfilingDisabled | Self::FeatureDisabled { .. } | Self::TraceUnsupported => {
                 StatusCode::NOT_IMPLEMENTED
             }
@@ -146,6 +173,27 @@ mod tests {
             let response = error_response(&error);
             assert_eq!(response.status(), status);
             assert_eq!(response.headers()["x-go-pprof"], "1");
+            // What the client reads: one line, whatever the error carried.
+            let body = response.into_body();
+            let text = futures_lite_block_on(http_body_util::BodyExt::collect(body))
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            assert!(
+                text.ends_with('\n') && text.matches('\n').count() == 1,
+                "{error:?}: {text:?}"
+            );
+        }
+    }
+
+    /// Poll a ready future to completion on this thread.
+    fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
         }
     }
 }

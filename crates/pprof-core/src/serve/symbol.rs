@@ -6,7 +6,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::BoxError;
 use super::respond::Reply;
-use crate::Error;
+use crate::profiles::{Cancel, Slot};
+use crate::{Config, Error};
 
 /// Process arguments joined by NUL bytes, as Go's `/cmdline`.
 pub(super) fn cmdline() -> String {
@@ -16,18 +17,36 @@ pub(super) fn cmdline() -> String {
         .join("\0")
 }
 
+/// Lookups running at once in the process; one more is refused (409).
+const LOOKUPS_AT_ONCE: usize = 2;
+
+static LOOKUPS: Slot = Slot::limited(
+    LOOKUPS_AT_ONCE,
+    Error::SymbolLookupsBusy {
+        limit: LOOKUPS_AT_ONCE,
+    },
+);
+
+/// One of the lookup places, held (tests).
+#[cfg(test)]
+pub(super) fn hold_lookup() -> crate::profiles::Permit {
+    LOOKUPS.try_claim().expect("a lookup place is free")
+}
+
 /// Go's symbol protocol: addresses joined by `+`, in the query (GET) or the
-/// body (POST); answer the ones that resolve.
+/// body (POST); answer the ones that resolve. At most `max_addresses` per
+/// request (400 beyond) and [`LOOKUPS_AT_ONCE`] lookups at a time (409).
 pub(super) async fn answer<B>(
     method: &Method,
     query: Option<&str>,
     body: Option<B>,
-    max_body: usize,
+    config: &Config,
 ) -> Result<Reply, Error>
 where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
+    let max_body = config.max_body_bytes;
     let input = if method == Method::POST {
         read_body(body, max_body).await?
     } else {
@@ -37,8 +56,18 @@ where
         }
         query.to_owned()
     };
+    let addresses = parse_addresses(&input);
+    if addresses.len() > config.max_symbol_addresses {
+        return Err(Error::TooManyAddresses {
+            limit: config.max_symbol_addresses,
+        });
+    }
+    let looking_up = LOOKUPS.try_claim()?;
+    let cancel = Cancel::default();
+    let _cancel_when_gone = cancel.on_drop();
     crate::profiles::blocking(move || {
-        let addresses = parse_addresses(&input);
+        let _looking_up = looking_up;
+        cancel.check()?;
         let resolved = crate::symbols::symbolizer().resolve_all(addresses.iter().copied());
         let mut out = String::from("num_symbols: 1\n");
         for address in addresses {
@@ -57,8 +86,18 @@ where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
+    let bytes = read_bytes(body, max).await?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The whole request body, at most `max` bytes.
+pub(super) async fn read_bytes<B>(body: Option<B>, max: usize) -> Result<bytes::Bytes, Error>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
     let Some(body) = body else {
-        return Ok(String::new());
+        return Ok(bytes::Bytes::new());
     };
     // A declared length over the limit is refused before a byte is read.
     if !usize::try_from(body.size_hint().lower()).is_ok_and(|declared| declared <= max) {
@@ -71,7 +110,7 @@ where
             Error::BadBody
         }
     })?;
-    Ok(String::from_utf8_lossy(&collected.to_bytes()).into_owned())
+    Ok(collected.to_bytes())
 }
 
 /// The addresses of a `/symbol` request: tokens split on `+`, junk and zero skipped.

@@ -13,7 +13,7 @@ use http_body_util::Either;
 
 use super::{BoxError, ResponseBody};
 use crate::labels::{Labeled, Labels};
-use crate::sync::watch::{WatchPolls, nanos};
+use crate::sync::watch::{WatchPolls, threshold_nanos};
 use crate::{Config, Pprof};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -135,9 +135,10 @@ impl WatchPollsLayer {
         Self::default()
     }
 
-    /// Use `threshold` for this service's requests.
+    /// Use `threshold` for this service's requests (under 1 ms, zero
+    /// included, is raised to 1 ms).
     pub fn threshold(mut self, threshold: Duration) -> Self {
-        self.threshold_ns = Some(nanos(threshold));
+        self.threshold_ns = Some(threshold_nanos(threshold));
         self
     }
 }

@@ -60,6 +60,12 @@ pub(super) fn install_masked(signal: i32, action: Action, blocked: &[i32]) -> Re
     Ok(())
 }
 
+/// Whether `signal` runs `action` now: the application may have installed
+/// its own handler over ours since we installed it.
+pub(super) fn runs(signal: i32, action: Action) -> Result<bool, Error> {
+    Ok(current(signal)? == action as libc::sighandler_t)
+}
+
 /// The interrupted instruction's address, from the signal's machine context.
 pub(super) fn interrupted_pc(context: *mut libc::c_void) -> Option<usize> {
     if context.is_null() {

@@ -25,13 +25,18 @@ pub(crate) mod cpu;
 mod handler;
 mod image;
 pub(crate) mod labels;
+mod socket;
 mod threads;
 mod unwind;
 
 pub(crate) use image::{Image, images, loader_generation, map_file, vdso_bytes};
+pub(crate) use socket::duplicate as duplicate_fd;
 pub(crate) use threads::{
     ThreadStack, capture as capture_thread, count as thread_count, dump as dump_threads,
+    set_thread_signal, thread_signal,
 };
+#[cfg(test)]
+pub(crate) use threads::{hold_dumps, with_thread_signal_blocked};
 pub(crate) use unwind::{MAX_FRAMES, Outcome, lock_free_lookup, stack_here};
 
 /// This thread's kernel id.

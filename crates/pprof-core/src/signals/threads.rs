@@ -12,13 +12,16 @@
 //!
 //! Slots live in pools that are never freed, so a handler that runs late
 //! (after its dump gave up on it) still writes into valid memory; it finds
-//! its slot no longer waiting and returns without writing.
+//! its slot no longer waiting and returns without writing. A slot's owner
+//! (the thread id) and its state are one atomic word, changed together: a
+//! handler claims a slot only while it waits for that handler's own
+//! thread, so a late handler never writes into a slot that has since been
+//! given to another thread.
 //! How the handler unwinds is [`unwind`](super::unwind)'s business.
 
 use std::fs;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{gettid, handler, unwind};
@@ -37,8 +40,8 @@ const DONE: u8 = 3;
 const ABANDONED: u8 = 4;
 
 struct Slot {
-    tid: AtomicI32,
-    state: AtomicU8,
+    /// Owner and state together ([`word`]): who may write and whether.
+    word: AtomicU64,
     len: AtomicUsize,
     /// How far the handler's walk got ([`Outcome`] as a byte).
     outcome: AtomicU8,
@@ -48,16 +51,52 @@ struct Slot {
     pcs: [AtomicUsize; MAX_FRAMES],
 }
 
+/// A slot's owner (a thread id) and state as one word.
+const fn word(tid: i32, state: u8) -> u64 {
+    ((tid as u32 as u64) << 8) | state as u64
+}
+
+/// The state part of a slot's word.
+const fn state_of(word: u64) -> u8 {
+    (word & 0xff) as u8
+}
+
 impl Slot {
     fn new() -> Self {
         Self {
-            tid: AtomicI32::new(0),
-            state: AtomicU8::new(FREE),
+            word: AtomicU64::new(word(0, FREE)),
             len: AtomicUsize::new(0),
             outcome: AtomicU8::new(0),
             labels: AtomicUsize::new(0),
             pcs: std::array::from_fn(|_| AtomicUsize::new(0)),
         }
+    }
+
+    fn state(&self) -> u8 {
+        state_of(self.word.load(Ordering::Acquire))
+    }
+
+    /// Give the slot to `tid`, waiting for its handler, unless a handler is
+    /// writing into it (then it is left alone).
+    fn assign(&self, tid: i32) -> bool {
+        let current = self.word.load(Ordering::Acquire);
+        if matches!(state_of(current), WAITING | WRITING) {
+            return false;
+        }
+        // No handler writes into a slot that is neither waiting nor being
+        // written, so the length may be reset before it waits again; the
+        // labels a late handler left in it (done after its dump gave up)
+        // are released.
+        self.len.store(0, Ordering::Relaxed);
+        drop(super::labels::adopt(self.labels.swap(0, Ordering::Relaxed)));
+        self.word
+            .compare_exchange(
+                current,
+                word(tid, WAITING),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 }
 
@@ -72,12 +111,13 @@ static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
 /// One dump at a time; holds the current pool and the installed signal.
 static DUMPER: Mutex<Dumper> = Mutex::new(Dumper {
     pool: None,
-    installed: None,
+    installed: Vec::new(),
 });
 
 struct Dumper {
     pool: Option<&'static Pool>,
-    installed: Option<i32>,
+    /// Signals our handler was installed for (and never uninstalled from).
+    installed: Vec<i32>,
 }
 
 /// What one thread looked like at the dump.
@@ -219,6 +259,32 @@ pub(crate) fn capture(
         .and_then(|(_, answer)| answer.map(|a| (a.pcs, a.labels))))
 }
 
+/// Hold the dump lock: every dump waits until the guard is dropped (tests).
+#[cfg(test)]
+pub(crate) fn hold_dumps() -> std::sync::MutexGuard<'static, impl Sized> {
+    DUMPER.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Run `f` with the process's thread signal blocked on this thread (tests).
+#[cfg(test)]
+pub(crate) fn with_thread_signal_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: a zeroed sigset_t is initialised by sigemptyset/sigaddset;
+    // pthread_sigmask changes only this thread's mask, and is undone below.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, thread_signal());
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let out = f();
+    // SAFETY: as above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+    out
+}
+
 /// One thread's stack (lookup addresses, leaf first) and the labels in
 /// force on it when it was taken.
 pub(crate) type Captured1 = (Vec<u64>, Option<Arc<LabelSet>>);
@@ -236,26 +302,19 @@ type Captured = (i32, Option<Answer>);
 /// Signal each of `tids` (other threads of this process) and collect what
 /// their handlers recorded: `(tid, stack or None)`, in `tids`' order.
 fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<Captured>, Error> {
-    let mut dumper = DUMPER
-        .lock()
-        .map_err(|_| Error::Profiler("thread dump state poisoned".to_owned()))?;
+    // What the lock guards (the pool and the installed signal) is never
+    // left half-changed, so a panic elsewhere while it was held leaves
+    // nothing to repair.
+    let mut dumper = DUMPER.lock().unwrap_or_else(PoisonError::into_inner);
     install(&mut dumper, signal)?;
     let pool = pool_for(&mut dumper, tids.len());
 
     // Assign a slot per thread, skipping slots a late handler may still be
     // writing into.
     let mut assigned: Vec<(i32, Option<&Slot>)> = Vec::with_capacity(tids.len());
-    let mut free_slots = pool
-        .slots
-        .iter()
-        .filter(|s| s.state.load(Ordering::Acquire) != WRITING);
+    let mut free_slots = pool.slots.iter();
     for &tid in tids {
-        let slot = free_slots.next();
-        if let Some(slot) = slot {
-            slot.len.store(0, Ordering::Relaxed);
-            slot.tid.store(tid, Ordering::Relaxed);
-            slot.state.store(WAITING, Ordering::Release);
-        }
+        let slot = free_slots.by_ref().find(|s| s.assign(tid));
         assigned.push((tid, slot));
     }
     // SAFETY: getpid has no preconditions.
@@ -266,38 +325,54 @@ fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<C
         // (so it cannot kill the thread) and the target is one of our
         // threads (or gone, which tgkill reports).
         let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, *tid, signal) };
-        if sent != 0 {
-            s.state.store(FREE, Ordering::Release);
+        if sent != 0
+            && s.word
+                .compare_exchange(
+                    word(*tid, WAITING),
+                    word(0, FREE),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
             *slot = None;
         }
     }
 
     let deadline = Instant::now() + timeout;
     let pending = |assigned: &[(i32, Option<&Slot>)]| {
-        assigned.iter().any(|(_, s)| {
-            s.is_some_and(|s| matches!(s.state.load(Ordering::Acquire), WAITING | WRITING))
-        })
+        assigned
+            .iter()
+            .any(|(_, s)| s.is_some_and(|s| matches!(s.state(), WAITING | WRITING)))
     };
     while pending(&assigned) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(100));
     }
     Ok(assigned
         .into_iter()
-        .map(|(tid, slot)| (tid, slot.and_then(|s| collect(s, deadline + timeout))))
+        .map(|(tid, slot)| {
+            let stack = slot.and_then(|s| collect(s, tid, deadline + timeout));
+            (tid, stack)
+        })
         .collect())
 }
 
-/// The stack a slot holds, or `None` (and the slot abandoned) if its thread
-/// never answered. A handler caught mid-write gets until `hard_deadline`.
-fn collect(slot: &Slot, hard_deadline: Instant) -> Option<Answer> {
+/// What the slot given to `tid` holds, or `None` (and the slot
+/// abandoned) if its thread never answered. A handler caught mid-write gets
+/// until `hard_deadline`.
+fn collect(slot: &Slot, tid: i32, hard_deadline: Instant) -> Option<Answer> {
     loop {
-        match slot
-            .state
-            .compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
-        {
+        match slot.word.compare_exchange(
+            word(tid, WAITING),
+            word(tid, ABANDONED),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) => return None,
-            Err(DONE) => break,
-            Err(WRITING) if Instant::now() < hard_deadline => std::thread::yield_now(),
+            Err(w) if w == word(tid, DONE) => break,
+            Err(w) if w == word(tid, WRITING) && Instant::now() < hard_deadline => {
+                std::thread::yield_now();
+            }
             Err(_) => return None,
         }
     }
@@ -315,7 +390,7 @@ fn collect(slot: &Slot, hard_deadline: Instant) -> Option<Answer> {
         .collect();
     let outcome = Outcome::from_u8(slot.outcome.load(Ordering::Relaxed));
     let labels = super::labels::adopt(slot.labels.swap(0, Ordering::Relaxed));
-    slot.state.store(FREE, Ordering::Release);
+    slot.word.store(word(0, FREE), Ordering::Release);
     Some(Answer {
         pcs,
         outcome,
@@ -357,34 +432,95 @@ fn pool_for(dumper: &mut Dumper, threads: usize) -> &'static Pool {
     }
 }
 
-/// Install the handler for `signal` once. Refuses a signal the application
-/// handles itself; never restores the default action, so a late signal finds
-/// a harmless handler.
+/// Install the handler for `signal` once, and check before every dump that
+/// it is still the one that runs. Refuses a signal that is not
+/// [`usable`], or that the application handles itself; never restores the
+/// default action, so a late signal finds a harmless handler.
 fn install(dumper: &mut Dumper, signal: i32) -> Result<(), Error> {
-    if dumper.installed == Some(signal) {
-        return Ok(());
-    }
-    // Not: signals that cannot be caught, the CPU profiler's, and the ones
-    // the kernel raises for faults (a handler there would hide crashes).
-    const UNUSABLE: [i32; 7] = [
-        libc::SIGKILL,
-        libc::SIGSTOP,
-        libc::SIGPROF,
-        libc::SIGSEGV,
-        libc::SIGBUS,
-        libc::SIGILL,
-        libc::SIGFPE,
-    ];
-    if !(1..=64).contains(&signal) || UNUSABLE.contains(&signal) {
+    usable(signal)?;
+    if dumper.installed.contains(&signal) {
+        // Re-read: an application that installs its own handler after our
+        // first dump must not get a stream of signals meant for us.
+        if handler::runs(signal, on_signal)? {
+            return Ok(());
+        }
         return Err(Error::Profiler(format!(
-            "signal {signal} cannot serve thread dumps; choose another with Config::thread_signal"
+            "{} now runs a handler of the application's, installed after pprof-core's: \
+             thread dumps no longer send it; choose another with Config::thread_signal",
+            signal_name(signal)
         )));
     }
     // Run the unwinder's one-time set-up here, outside any signal handler.
     unwind::prepare();
     handler::install(signal, on_signal)?;
-    dumper.installed = Some(signal);
+    dumper.installed.push(signal);
     Ok(())
+}
+
+/// `Ok` for a signal that may interrupt threads for dumps: one whose
+/// default action does no harm once our handler is in place and that
+/// applications rarely use: `SIGURG`, `SIGUSR1`, `SIGUSR2` and the
+/// real-time signals. Not `SIGTERM`, `SIGINT`, `SIGHUP`, `SIGPIPE`,
+/// `SIGCHLD` (applications and shells rely on them), the fault signals (a
+/// handler would hide crashes) or `SIGPROF` (the CPU profiler's).
+pub(crate) fn usable(signal: i32) -> Result<(), Error> {
+    let real_time = (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal);
+    if real_time || [libc::SIGURG, libc::SIGUSR1, libc::SIGUSR2].contains(&signal) {
+        return Ok(());
+    }
+    Err(Error::Profiler(format!(
+        "{} cannot serve thread dumps: Config::thread_signal takes SIGURG (the default), \
+         SIGUSR1, SIGUSR2 or a real-time signal (SIGRTMIN to SIGRTMAX)",
+        signal_name(signal)
+    )))
+}
+
+/// `signal` by name, for messages: `signal 15 (SIGTERM)`.
+fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGURG => "SIGURG",
+        libc::SIGPROF => "SIGPROF",
+        libc::SIGWINCH => "SIGWINCH",
+        s if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&s) => {
+            return format!("signal {s} (SIGRTMIN+{})", s - libc::SIGRTMIN());
+        }
+        _ => return format!("signal {signal}"),
+    };
+    format!("signal {signal} ({name})")
+}
+
+/// The signal thread captures use outside a dump request (the poll
+/// watchdog): the one the last [`Pprof`](crate::Pprof) was configured
+/// with, `SIGURG` until then. One setting, `Config::thread_signal`.
+static THREAD_SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGURG);
+
+/// Make `signal` the process's thread signal (see [`THREAD_SIGNAL`]).
+pub(crate) fn set_thread_signal(signal: i32) {
+    THREAD_SIGNAL.store(signal, Ordering::Relaxed);
+}
+
+/// The process's thread signal (see [`THREAD_SIGNAL`]).
+pub(crate) fn thread_signal() -> i32 {
+    THREAD_SIGNAL.load(Ordering::Relaxed)
 }
 
 /// The signal handler: record this thread's stack into its slot, if a dump
@@ -402,11 +538,17 @@ fn record_stack(interrupted: Option<usize>) {
     // for the rest of the process.
     let pool = unsafe { &*pool };
     let tid = gettid();
+    // Owner and state in one compare-and-swap: only a slot waiting for this
+    // very thread is claimed.
     let Some(slot) = pool.slots.iter().find(|s| {
-        s.tid.load(Ordering::Relaxed) == tid
-            && s.state
-                .compare_exchange(WAITING, WRITING, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+        s.word
+            .compare_exchange(
+                word(tid, WAITING),
+                word(tid, WRITING),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }) else {
         return;
     };
@@ -417,13 +559,29 @@ fn record_stack(interrupted: Option<usize>) {
     slot.labels
         .store(super::labels::retain_current(), Ordering::Relaxed);
     slot.len.store(len, Ordering::Release);
-    slot.state.store(DONE, Ordering::Release);
+    slot.word.store(word(tid, DONE), Ordering::Release);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    /// Tests that dump every thread run one at a time: a dump's signal
+    /// wakes threads that another test expects asleep.
+    fn one_dump_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The function names of a captured stack, leaf first.
+    fn frame_names(pcs: &[u64]) -> Vec<String> {
+        let resolved = crate::symbols::symbolizer().resolve_all(pcs.iter().copied());
+        pcs.iter()
+            .filter_map(|pc| resolved.get(pc))
+            .flat_map(|frames| frames.iter().map(|f| f.name.to_string()))
+            .collect()
+    }
 
     #[inline(never)]
     fn park_here_for_the_test(stop: &mpsc::Receiver<()>) {
@@ -432,17 +590,69 @@ mod tests {
 
     #[test]
     fn signals_that_must_not_be_taken_over_are_refused() {
-        for signal in [0, libc::SIGPROF, libc::SIGSEGV, libc::SIGKILL, 65] {
+        for signal in [
+            0,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGPIPE,
+            libc::SIGCHLD,
+            libc::SIGPROF,
+            libc::SIGSEGV,
+            libc::SIGKILL,
+            65,
+        ] {
             let refused = dump(signal, Duration::from_millis(10));
             assert!(
-                matches!(&refused, Err(Error::Profiler(m)) if m.contains("cannot serve thread dumps")),
+                matches!(&refused, Err(Error::Profiler(m)) if m.contains("cannot serve thread dumps")
+                    && m.contains("SIGUSR1, SIGUSR2 or a real-time signal")),
                 "{signal}: {refused:?}"
             );
         }
+        let refused = dump(libc::SIGTERM, Duration::from_millis(10));
+        assert!(
+            matches!(&refused, Err(Error::Profiler(m)) if m.starts_with("signal 15 (SIGTERM) cannot")),
+            "{refused:?}"
+        );
+        for signal in [
+            libc::SIGURG,
+            libc::SIGUSR1,
+            libc::SIGRTMIN() + 2,
+            libc::SIGRTMAX(),
+        ] {
+            assert!(usable(signal).is_ok(), "{signal}");
+        }
+    }
+
+    extern "C" fn the_applications_own_handler(_: libc::c_int) {}
+
+    #[test]
+    fn a_handler_the_application_installs_later_stops_dumps_with_a_clear_error() {
+        let _one = one_dump_test_at_a_time();
+        let signal = libc::SIGUSR2;
+        let first = dump(signal, Duration::from_secs(2)).expect("our handler installs");
+        assert!(first.iter().filter(|t| t.pcs.is_some()).count() >= 2);
+        // The application takes the signal over afterwards.
+        // SAFETY: a zeroed sigaction with a plain handler, its flags and an
+        // empty mask; the handler does nothing.
+        unsafe {
+            let mut own: libc::sigaction = std::mem::zeroed();
+            let handler: extern "C" fn(libc::c_int) = the_applications_own_handler;
+            own.sa_sigaction = handler as libc::sighandler_t;
+            libc::sigemptyset(&mut own.sa_mask);
+            libc::sigaction(signal, &own, std::ptr::null_mut());
+        }
+        let refused = dump(signal, Duration::from_millis(200));
+        assert!(
+            matches!(&refused, Err(Error::Profiler(m))
+                if m.starts_with("signal 12 (SIGUSR2) now runs a handler of the application's")),
+            "{refused:?}"
+        );
     }
 
     #[test]
     fn every_thread_answers_with_its_stack_and_name() {
+        let _one = one_dump_test_at_a_time();
         let (tx, rx) = mpsc::channel();
         let parked = std::thread::Builder::new()
             .name("parked-test".to_owned())
@@ -455,13 +665,7 @@ mod tests {
             .find(|t| t.name == "parked-test")
             .expect("the parked thread is listed");
         assert_eq!(thread.state, "sleeping");
-        let pcs = thread.pcs.clone().expect("it answered");
-        let resolved = crate::symbols::symbolizer().resolve_all(pcs.iter().copied());
-        let names: Vec<String> = pcs
-            .iter()
-            .filter_map(|pc| resolved.get(pc))
-            .flat_map(|frames| frames.iter().map(|f| f.name.to_string()))
-            .collect();
+        let names = frame_names(&thread.pcs.clone().expect("it answered"));
         assert!(
             names.iter().any(|n| n.ends_with("park_here_for_the_test")),
             "{names:?}"
@@ -472,6 +676,7 @@ mod tests {
 
     #[test]
     fn a_thread_blocking_the_signal_is_listed_without_a_stack_and_the_dump_completes() {
+        let _one = one_dump_test_at_a_time();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let blocker = std::thread::Builder::new()
@@ -512,5 +717,116 @@ mod tests {
         blocker.join().expect("join");
         let again = dump(libc::SIGURG, Duration::from_secs(2)).expect("dump");
         assert!(again.iter().all(|t| t.pcs.is_some()), "{again:?}");
+    }
+
+    #[test]
+    fn a_poisoned_dump_lock_recovers() {
+        let _one = one_dump_test_at_a_time();
+        let _ = std::thread::spawn(|| {
+            let _held = DUMPER.lock();
+            panic!("poisoning the dump lock on purpose");
+        })
+        .join();
+        assert!(DUMPER.is_poisoned());
+        let stacks = dump(libc::SIGURG, Duration::from_secs(2)).expect("a dump after a panic");
+        assert!(stacks.iter().filter(|t| t.pcs.is_some()).count() >= 2);
+    }
+
+    /// Threads that each sit in a function of their own (told apart by the
+    /// constant they pass around, so the compiler cannot merge them) and
+    /// keep blocking and unblocking the dump signal: a signal sent while it
+    /// is blocked runs its handler late, when the dump that sent it may
+    /// have given up and the next one given the slot to another thread.
+    macro_rules! toggling_threads {
+        ($($name:ident = $n:literal),+) => {$(
+            #[inline(never)]
+            fn $name(stop: &std::sync::atomic::AtomicBool) {
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: a zeroed sigset_t is initialised by
+                    // sigemptyset/sigaddset; pthread_sigmask changes only
+                    // this thread's mask.
+                    unsafe {
+                        let mut set: libc::sigset_t = std::mem::zeroed();
+                        libc::sigemptyset(&mut set);
+                        libc::sigaddset(&mut set, libc::SIGURG);
+                        let how = if round % 2 == 0 { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+                        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+                    }
+                    std::thread::sleep(Duration::from_micros(std::hint::black_box($n) * 150 + round % 7 * 100));
+                    round += 1;
+                }
+                // SAFETY: as above; leave the signal unblocked.
+                unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGURG);
+                    libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                }
+            }
+        )+};
+    }
+    toggling_threads!(
+        toggling_a = 1,
+        toggling_b = 2,
+        toggling_c = 3,
+        toggling_d = 4
+    );
+
+    #[test]
+    fn late_handlers_against_back_to_back_dumps_write_only_their_own_stacks() {
+        let _one = one_dump_test_at_a_time();
+        type Body = fn(&std::sync::atomic::AtomicBool);
+        let bodies: [(&str, Body); 4] = [
+            ("toggling_a", toggling_a),
+            ("toggling_b", toggling_b),
+            ("toggling_c", toggling_c),
+            ("toggling_d", toggling_d),
+        ];
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let threads: Vec<_> = bodies
+            .iter()
+            .map(|&(name, body)| {
+                let (stop, tx) = (stop.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let _ = tx.send((gettid(), name));
+                    body(&stop);
+                })
+            })
+            .collect();
+        let owners: std::collections::HashMap<i32, &str> =
+            (0..bodies.len()).filter_map(|_| rx.recv().ok()).collect();
+        let tids: Vec<i32> = owners.keys().copied().collect();
+        let (mut answered, mut late) = (0, 0);
+        for _ in 0..300 {
+            // Sent whether or not the signal is blocked, with a timeout
+            // short enough that many answers come after the dump gave up.
+            let captured =
+                capture_threads(&tids, libc::SIGURG, Duration::from_micros(300)).expect("dump");
+            for (tid, pcs) in captured {
+                let Some(pcs) = pcs else {
+                    late += 1;
+                    continue;
+                };
+                answered += 1;
+                let names = frame_names(&pcs.pcs);
+                let own = owners[&tid];
+                let theirs: Vec<&str> = bodies
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .filter(|name| names.iter().any(|n| n.ends_with(&format!("tests::{name}"))))
+                    .collect();
+                assert!(
+                    theirs.is_empty() || theirs == [own],
+                    "thread {tid} ({own}) got the stack of {theirs:?}: {names:?}"
+                );
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().expect("toggling thread");
+        }
+        assert!(answered > 0 && late > 0, "answered {answered}, late {late}");
     }
 }

@@ -195,19 +195,26 @@ fn glibc_at_least(major: u32, minor: u32) -> bool {
 
 /// The calling thread's stack as lookup addresses (return address − 1),
 /// leaf first, as many as fit in `buf`; returns how many. Not for signal
-/// handlers (it takes `backtrace`'s lock). The first frames are this
+/// handlers. It takes no lock of `backtrace`'s, so an unlock that records
+/// never waits for a symbolization in progress. The first frames are this
 /// function and its callers' capture machinery; the encoder trims them.
 #[inline(never)]
 pub(crate) fn stack_here(buf: &mut [u64]) -> usize {
     let mut n = 0;
-    backtrace::trace(|frame| {
-        let ip = frame.ip() as usize as u64;
-        if ip > 1 && n < buf.len() {
-            buf[n] = ip - 1;
-            n += 1;
-        }
-        n < buf.len()
-    });
+    // SAFETY: `backtrace`'s global lock only serialises unwinders that are
+    // not thread-safe (Windows' dbghelp); on Linux libgcc's unwinder may run
+    // on many threads at once (the signal handlers here already do). The
+    // closure cannot panic: it only stores into `buf` within its length.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            let ip = frame.ip() as usize as u64;
+            if ip > 1 && n < buf.len() {
+                buf[n] = ip - 1;
+                n += 1;
+            }
+            n < buf.len()
+        });
+    }
     n
 }
 

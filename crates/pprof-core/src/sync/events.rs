@@ -199,11 +199,30 @@ pub(crate) fn record_at_rates(
     }
 }
 
-/// Record a blocking event with a stack captured elsewhere (a worker's stack
-/// taken by the poll watchdog); `pcs` are lookup addresses, leaf first.
-pub(crate) fn record_block_stack(pcs: &[u64], labels: Labels, waited: Duration) {
-    if let Some((count, delay)) = block_sample(waited, block_profile_rate(), random_unit) {
-        table(Kind::Block).add(&pcs[..pcs.len().min(MAX_DEPTH)], labels, count, delay);
+/// Record one blocking event of `waited` whose time went to several stacks
+/// captured elsewhere (a worker's stacks taken by the poll watchdog, each
+/// with the labels in force then and the time charged to it; lookup
+/// addresses, leaf first). The event is sampled once, at the block rate;
+/// its scaled delay is split between the stacks by their time, and its
+/// count goes to the stack with the most (one event, counted once, where
+/// it mostly waited).
+pub(crate) fn record_block_stacks(stacks: &[(Vec<u64>, Labels, u64)], waited: Duration) {
+    let Some((count, delay)) = block_sample(waited, block_profile_rate(), random_unit) else {
+        return;
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let total = stacks.iter().map(|(_, _, time)| *time).sum::<u64>().max(1) as f64;
+    let most = stacks
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, (_, _, time))| *time)
+        .map(|(i, _)| i);
+    for (i, (pcs, labels, time)) in stacks.iter().enumerate() {
+        #[allow(clippy::cast_precision_loss)]
+        let share = *time as f64 / total;
+        let counted = if Some(i) == most { count } else { 0.0 };
+        let pcs = &pcs[..pcs.len().min(MAX_DEPTH)];
+        table(Kind::Block).add(pcs, labels.clone(), counted, delay * share);
     }
 }
 

@@ -73,13 +73,23 @@ pub(crate) mod watch;
 
 /// Who is waiting on one lock, for charging their delay at unlock.
 ///
-/// Only the contended path touches `book`; the unlock path reads `waiters`.
+/// Only the contended path and unlocks that found something pending touch
+/// `book`; every unlock reads `pending`, before it unlocks.
 struct Waiters {
-    /// Mirrors `book.waiters`; read without the book's lock at every unlock.
-    waiters: AtomicU32,
+    /// Mirrors `book.pending()`: waiters registered plus waits settled and
+    /// not yet charged. Read without the book's lock at every unlock.
+    pending: AtomicU32,
+    /// Unlocks that found something pending and have not reached the book
+    /// yet: a waiter that takes the lock meanwhile leaves its wait for them.
+    visiting: AtomicU32,
     book: std::sync::Mutex<Book>,
 }
 
+/// The delay a lock's waiters are owed, kept so that each unlock that finds
+/// some is charged what they waited since the previous charge. Times are
+/// [`now_nanos`]; sums are `u128`, so no number of waiters or uptime
+/// overflows them.
+#[derive(Debug, Default)]
 struct Book {
     /// Threads registered as waiting.
     waiters: u32,
@@ -87,101 +97,179 @@ struct Book {
     new_waiters: u32,
     /// Sum over waiters of the time from which their delay is still owed:
     /// their start, or the last charge if later.
-    owed_since_sum: u64,
+    owed_since_sum: u128,
     /// Time of the last charge, and how many charges there were.
     last_charge: u64,
     generation: u64,
+    /// The next waiter's ticket number.
+    next_ticket: u64,
+    /// Waits that ended (the waiter took the lock) before the unlock that
+    /// let them in reached the book, by ticket, with their delay: that
+    /// unlock charges them (the waiter's own unlock leaves its own alone).
+    settled: Vec<(u64, u64)>,
 }
 
-/// A waiter's registration: when it started and which charge it saw.
+/// A waiter's registration: who, when it started and which charge it saw.
 struct Ticket {
+    id: u64,
     start: u64,
     generation: u64,
+}
+
+impl Book {
+    const fn new() -> Self {
+        Self {
+            waiters: 0,
+            new_waiters: 0,
+            owed_since_sum: 0,
+            last_charge: 0,
+            generation: 0,
+            next_ticket: 0,
+            settled: Vec::new(),
+        }
+    }
+
+    /// What an unlock must look at: anything non-zero sends it to the book.
+    fn pending(&self) -> u32 {
+        let settled = u32::try_from(self.settled.len()).unwrap_or(u32::MAX);
+        self.waiters.saturating_add(settled)
+    }
+
+    /// A thread starts waiting at `now`.
+    fn register(&mut self, now: u64) -> Ticket {
+        self.waiters = self.waiters.saturating_add(1);
+        self.new_waiters = self.new_waiters.saturating_add(1);
+        self.owed_since_sum += u128::from(now);
+        self.next_ticket += 1;
+        Ticket {
+            id: self.next_ticket,
+            start: now,
+            generation: self.generation,
+        }
+    }
+
+    /// The thread of `ticket` got the lock at `now`. If no unlock has
+    /// charged it yet and one is on its way (`visiting`), its wait is
+    /// settled for that one: `Some(ticket)`, which its own unlock excludes.
+    /// With none on its way, its wait began after the last unlock looked
+    /// (a few instructions) and is dropped.
+    fn deregister(&mut self, ticket: &Ticket, now: u64, visiting: bool) -> Option<u64> {
+        if self.waiters == 0 {
+            return None;
+        }
+        self.waiters -= 1;
+        if ticket.generation == self.generation {
+            self.new_waiters = self.new_waiters.saturating_sub(1);
+            self.owed_since_sum = self.owed_since_sum.saturating_sub(u128::from(ticket.start));
+            if visiting {
+                self.settled
+                    .push((ticket.id, now.saturating_sub(ticket.start)));
+                return Some(ticket.id);
+            }
+        } else {
+            // Charged up to the last unlock; the moment between that unlock
+            // and taking the lock is the scheduler's, not a critical
+            // section's, and is not charged to anyone.
+            self.owed_since_sum = self
+                .owed_since_sum
+                .saturating_sub(u128::from(self.last_charge));
+        }
+        None
+    }
+
+    /// At an unlock, at `now`: `(new waiters, delay ns)` owed since the
+    /// previous charge, or `None` when nobody waited. The wait settled
+    /// under ticket `own` (the unlocking thread's) is left for the unlock
+    /// that let it in.
+    fn charge(&mut self, now: u64, own: Option<u64>) -> Option<(u64, u64)> {
+        let mut settled_count = 0u64;
+        let mut settled_delay = 0u128;
+        self.settled.retain(|&(ticket, delay)| {
+            if Some(ticket) == own {
+                return true;
+            }
+            settled_count += 1;
+            settled_delay += u128::from(delay);
+            false
+        });
+        if self.waiters == 0 && settled_count == 0 {
+            return None;
+        }
+        let owed_until_now = u128::from(self.waiters) * u128::from(now);
+        let delay = owed_until_now.saturating_sub(self.owed_since_sum) + settled_delay;
+        let count = u64::from(self.new_waiters) + settled_count;
+        self.new_waiters = 0;
+        self.owed_since_sum = owed_until_now;
+        self.last_charge = now;
+        self.generation += 1;
+        Some((count, u64::try_from(delay).unwrap_or(u64::MAX)))
+    }
 }
 
 impl Waiters {
     const fn new() -> Self {
         Self {
-            waiters: AtomicU32::new(0),
-            book: std::sync::Mutex::new(Book {
-                waiters: 0,
-                new_waiters: 0,
-                owed_since_sum: 0,
-                last_charge: 0,
-                generation: 0,
-            }),
+            pending: AtomicU32::new(0),
+            visiting: AtomicU32::new(0),
+            book: std::sync::Mutex::new(Book::new()),
         }
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
-        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Run `f` on the book, keeping `pending` in step.
+    fn with_book<R>(&self, f: impl FnOnce(&mut Book) -> R) -> R {
+        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = f(&mut book);
+        self.pending.store(book.pending(), Ordering::SeqCst);
+        out
     }
 
     fn register(&self) -> Ticket {
-        let mut book = self.book();
-        let start = now_nanos();
-        book.waiters += 1;
-        book.new_waiters += 1;
-        book.owed_since_sum += start;
-        self.waiters.store(book.waiters, Ordering::SeqCst);
-        Ticket {
-            start,
-            generation: book.generation,
-        }
+        self.with_book(|book| book.register(now_nanos()))
     }
 
-    fn deregister(&self, ticket: Ticket) {
-        let mut book = self.book();
-        book.waiters = book.waiters.saturating_sub(1);
-        if ticket.generation == book.generation {
-            // Never charged: it got the lock before any unlock saw it (its
-            // wait stays in the block profile only).
-            book.new_waiters = book.new_waiters.saturating_sub(1);
-            book.owed_since_sum = book.owed_since_sum.saturating_sub(ticket.start);
-        } else {
-            book.owed_since_sum = book.owed_since_sum.saturating_sub(book.last_charge);
-        }
-        self.waiters.store(book.waiters, Ordering::SeqCst);
+    /// The waiter got the lock; `Some(ticket)` when its wait was settled
+    /// for the unlock on its way.
+    fn deregister(&self, ticket: &Ticket) -> Option<u64> {
+        self.with_book(|book| {
+            let visiting = self.visiting.load(Ordering::SeqCst) > 0;
+            book.deregister(ticket, now_nanos(), visiting)
+        })
     }
 
-    /// At unlock: take what the waiters are owed, `(new waiters, delay ns)`.
-    #[inline]
-    fn take_charge(&self) -> Option<(u64, u64)> {
-        if self.waiters.load(Ordering::SeqCst) == 0 {
-            return None;
-        }
-        self.take_charge_slow()
+    /// Before an unlock: whether it must go to the book afterwards (there
+    /// are waiters, or settled waits); if so it is counted as on its way.
+    #[inline(always)]
+    fn will_visit(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) != 0 && self.start_visit()
     }
 
-    #[cold]
-    fn take_charge_slow(&self) -> Option<(u64, u64)> {
-        let mut book = self.book();
-        if book.waiters == 0 {
-            return None;
-        }
-        let now = now_nanos();
-        let owed_until_now = u64::from(book.waiters).saturating_mul(now);
-        let delay = owed_until_now.saturating_sub(book.owed_since_sum);
-        let count = u64::from(book.new_waiters);
-        book.new_waiters = 0;
-        book.owed_since_sum = owed_until_now;
-        book.last_charge = now;
-        book.generation += 1;
-        Some((count, delay))
-    }
-
-    /// Wait with `wait`, timing it and keeping the books, when a profile is
-    /// on; the wait is returned for the block profile (recorded at unlock,
-    /// once the lock is released, so no stack is taken while holding it).
     #[cold]
     #[inline(never)]
+    fn start_visit(&self) -> bool {
+        self.visiting.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// After an unlock that [`will_visit`](Self::will_visit): what the
+    /// waiters are owed now, `(new waiters, delay ns)`, except the caller's
+    /// own settled wait (`own`).
+    fn visit(&self, own: Option<u64>) -> Option<(u64, u64)> {
+        self.with_book(|book| {
+            let charge = book.charge(now_nanos(), own);
+            self.visiting.fetch_sub(1, Ordering::SeqCst);
+            charge
+        })
+    }
+
     /// Take a lock: `attempt` first (free: nothing recorded), then `block`
     /// if it would have blocked (timed and recorded by [`Waiters::wait`]).
+    /// Inlined: the uncontended path is one `try_lock` and a match.
+    #[inline]
     fn acquire<G>(
         &self,
         attempt: TryLockResult<G>,
         block: impl FnOnce() -> LockResult<G>,
-    ) -> (LockResult<G>, Option<Duration>) {
+    ) -> (LockResult<G>, Owing) {
         match attempt {
             Ok(guard) => (Ok(guard), None),
             Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), None),
@@ -189,7 +277,12 @@ impl Waiters {
         }
     }
 
-    fn wait<G>(&self, wait: impl FnOnce() -> G) -> (G, Option<Duration>) {
+    /// Wait with `wait`, timing it and keeping the books, when a profile is
+    /// on; the wait is returned for the block profile (recorded at unlock,
+    /// once the lock is released, so no stack is taken while holding it).
+    #[cold]
+    #[inline(never)]
+    fn wait<G>(&self, wait: impl FnOnce() -> G) -> (G, Owing) {
         let mutex = events::mutex_enabled();
         let block = events::block_enabled();
         if !mutex && !block {
@@ -199,21 +292,92 @@ impl Waiters {
         let ticket = mutex.then(|| self.register());
         let guard = wait();
         let waited = started.elapsed();
-        if let Some(ticket) = ticket {
-            self.deregister(ticket);
-        }
-        (guard, block.then_some(waited))
+        let settled = ticket.and_then(|ticket| self.deregister(&ticket));
+        let owed = Owed {
+            waited: block.then_some(waited),
+            charge: None,
+            settled,
+        };
+        (guard, owed.owing())
     }
 }
 
-/// Release a lock: `unlock` releases it; then the caller's stack is charged
-/// with what its waiters waited (mutex) and with its own wait (block).
-#[inline]
-fn release(waiters: &Waiters, waited: Option<Duration>, unlock: impl FnOnce()) {
-    let charge = waiters.take_charge();
-    unlock();
-    if charge.is_some() || waited.is_some() {
-        events::record_unlock(charge, waited);
+/// What a guard's release records besides what the lock's waiters are owed
+/// then: its own wait for the lock (block) and, after a [`Condvar`] wait,
+/// the critical section that ended at the wait (mutex), kept until the lock
+/// is released so that no stack is taken while it is held; and the ticket
+/// under which its own wait was settled for the unlock that let it in.
+#[derive(Debug, Clone, Copy, Default)]
+struct Owed {
+    waited: Option<Duration>,
+    charge: Option<(u64, u64)>,
+    settled: Option<u64>,
+}
+
+/// What a guard owes, boxed: `None` (one word) on the uncontended path,
+/// so the guard stays small and its release inlines.
+type Owing = Option<Box<Owed>>;
+
+impl Owed {
+    /// Boxed, or `None` when there is nothing in it.
+    fn owing(self) -> Owing {
+        let empty = self.waited.is_none() && self.charge.is_none() && self.settled.is_none();
+        (!empty).then(|| Box::new(self))
+    }
+}
+
+/// Two charges to the same stack, as one.
+fn add_charges(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    match (a, b) {
+        (Some((c1, d1)), Some((c2, d2))) => Some((c1.saturating_add(c2), d1.saturating_add(d2))),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The part of a guard dropped after the lock it holds: what its release
+/// records. The guard's own `Drop` only looks (one atomic load) whether the
+/// release must go to the lock's book, before its inner guard unlocks;
+/// this, the guard's last field, then charges the caller's stack, outside
+/// the critical section, with what its waiters waited (mutex) and its own
+/// wait (block). Uncontended: the load, the unlock, and a branch here.
+struct Release<'a> {
+    waiters: &'a Waiters,
+    owed: Owing,
+    /// Set by the guard's `Drop`: the waiters' book must be visited.
+    visiting: bool,
+}
+
+impl<'a> Release<'a> {
+    fn new(waiters: &'a Waiters, owed: Owing) -> Self {
+        Self {
+            waiters,
+            owed,
+            visiting: false,
+        }
+    }
+}
+
+impl Drop for Release<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.visiting || self.owed.is_some() {
+            released_with_something_owed(self.waiters, self.visiting, self.owed.take());
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn released_with_something_owed(waiters: &Waiters, visiting: bool, owed: Owing) {
+    let owed = owed.map_or_else(Owed::default, |owed| *owed);
+    let found = if visiting {
+        waiters.visit(owed.settled)
+    } else {
+        None
+    };
+    let charge = add_charges(found, owed.charge);
+    if charge.is_some() || owed.waited.is_some() {
+        events::record_unlock(charge, owed.waited);
     }
 }
 
@@ -282,20 +446,16 @@ macro_rules! lock_impls {
 }
 
 /// `Deref` (and `DerefMut` when named), `Drop` (release, then record) and
-/// `Debug` for a guard whose `inner` guard is `Some` until drop.
+/// `Debug` for a guard whose `inner` guard is `Some` until drop, followed
+/// by its [`Release`].
 macro_rules! guard_impls {
     ($guard:ident, $($inner:ident)::+ $(, $mutable:ident)?) => {
         impl<'a, T: ?Sized> $guard<'a, T> {
-            /// The guard of a lock taken after waiting `waited` (if timed).
-            fn new(
-                waiters: &'a Waiters,
-                waited: Option<Duration>,
-                inner: $($inner)::+<'a, T>,
-            ) -> Self {
+            /// The guard of a lock, owing `owed` at its release.
+            fn new(waiters: &'a Waiters, owed: Owing, inner: $($inner)::+<'a, T>) -> Self {
                 Self {
-                    waiters,
-                    waited,
                     inner: Some(inner),
+                    release: Release::new(waiters, owed),
                 }
             }
         }
@@ -323,10 +483,11 @@ macro_rules! guard_impls {
         )?
 
         impl<T: ?Sized> Drop for $guard<'_, T> {
-            #[inline]
+            /// Then `inner` unlocks, then `release` records (fields drop in
+            /// order).
+            #[inline(always)]
             fn drop(&mut self) {
-                let inner = &mut self.inner;
-                release(self.waiters, self.waited, || drop(inner.take()));
+                self.release.visiting = self.release.waiters.will_visit();
             }
         }
 
@@ -346,26 +507,33 @@ pub struct Mutex<T: ?Sized> {
 }
 
 /// The guard of a [`Mutex`]; the lock is released when it is dropped.
+///
+/// Like std's, it is `Sync` but not `Send`: the thread that locked must
+/// unlock. This does not compile:
+///
+/// ```compile_fail,E0277
+/// fn on_another_thread<T: Send>(_: T) {}
+/// let lock = pprof_core::sync::Mutex::new(0);
+/// on_another_thread(lock.lock().unwrap());
+/// ```
 #[must_use = "if unused the Mutex will immediately unlock"]
 pub struct MutexGuard<'a, T: ?Sized> {
-    waiters: &'a Waiters,
-    /// How long this thread waited for the lock, if it did and the block
-    /// profile is on.
-    waited: Option<Duration>,
-    /// Always `Some` until drop.
+    /// Always `Some` until drop; dropped first (the unlock).
     inner: Option<std::sync::MutexGuard<'a, T>>,
+    /// What its release records, once the lock is free: how long this
+    /// thread waited for the lock (if it did and the block profile is on),
+    /// and a Condvar wait's charge.
+    release: Release<'a>,
 }
 
 impl<T: ?Sized> Mutex<T> {
     /// Acquire the lock, blocking until it is free. A wait is recorded in
     /// the block profile (this stack) and the mutex profile (the holder's).
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        let (result, waited) = self
+        let (result, owed) = self
             .waiters
             .acquire(self.inner.try_lock(), || self.inner.lock());
-        map_result(result, |guard| {
-            MutexGuard::new(&self.waiters, waited, guard)
-        })
+        map_result(result, |guard| MutexGuard::new(&self.waiters, owed, guard))
     }
 
     /// Acquire the lock if it is free now; records nothing.
@@ -404,10 +572,12 @@ impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
 /// A wait is a blocking event: its whole duration (the wait for a
 /// notification and the re-lock) goes to the block profile, on the stack
 /// where the returned guard is released, as Go records `sync.Cond.Wait`.
-/// Releasing the mutex to wait ends a critical section: threads waiting for
-/// the mutex are charged to it in the mutex profile, with the stack taken
-/// before the wait (while the lock is still held, and only when someone
-/// waits for it).
+/// Releasing the mutex to wait ends a critical section: what threads
+/// waiting for the mutex were owed then is charged to it in the mutex
+/// profile. Nothing is recorded while the mutex is held: both are recorded
+/// when the returned guard is released, on that stack (a guard that waited
+/// for the lock and then on the condition variable records the two waits
+/// as one blocking event).
 #[derive(Debug, Default)]
 pub struct Condvar {
     inner: std::sync::Condvar,
@@ -417,12 +587,18 @@ pub struct Condvar {
 /// over releasing the lock).
 fn into_parts<T: ?Sized>(
     mut guard: MutexGuard<'_, T>,
-) -> (&Waiters, Option<Duration>, std::sync::MutexGuard<'_, T>) {
-    let (waiters, waited) = (guard.waiters, guard.waited);
+) -> (&Waiters, Owed, std::sync::MutexGuard<'_, T>) {
+    let (waiters, owed) = (guard.release.waiters, guard.release.owed.take());
     let inner = guard.inner.take();
+    // Nothing is left in it to drop; its release must not run (the lock
+    // stays held, by the returned guard).
     std::mem::forget(guard);
     match inner {
-        Some(inner) => (waiters, waited, inner),
+        Some(inner) => (
+            waiters,
+            owed.map_or_else(Owed::default, |owed| *owed),
+            inner,
+        ),
         None => unreachable!("a MutexGuard is only emptied by drop"),
     }
 }
@@ -487,17 +663,38 @@ impl Condvar {
         self.inner.notify_all();
     }
 
-    /// Record the critical section ending at the wait (and the guard's own
-    /// earlier wait for the lock), run `wait` on the std guard and time it.
+    /// Take what the critical section ending at the wait owes its
+    /// waiters (a few arithmetic steps under the lock's book; no stack is
+    /// taken while the user's mutex is held), and start timing the wait.
     fn start_waiting<'a, T>(
         guard: MutexGuard<'a, T>,
-    ) -> (&'a Waiters, std::sync::MutexGuard<'a, T>, Option<Instant>) {
-        let (waiters, waited, inner) = into_parts(guard);
-        let charge = waiters.take_charge();
-        if charge.is_some() || waited.is_some() {
-            events::record_unlock(charge, waited);
+    ) -> (
+        &'a Waiters,
+        Owed,
+        std::sync::MutexGuard<'a, T>,
+        Option<Instant>,
+    ) {
+        let (waiters, mut owed, inner) = into_parts(guard);
+        if waiters.will_visit() {
+            owed.charge = add_charges(owed.charge, waiters.visit(owed.settled));
         }
-        (waiters, inner, events::block_enabled().then(Instant::now))
+        let started = events::block_enabled().then(Instant::now);
+        (waiters, owed, inner, started)
+    }
+
+    /// The guard after the wait: it owes, at its release, the charge taken
+    /// at the wait and the thread's waits (for the lock, then on the
+    /// condition variable) as one blocking event.
+    fn after_waiting<'a, T>(
+        waiters: &'a Waiters,
+        mut owed: Owed,
+        started: Option<Instant>,
+        inner: std::sync::MutexGuard<'a, T>,
+    ) -> MutexGuard<'a, T> {
+        if let Some(started) = started {
+            owed.waited = Some(owed.waited.unwrap_or_default() + started.elapsed());
+        }
+        MutexGuard::new(waiters, owed.owing(), inner)
     }
 
     fn waiting<'a, T>(
@@ -505,10 +702,11 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         wait: impl FnOnce(std::sync::MutexGuard<'a, T>) -> LockResult<std::sync::MutexGuard<'a, T>>,
     ) -> LockResult<MutexGuard<'a, T>> {
-        let (waiters, inner, started) = Self::start_waiting(guard);
+        let (waiters, owed, inner, started) = Self::start_waiting(guard);
         let result = wait(inner);
-        let waited = started.map(|s| s.elapsed());
-        map_result(result, |inner| MutexGuard::new(waiters, waited, inner))
+        map_result(result, |inner| {
+            Self::after_waiting(waiters, owed, started, inner)
+        })
     }
 
     fn waiting_timeout<'a, T>(
@@ -518,11 +716,13 @@ impl Condvar {
             std::sync::MutexGuard<'a, T>,
         ) -> LockResult<(std::sync::MutexGuard<'a, T>, WaitTimeoutResult)>,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        let (waiters, inner, started) = Self::start_waiting(guard);
+        let (waiters, owed, inner, started) = Self::start_waiting(guard);
         let result = wait(inner);
-        let waited = started.map(|s| s.elapsed());
         map_result(result, |(inner, timed_out)| {
-            (MutexGuard::new(waiters, waited, inner), timed_out)
+            (
+                Self::after_waiting(waiters, owed, started, inner),
+                timed_out,
+            )
         })
     }
 }
@@ -537,39 +737,53 @@ pub struct RwLock<T: ?Sized> {
 }
 
 /// Shared access to an [`RwLock`]'s value, released on drop.
+///
+/// Not `Send`, like std's:
+///
+/// ```compile_fail,E0277
+/// fn on_another_thread<T: Send>(_: T) {}
+/// let lock = pprof_core::sync::RwLock::new(0);
+/// on_another_thread(lock.read().unwrap());
+/// ```
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
-    waiters: &'a Waiters,
-    waited: Option<Duration>,
     inner: Option<std::sync::RwLockReadGuard<'a, T>>,
+    release: Release<'a>,
 }
 
 /// Exclusive access to an [`RwLock`]'s value, released on drop.
+///
+/// Not `Send`, like std's:
+///
+/// ```compile_fail,E0277
+/// fn on_another_thread<T: Send>(_: T) {}
+/// let lock = pprof_core::sync::RwLock::new(0);
+/// on_another_thread(lock.write().unwrap());
+/// ```
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
-    waiters: &'a Waiters,
-    waited: Option<Duration>,
     inner: Option<std::sync::RwLockWriteGuard<'a, T>>,
+    release: Release<'a>,
 }
 
 impl<T: ?Sized> RwLock<T> {
     /// Shared access, blocking while a writer holds the lock.
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
-        let (result, waited) = self
+        let (result, owed) = self
             .waiters
             .acquire(self.inner.try_read(), || self.inner.read());
         map_result(result, |guard| {
-            RwLockReadGuard::new(&self.waiters, waited, guard)
+            RwLockReadGuard::new(&self.waiters, owed, guard)
         })
     }
 
     /// Exclusive access, blocking while anyone holds the lock.
     pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
-        let (result, waited) = self
+        let (result, owed) = self
             .waiters
             .acquire(self.inner.try_write(), || self.inner.write());
         map_result(result, |guard| {
-            RwLockWriteGuard::new(&self.waiters, waited, guard)
+            RwLockWriteGuard::new(&self.waiters, owed, guard)
         })
     }
 

@@ -224,3 +224,195 @@ fn condvar_waits_are_blocking_events_of_the_waiter() {
         .expect("not poisoned");
     assert!(timeout.timed_out() && *guard);
 }
+
+/// Holds `backtrace`'s global lock (taken by `backtrace::trace` and by every
+/// symbolization through `backtrace`) until told to let go.
+fn hold_backtrace_lock() -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut first = true;
+        backtrace::trace(|_| {
+            if first {
+                first = false;
+                let _ = held_tx.send(());
+                let _ = release_rx.recv_timeout(Duration::from_secs(60));
+            }
+            false
+        });
+    });
+    held_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the holder took backtrace's lock");
+    (release_tx, holder)
+}
+
+#[inline(never)]
+fn contend_while_a_symbolization_runs(lock: &Mutex<u32>) {
+    let holding = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            holding.wait();
+            std::thread::sleep(Duration::from_millis(50));
+            *guard += 1;
+        });
+        holding.wait();
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+    });
+}
+
+#[test]
+fn an_unlock_that_records_does_not_wait_for_backtraces_lock() {
+    record_everything();
+    let (release, holder) = hold_backtrace_lock();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let lock = Arc::new(Mutex::new(0));
+    let contending = {
+        let lock = lock.clone();
+        std::thread::spawn(move || {
+            contend_while_a_symbolization_runs(&lock);
+            let _ = done_tx.send(());
+        })
+    };
+    // Not a timing assertion: a stalled unlock would wait the full minute
+    // the holder keeps the lock.
+    let finished = done_rx.recv_timeout(Duration::from_secs(20));
+    let _ = release.send(());
+    holder.join().expect("holder");
+    contending.join().expect("contending threads");
+    assert!(
+        finished.is_ok(),
+        "an unlock that records waited for backtrace's lock"
+    );
+    assert_eq!(*lock.lock().expect("not poisoned"), 2);
+    assert!(
+        recorded(Kind::Block).iter().any(|(names, _)| names
+            .iter()
+            .any(|n| n.contains("contend_while_a_symbolization_runs"))),
+        "{:#?}",
+        recorded(Kind::Block)
+    );
+}
+
+#[test]
+fn waiters_are_charged_after_the_unlock() {
+    // Someone waits, so the next unlock goes to the book; the book is busy.
+    let lock = Arc::new(Mutex::new(0));
+    let _waiting = lock.waiters.register();
+    let book = lock.waiters.book.lock().expect("book");
+    let unlocking = {
+        let lock = lock.clone();
+        std::thread::spawn(move || *lock.lock().expect("not poisoned") += 1)
+    };
+    // The lock is free while its unlocker waits for the book: the charge
+    // comes after the unlock, so a critical section never grows by it.
+    // Not a timing assertion: up to 20 s for the other thread to get there.
+    let mut free = false;
+    for _ in 0..2000 {
+        if let Ok(value) = lock.inner.try_lock()
+            && *value == 1
+        {
+            free = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(book);
+    unlocking.join().expect("unlocking thread");
+    assert!(
+        free,
+        "the unlocker held the lock while it waited for the book"
+    );
+}
+
+#[test]
+fn contention_arithmetic_neither_overflows_nor_loses_a_settled_wait() {
+    // 2000 waiters on a process up 200 days: their start times sum past u64.
+    let mut book = Book::new();
+    let day: u64 = 86_400 * 1_000_000_000;
+    let tickets: Vec<Ticket> = (0..2000).map(|_| book.register(200 * day)).collect();
+    assert_eq!(book.charge(200 * day + 10, None), Some((2000, 20_000)));
+    // Charged once: the next charge owes only the time since.
+    assert_eq!(book.charge(200 * day + 15, None), Some((0, 10_000)));
+    // Charged waiters that take the lock leave nothing owed.
+    for t in &tickets {
+        assert_eq!(book.deregister(t, 200 * day + 16, true), None);
+    }
+    assert_eq!(book.pending(), 0);
+    assert_eq!(book.charge(200 * day + 17, None), None);
+}
+
+#[test]
+fn a_wait_that_ends_before_its_unlocker_reaches_the_book_is_charged_to_that_unlocker() {
+    // The waiter takes the lock (its wait 300 ns) while the unlock that let
+    // it in is on its way to the book; then the waiter unlocks first.
+    let mut book = Book::new();
+    let waiter = book.register(1_000);
+    let settled = book.deregister(&waiter, 1_300, true);
+    assert!(settled.is_some());
+    assert_eq!(book.pending(), 1);
+    // The waiter's own unlock leaves its own wait alone...
+    assert_eq!(book.charge(1_305, settled), None);
+    assert_eq!(book.pending(), 1);
+    // ...for the unlock that let it in.
+    assert_eq!(book.charge(1_310, None), Some((1, 300)));
+    assert_eq!(book.pending(), 0);
+    // With no unlock on its way, a wait that began after the last one
+    // looked (a few instructions) is dropped, and nothing lingers.
+    let late = book.register(2_000);
+    assert_eq!(book.deregister(&late, 2_001, false), None);
+    assert_eq!(book.pending(), 0);
+}
+
+#[inline(never)]
+fn wait_on_the_condvar_here<'a>(
+    state: &'a (Mutex<u32>, Condvar),
+    guard: MutexGuard<'a, u32>,
+) -> MutexGuard<'a, u32> {
+    state
+        .1
+        .wait_timeout(guard, Duration::from_millis(20))
+        .unwrap_or_else(PoisonError::into_inner)
+        .0
+}
+
+#[inline(never)]
+fn release_the_condvar_guard_here(state: &(Mutex<u32>, Condvar), waiting: &std::sync::Barrier) {
+    let guard = state.0.lock().unwrap_or_else(PoisonError::into_inner);
+    waiting.wait();
+    // Let the other thread start waiting for the mutex.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut guard = wait_on_the_condvar_here(state, guard);
+    *guard += 1;
+    drop(guard);
+}
+
+#[inline(never)]
+fn lock_while_the_condvar_user_holds_it(state: &(Mutex<u32>, Condvar)) {
+    *state.0.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+}
+
+#[test]
+fn a_condvar_wait_records_nothing_while_the_mutex_is_held() {
+    record_everything();
+    let state = Arc::new((Mutex::new(0), Condvar::new()));
+    let waiting = Arc::new(std::sync::Barrier::new(2));
+    let user = {
+        let (state, waiting) = (state.clone(), waiting.clone());
+        std::thread::spawn(move || release_the_condvar_guard_here(&state, &waiting))
+    };
+    waiting.wait();
+    lock_while_the_condvar_user_holds_it(&state);
+    user.join().expect("condvar user");
+    // The critical section that ended at the wait is charged where the
+    // guard was finally released (the lock free), not at the wait.
+    assert!(
+        with_leaf(Kind::Mutex, "sync::tests::wait_on_the_condvar_here").is_empty(),
+        "{:#?}",
+        recorded(Kind::Mutex)
+    );
+    let charged = with_leaf(Kind::Mutex, "sync::tests::release_the_condvar_guard_here");
+    assert_eq!(charged.len(), 1, "{:#?}", recorded(Kind::Mutex));
+    assert_eq!(charged[0][0], 1, "one contention");
+}

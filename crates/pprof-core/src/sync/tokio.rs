@@ -19,16 +19,16 @@
 use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use ::tokio::sync::TryLockError;
 
 use ::tokio::sync as tokio_sync;
 
 use super::events;
-use super::{Ticket, Waiters, release};
+use super::{Owed, Owing, Release, Ticket, Waiters};
 
-/// Deregisters a waiting task when its wait ends or is cancelled.
+/// Deregisters a waiting task when its wait is cancelled.
 struct Registration<'a> {
     waiters: &'a Waiters,
     ticket: Option<Ticket>,
@@ -37,27 +37,35 @@ struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            self.waiters.deregister(ticket);
+            self.waiters.deregister(&ticket);
         }
     }
 }
 
 impl Waiters {
     /// Await `acquire`, timing it and keeping the books when a profile is on.
-    async fn wait_async<G>(&self, acquire: impl Future<Output = G>) -> (G, Option<Duration>) {
+    async fn wait_async<G>(&self, acquire: impl Future<Output = G>) -> (G, Owing) {
         let mutex = events::mutex_enabled();
         let block = events::block_enabled();
         if !mutex && !block {
             return (acquire.await, None);
         }
         let started = Instant::now();
-        let registration = Registration {
+        let mut registration = Registration {
             waiters: self,
             ticket: mutex.then(|| self.register()),
         };
         let guard = acquire.await;
-        drop(registration);
-        (guard, block.then(|| started.elapsed()))
+        let settled = registration
+            .ticket
+            .take()
+            .and_then(|ticket| self.deregister(&ticket));
+        let owed = Owed {
+            waited: block.then(|| started.elapsed()),
+            charge: None,
+            settled,
+        };
+        (guard, owed.owing())
     }
 }
 
@@ -70,9 +78,8 @@ pub struct Mutex<T: ?Sized> {
 /// The guard of a [`Mutex`]; the lock is released when it is dropped.
 #[must_use = "if unused the Mutex will immediately unlock"]
 pub struct MutexGuard<'a, T: ?Sized> {
-    waiters: &'a Waiters,
-    waited: Option<Duration>,
     inner: Option<::tokio::sync::MutexGuard<'a, T>>,
+    release: Release<'a>,
 }
 
 impl<T> Mutex<T> {
@@ -94,11 +101,11 @@ impl<T: ?Sized> Mutex<T> {
     /// Lock, waiting (asynchronously) while another task holds it; a wait
     /// is recorded. Cancel-safe as tokio's.
     pub async fn lock(&self) -> MutexGuard<'_, T> {
-        let (guard, waited) = match self.inner.try_lock() {
+        let (guard, owed) = match self.inner.try_lock() {
             Ok(guard) => (guard, None),
             Err(_) => self.waiters.wait_async(self.inner.lock()).await,
         };
-        MutexGuard::new(&self.waiters, waited, guard)
+        MutexGuard::new(&self.waiters, owed, guard)
     }
 
     /// Lock if free now; records nothing.
@@ -117,17 +124,15 @@ impl<T: ?Sized> Mutex<T> {
 /// Shared access to an [`RwLock`]'s value, released on drop.
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
-    waiters: &'a Waiters,
-    waited: Option<Duration>,
     inner: Option<::tokio::sync::RwLockReadGuard<'a, T>>,
+    release: Release<'a>,
 }
 
 /// Exclusive access to an [`RwLock`]'s value, released on drop.
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
-    waiters: &'a Waiters,
-    waited: Option<Duration>,
     inner: Option<::tokio::sync::RwLockWriteGuard<'a, T>>,
+    release: Release<'a>,
 }
 
 /// An async reader-writer lock that records contention:
@@ -155,20 +160,20 @@ impl<T> RwLock<T> {
 impl<T: ?Sized> RwLock<T> {
     /// Shared access, waiting while a writer holds or awaits the lock.
     pub async fn read(&self) -> RwLockReadGuard<'_, T> {
-        let (guard, waited) = match self.inner.try_read() {
+        let (guard, owed) = match self.inner.try_read() {
             Ok(guard) => (guard, None),
             Err(_) => self.waiters.wait_async(self.inner.read()).await,
         };
-        RwLockReadGuard::new(&self.waiters, waited, guard)
+        RwLockReadGuard::new(&self.waiters, owed, guard)
     }
 
     /// Exclusive access, waiting while anyone holds the lock.
     pub async fn write(&self) -> RwLockWriteGuard<'_, T> {
-        let (guard, waited) = match self.inner.try_write() {
+        let (guard, owed) = match self.inner.try_write() {
             Ok(guard) => (guard, None),
             Err(_) => self.waiters.wait_async(self.inner.write()).await,
         };
-        RwLockWriteGuard::new(&self.waiters, waited, guard)
+        RwLockWriteGuard::new(&self.waiters, owed, guard)
     }
 
     /// Shared access if available now; records nothing.
@@ -199,6 +204,7 @@ guard_impls!(RwLockWriteGuard, tokio_sync::RwLockWriteGuard, DerefMut);
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::*;
     use crate::profiles::contention_leaves as leaves;

@@ -1,28 +1,43 @@
 //! Poll watching: async tasks whose single poll blocked a runtime worker
 //! thread for longer than a threshold show up in the block profile, with
-//! the worker's stack at that moment (the synchronous call hidden in an
-//! async handler).
+//! the worker's stacks while it was blocked (the synchronous call hidden in
+//! an async handler).
 //!
 //! A watched future ([`watch_polls`], or every request future of a service
-//! behind [`WatchPollsLayer`](crate::WatchPollsLayer)) marks the start and end of each poll in a
-//! per-thread slot: no clock read, a few loads and stores per poll (the
-//! time is a coarse clock the watchdog advances at each scan). A watchdog
-//! thread (`pprof-pollwatch`, started on the first watched poll) scans the
-//! slots every `threshold / 5` (1 to 50 ms). When it finds a poll
-//! running longer than its threshold, it interrupts that worker with a
-//! signal (the thread dump's, see `signals`) and keeps the stack the worker
-//! records in its handler. When the poll ends, the worker adds one blocking
-//! event to the block profile: that stack, and the poll's whole duration
-//! (subject to [`set_block_profile_rate`](super::set_block_profile_rate)),
-//! measured on the coarse clock, so to within one scan interval.
+//! behind [`WatchPollsLayer`](crate::WatchPollsLayer)) marks the start and
+//! end of each poll in a per-thread slot: no clock read, a few loads and
+//! stores per poll (the start is a coarse clock the watchdog advances at
+//! each scan). A watchdog thread (`pprof-pollwatch`, started on the first
+//! watched poll) scans the slots every `threshold / 5` (1 to 50 ms, from
+//! the smallest threshold of the polls running). It never blocks: when it
+//! finds a poll running past its threshold it asks a second thread
+//! (`pprof-pollstack`) to take that worker's stack, which interrupts the
+//! worker with a signal (the thread dump's,
+//! [`Config::thread_signal`](crate::Config::thread_signal)) and keeps what
+//! its handler records. So the clock keeps moving while a capture waits
+//! for a worker.
+//!
+//! While the poll stays past its threshold, its stack is taken again at
+//! each scan, and each stretch of time is charged to the stack seen at its
+//! end: from the poll's start to the first capture, from each capture to
+//! the next, and from the last capture to the poll's end (read from the
+//! real clock then). A poll that computes in one function for 50 ms and
+//! then sleeps in another for 200 ms is charged about 50 ms and 200 ms to
+//! the two. When the poll ends, the worker adds its stacks to the block
+//! profile as one blocking event (subject to
+//! [`set_block_profile_rate`](super::set_block_profile_rate)), split
+//! between them by time: each stack's delay is its share, and so is its
+//! count. Durations are right to within one scan interval (the start).
 //!
 //! A poll that ends before the watchdog catches it (up to one scan interval
 //! past the threshold) is not recorded. Nested watched futures are watched
-//! once, by the outermost.
+//! once, by the outermost. Thresholds under 1 ms (zero included) are
+//! raised to 1 ms, the watchdog's shortest scan.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -33,27 +48,27 @@ use crate::labels::Labels;
 /// The default threshold: a poll longer than this blocks a worker.
 pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(10);
 
+/// The shortest threshold: the watchdog's shortest scan interval.
+const MIN_THRESHOLD: Duration = Duration::from_millis(1);
+
 static DEFAULT_THRESHOLD_NS: AtomicU64 = AtomicU64::new(10_000_000);
 
-/// The signal that interrupts a worker caught in a long poll (default
-/// `SIGURG`, as the goroutine profile's thread dump).
-static SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGURG);
-
-/// How long the watchdog waits for a signalled worker to record its stack.
+/// How long a capture waits for a signalled worker to record its stack.
 const CAPTURE_TIMEOUT: Duration = Duration::from_millis(50);
 
+/// Distinct stacks kept per long poll; later ones add to the last.
+const MAX_STACKS_PER_POLL: usize = 64;
+
 /// Set the threshold of watched futures that name none (default
-/// [`DEFAULT_SLOW_POLL_THRESHOLD`]); returns the previous one.
+/// [`DEFAULT_SLOW_POLL_THRESHOLD`]; under 1 ms, zero included, is raised
+/// to 1 ms); returns the previous one.
 pub fn set_slow_poll_threshold(threshold: Duration) -> Duration {
-    let nanos = nanos(threshold).max(1);
-    Duration::from_nanos(DEFAULT_THRESHOLD_NS.swap(nanos, Ordering::Relaxed))
+    Duration::from_nanos(DEFAULT_THRESHOLD_NS.swap(threshold_nanos(threshold), Ordering::Relaxed))
 }
 
-/// Set the signal the watchdog uses to interrupt a worker (default
-/// `SIGURG`); use the same as [`Config::thread_signal`](crate::Config::thread_signal)
-/// if you changed that.
-pub fn set_poll_watch_signal(signal: i32) {
-    SIGNAL.store(signal, Ordering::Relaxed);
+/// A threshold in nanoseconds, raised to [`MIN_THRESHOLD`].
+pub(crate) fn threshold_nanos(threshold: Duration) -> u64 {
+    nanos(threshold.max(MIN_THRESHOLD))
 }
 
 /// One worker thread's poll in progress, shared with the watchdog.
@@ -65,10 +80,41 @@ struct Slot {
     threshold: AtomicU64,
     /// Incremented at each poll start; identifies a poll.
     sequence: AtomicU64,
-    /// The stack the watchdog captured, with the poll it belongs to.
-    captured: Mutex<Option<(u64, Vec<u64>, Labels)>>,
-    /// The last poll the watchdog tried to capture (only it writes this).
-    tried: AtomicU64,
+    /// A capture of this worker is asked for or under way.
+    capturing: AtomicBool,
+    /// The stacks taken during the current long poll.
+    long: Mutex<LongPoll>,
+}
+
+/// What the captures of one long poll found so far.
+#[derive(Default)]
+struct LongPoll {
+    /// The poll they belong to.
+    sequence: u64,
+    /// When the last stretch ended (the poll's start, then each capture).
+    charged_until: u64,
+    /// Each stack seen (with the labels in force on the worker then: the
+    /// poll's), with the time charged to it (ns).
+    stacks: Vec<(Vec<u64>, Labels, u64)>,
+}
+
+impl LongPoll {
+    /// Charge the time from the last capture to `at` to `pcs`.
+    fn charge(&mut self, pcs: Vec<u64>, labels: Labels, at: u64) {
+        let stretch = at.saturating_sub(self.charged_until);
+        self.charged_until = self.charged_until.max(at);
+        if let Some((_, _, time)) = self
+            .stacks
+            .iter_mut()
+            .find(|(seen, with, _)| *seen == pcs && *with == labels)
+        {
+            *time += stretch;
+        } else if self.stacks.len() < MAX_STACKS_PER_POLL {
+            self.stacks.push((pcs, labels, stretch));
+        } else if let Some((_, _, time)) = self.stacks.last_mut() {
+            *time += stretch;
+        }
+    }
 }
 
 static SLOTS: Mutex<Vec<Arc<Slot>>> = Mutex::new(Vec::new());
@@ -105,8 +151,8 @@ fn register() -> Registered {
         started: AtomicU64::new(0),
         threshold: AtomicU64::new(u64::MAX),
         sequence: AtomicU64::new(0),
-        captured: Mutex::new(None),
-        tried: AtomicU64::new(0),
+        capturing: AtomicBool::new(false),
+        long: Mutex::new(LongPoll::default()),
     });
     SLOTS
         .lock()
@@ -118,62 +164,106 @@ fn register() -> Registered {
     }
 }
 
+/// A capture the watchdog asks for: this slot's worker, during this poll.
+struct Wanted {
+    slot: Arc<Slot>,
+    sequence: u64,
+    started: u64,
+}
+
 fn start_watchdog() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
         COARSE_NOW.store(now_nanos().max(1), Ordering::Relaxed);
-        // Without the thread nothing is caught; watched futures still run.
+        let (wanted, captures) = mpsc::channel();
+        // Without the threads nothing is caught; watched futures still run.
+        let _ = std::thread::Builder::new()
+            .name("pprof-pollstack".to_owned())
+            .spawn(move || capturer(&captures));
         let _ = std::thread::Builder::new()
             .name("pprof-pollwatch".to_owned())
-            .spawn(watchdog);
+            .spawn(move || watchdog(&wanted));
     });
 }
 
-fn watchdog() {
+/// Advance the coarse clock and find long polls, every scan interval; never
+/// waits for anything but its timer.
+fn watchdog(wanted: &mpsc::Sender<Wanted>) {
+    let mut shortest = DEFAULT_THRESHOLD_NS.load(Ordering::Relaxed);
     loop {
-        let threshold = DEFAULT_THRESHOLD_NS.load(Ordering::Relaxed);
-        let interval = Duration::from_nanos(threshold / 5)
+        let interval = Duration::from_nanos(shortest / 5)
             .clamp(Duration::from_millis(1), Duration::from_millis(50));
         std::thread::sleep(interval);
         COARSE_NOW.store(now_nanos(), Ordering::Relaxed);
+        shortest = DEFAULT_THRESHOLD_NS.load(Ordering::Relaxed);
         if !events::block_enabled() {
             continue;
         }
         let slots: Vec<Arc<Slot>> = SLOTS.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for slot in slots {
-            check(&slot);
+            if let Some(threshold) = check(&slot, wanted) {
+                shortest = shortest.min(threshold);
+            }
         }
     }
 }
 
-/// Capture the worker's stack if its poll has run past the threshold.
-fn check(slot: &Slot) {
+/// Ask for the worker's stack if its poll has run past the threshold and
+/// no capture of it is pending; the poll's threshold while one runs.
+fn check(slot: &Arc<Slot>, wanted: &mpsc::Sender<Wanted>) -> Option<u64> {
     let started = slot.started.load(Ordering::Acquire);
     if started == 0 {
-        return;
+        return None;
     }
     let sequence = slot.sequence.load(Ordering::Acquire);
     let threshold = slot.threshold.load(Ordering::Relaxed);
-    if coarse_now().saturating_sub(started) < threshold
-        || slot.tried.swap(sequence, Ordering::Relaxed) == sequence
+    if coarse_now().saturating_sub(started) >= threshold
+        && !slot.capturing.swap(true, Ordering::AcqRel)
     {
-        return;
+        let asked = wanted.send(Wanted {
+            slot: slot.clone(),
+            sequence,
+            started,
+        });
+        if asked.is_err() {
+            slot.capturing.store(false, Ordering::Release);
+        }
     }
-    let tid = slot.tid.load(Ordering::Relaxed);
-    let signal = SIGNAL.load(Ordering::Relaxed);
-    let Ok(Some((pcs, labels))) = crate::signals::capture_thread(tid, signal, CAPTURE_TIMEOUT)
-    else {
-        return;
-    };
-    // The labels in force on the worker when its stack was taken: the poll's.
-    let labels = Labels::from_set(labels);
-    // Keep the stack only if that same poll was still running after the
-    // worker recorded it (its handler ran before `capture` returned).
-    if slot.sequence.load(Ordering::Acquire) == sequence
-        && slot.started.load(Ordering::Acquire) == started
+    Some(threshold)
+}
+
+/// Take the stacks the watchdog asks for, one at a time, and charge each
+/// to the poll still running (a capture can wait up to [`CAPTURE_TIMEOUT`]
+/// for a worker, or for a thread dump in progress).
+fn capturer(captures: &mpsc::Receiver<Wanted>) {
+    for Wanted {
+        slot,
+        sequence,
+        started,
+    } in captures
     {
-        *slot.captured.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((sequence, pcs, labels));
+        let tid = slot.tid.load(Ordering::Relaxed);
+        let signal = crate::signals::thread_signal();
+        let captured = crate::signals::capture_thread(tid, signal, CAPTURE_TIMEOUT);
+        let at = now_nanos();
+        if let Ok(Some((pcs, labels))) = captured {
+            let mut long = slot.long.lock().unwrap_or_else(PoisonError::into_inner);
+            // Only if that same poll is still running (the worker sets
+            // `started` to 0 before it takes `long` at the poll's end).
+            if slot.sequence.load(Ordering::Acquire) == sequence
+                && slot.started.load(Ordering::Acquire) == started
+            {
+                if long.sequence != sequence {
+                    *long = LongPoll {
+                        sequence,
+                        charged_until: started,
+                        stacks: Vec::new(),
+                    };
+                }
+                long.charge(pcs, Labels::from_set(labels), at);
+            }
+        }
+        slot.capturing.store(false, Ordering::Release);
     }
 }
 
@@ -222,27 +312,31 @@ impl Drop for Mark {
             };
             let slot = &this.slot;
             slot.started.store(0, Ordering::Release);
-            let elapsed = coarse_now().saturating_sub(start);
-            if elapsed >= slot.threshold.load(Ordering::Relaxed) {
-                long_poll_ended(slot, sequence, elapsed);
+            if coarse_now().saturating_sub(start) >= slot.threshold.load(Ordering::Relaxed) {
+                long_poll_ended(slot, sequence, start);
             }
         });
     }
 }
 
+/// Charge the last stretch (from the last capture to now, on the real
+/// clock) and record the poll's stacks as one blocking event.
 #[cold]
 #[inline(never)]
-fn long_poll_ended(slot: &Slot, sequence: u64, elapsed: u64) {
-    let captured = slot
-        .captured
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
-    if let Some((of, pcs, labels)) = captured
-        && of == sequence
-    {
-        events::record_block_stack(&pcs, labels, Duration::from_nanos(elapsed));
+fn long_poll_ended(slot: &Slot, sequence: u64, start: u64) {
+    let ended = now_nanos();
+    let mut long = std::mem::take(&mut *slot.long.lock().unwrap_or_else(PoisonError::into_inner));
+    if long.sequence != sequence || long.stacks.is_empty() {
+        return;
     }
+    if let Some((_, _, time)) = long.stacks.last_mut() {
+        *time += ended.saturating_sub(long.charged_until);
+    }
+    events::record_block_stacks(
+        &long.stacks,
+        Duration::from_nanos(ended.saturating_sub(start)),
+    );
+    long.stacks.clear();
 }
 
 pin_project_lite::pin_project! {
@@ -280,9 +374,10 @@ pub fn watch_polls<F: Future>(future: F) -> WatchPolls<F> {
 }
 
 impl<F> WatchPolls<F> {
-    /// Use `threshold` for this future instead of the process-wide one.
+    /// Use `threshold` for this future instead of the process-wide one
+    /// (under 1 ms, zero included, is raised to 1 ms).
     pub fn threshold(mut self, threshold: Duration) -> Self {
-        self.threshold_ns = Some(nanos(threshold));
+        self.threshold_ns = Some(threshold_nanos(threshold));
         self
     }
 
@@ -348,6 +443,13 @@ mod tests {
         std::thread::sleep(how_long);
     }
 
+    #[inline(never)]
+    async fn yield_in_a_known_function() {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     fn recorded_with(name: &str) -> Vec<Vec<i64>> {
         crate::profiles::contention_leaves(Kind::Block)
             .into_iter()
@@ -356,26 +458,34 @@ mod tests {
             .collect()
     }
 
+    /// The `(contentions, delay)` of every recorded block stack with a frame
+    /// named `name`, summed.
+    fn charged_to(name: &str) -> [i64; 2] {
+        crate::profiles::contention_stacks(Kind::Block)
+            .into_iter()
+            .filter(|(names, _)| names.iter().any(|n| n.ends_with(name)))
+            .fold([0, 0], |acc, (_, v)| [acc[0] + v[0], acc[1] + v[1]])
+    }
+
+    fn runtime(workers: usize) -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .build()
+            .expect("runtime")
+    }
+
     #[test]
     fn a_long_poll_is_recorded_with_the_blocking_call_on_top() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .build()
-            .expect("runtime");
-        runtime.block_on(async {
+        runtime(1).block_on(async {
             tokio::spawn(watch_polls(async {
                 block_the_worker_in_a_known_function(Duration::from_millis(300));
             }))
             .await
             .expect("task");
             // Short polls are not recorded.
-            tokio::spawn(watch_polls(async {
-                for _ in 0..100 {
-                    tokio::task::yield_now().await;
-                }
-            }))
-            .await
-            .expect("task");
+            tokio::spawn(watch_polls(yield_in_a_known_function()))
+                .await
+                .expect("task");
         });
         let found = recorded_with("watch::tests::block_the_worker_in_a_known_function");
         assert_eq!(found.len(), 1, "{found:?}");
@@ -385,6 +495,103 @@ mod tests {
             "{}",
             found[0][1]
         );
+        assert_eq!(
+            charged_to("watch::tests::yield_in_a_known_function::{{closure}}"),
+            [0, 0],
+            "a short poll was recorded"
+        );
+    }
+
+    #[inline(never)]
+    fn compute_for_a_while(how_long: Duration) -> u64 {
+        let start = std::time::Instant::now();
+        let mut x = std::hint::black_box(1u64);
+        while start.elapsed() < how_long {
+            for _ in 0..1000 {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            }
+        }
+        std::hint::black_box(x)
+    }
+
+    #[inline(never)]
+    fn then_sleep_in_another_function(how_long: Duration) {
+        std::thread::sleep(how_long);
+    }
+
+    #[test]
+    fn a_long_poll_is_charged_to_each_stack_for_the_time_it_was_seen() {
+        runtime(1).block_on(async {
+            tokio::spawn(watch_polls(async {
+                compute_for_a_while(Duration::from_millis(50));
+                then_sleep_in_another_function(Duration::from_millis(200));
+            }))
+            .await
+            .expect("task");
+        });
+        let [_, computing] = charged_to("watch::tests::compute_for_a_while");
+        let [count, sleeping] = charged_to("watch::tests::then_sleep_in_another_function");
+        // Was: the whole 250 ms on the stack seen first (computing), none
+        // on the sleep. Now about 50/200; generous bounds for a loaded box.
+        assert!(
+            (10_000_000..150_000_000).contains(&computing),
+            "computing {computing} ns, sleeping {sleeping} ns"
+        );
+        assert!(
+            (150_000_000..1_000_000_000).contains(&sleeping),
+            "computing {computing} ns, sleeping {sleeping} ns"
+        );
+        assert_eq!(count, 1, "one poll, one event, counted where it mostly was");
+    }
+
+    #[inline(never)]
+    async fn short_polls_while_a_capture_waits(stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_micros(500));
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[test]
+    fn short_polls_stay_short_while_a_capture_waits_for_a_worker() {
+        let stop = Arc::new(AtomicBool::new(false));
+        runtime(2).block_on(async {
+            let short = {
+                let stop = stop.clone();
+                tokio::spawn(watch_polls(async move {
+                    short_polls_while_a_capture_waits(&stop).await;
+                }))
+            };
+            // Long polls of a worker that has the signal blocked: each
+            // capture of it waits its whole timeout.
+            for _ in 0..4 {
+                tokio::spawn(watch_polls(async {
+                    crate::signals::with_thread_signal_blocked(|| {
+                        std::thread::sleep(Duration::from_millis(200));
+                    });
+                }))
+                .await
+                .expect("task");
+            }
+            stop.store(true, Ordering::Relaxed);
+            short.await.expect("task");
+        });
+        assert_eq!(
+            charged_to("watch::tests::short_polls_while_a_capture_waits::{{closure}}"),
+            [0, 0],
+            "a 0.5 ms poll was taken for a long one"
+        );
+    }
+
+    #[test]
+    fn a_zero_threshold_is_raised_to_a_millisecond() {
+        // (The process-wide setter goes through the same function; not
+        // called here, as other tests run with the default meanwhile.)
+        assert_eq!(threshold_nanos(Duration::ZERO), 1_000_000);
+        assert_eq!(threshold_nanos(Duration::from_micros(10)), 1_000_000);
+        assert_eq!(threshold_nanos(Duration::from_millis(20)), 20_000_000);
+        let watched = watch_polls(async {}).threshold(Duration::ZERO);
+        assert_eq!(watched.threshold_ns, Some(1_000_000));
     }
 
     #[cfg(tokio_unstable)]

@@ -1,0 +1,719 @@
+//! Pages for people: a flame graph, a top table and a diff of every
+//! profile, under `{prefix}/ui/`, so a browser is all it takes to read
+//! them (no Go toolchain). Paths and parameters mirror pprof's own web UI:
+//!
+//! | page | what |
+//! |---|---|
+//! | `ui/flamegraph?profile=NAME` | inferno's interactive flame graph: click to zoom, search, hover for function, file:line, value and share |
+//! | `ui/top?profile=NAME` | flat, flat %, sum %, cum, cum %, per function, sortable |
+//! | `ui/diff?profile=NAME` | a differential flame graph and the change per function: now against N seconds ago, or against an uploaded baseline |
+//!
+//! NAME is the route's (`profile` for CPU, `heap`, `allocs`, …); optional
+//! `sample_index` (a type name or number), `focus` and `ignore` (regexes
+//! over function names and files) and `seconds` (a CPU profile's length, a
+//! delta's gap). The pages are answered by the same handler as the data
+//! routes, after the same guards, with the same admission slots; a page
+//! whose profile takes time answers `GET` at once with a page that counts
+//! down while it sends the same request as a `POST` (which does the work)
+//! and then shows that answer in its place. A bad parameter is a
+//! page that says which. Uploads are bounded, read and dropped.
+
+mod flame;
+mod html;
+mod model;
+mod top;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode, header};
+use regex::{Regex, RegexBuilder};
+
+use self::flame::Graph;
+use self::html::Shell;
+use self::model::Stacks;
+use super::BoxError;
+use super::profile::{Collected, collect};
+use super::request::{Named, Params};
+use super::respond::Reply;
+use crate::format::{self, StackProfile};
+use crate::profiles::{self, Ask, PROFILES, Seconds, Slot, blocking};
+use crate::{Config, Error};
+
+/// A page of `ui/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Page {
+    Flamegraph,
+    Top,
+    Diff,
+}
+
+impl Page {
+    /// Its path under `ui/`.
+    fn path(self) -> &'static str {
+        match self {
+            Self::Flamegraph => "flamegraph",
+            Self::Top => "top",
+            Self::Diff => "diff",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Flamegraph => "flame graph",
+            Self::Top => "top",
+            Self::Diff => "diff",
+        }
+    }
+}
+
+/// A `focus` or `ignore` regex, compared by its text.
+#[derive(Debug, Clone)]
+pub(crate) struct Pattern(Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+/// A request for a page, its parameters checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PageRequest {
+    page: Page,
+    profile: Named,
+    /// As asked (a type name or index); checked against the profile's types.
+    sample_index: Option<String>,
+    seconds: Option<Duration>,
+    focus: Option<Pattern>,
+    ignore: Option<Pattern>,
+    hz: u32,
+}
+
+impl PageRequest {
+    /// Whether the profile is taken over a window (CPU) rather than a snapshot.
+    fn windowed(&self) -> bool {
+        self.profile.0.about().seconds == Seconds::Window
+    }
+
+    /// How long the profile takes, when it is more than a snapshot.
+    fn takes(&self) -> Option<Duration> {
+        let seconds = self.seconds?;
+        Some(if self.page == Page::Diff && self.windowed() {
+            seconds * 2
+        } else {
+            seconds
+        })
+    }
+}
+
+/// The longest `focus` or `ignore` a page takes.
+const MAX_PATTERN: usize = 1000;
+
+/// Parse a page's path (after `ui/`) and parameters.
+pub(crate) fn parse(config: &Config, page: &str, params: &Params) -> Result<PageRequest, Error> {
+    let page = match page {
+        "flamegraph" => Page::Flamegraph,
+        "top" => Page::Top,
+        "diff" => Page::Diff,
+        other => return Err(Error::UnknownPage(other.to_owned())),
+    };
+    let name = params.get("profile").unwrap_or_default().trim();
+    let profile = profiles::find(name).ok_or_else(|| {
+        let mut known: Vec<&str> = PROFILES.iter().map(|p| p.name()).collect();
+        known.sort_unstable();
+        Error::NoSuchProfile {
+            name: name.to_owned(),
+            known: known.join(", "),
+        }
+    })?;
+    let about = profile.about();
+    let sample_index = params
+        .get("sample_index")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let types: Vec<(String, String)> = about
+        .sample_types
+        .iter()
+        .map(|t| (t.kind.to_owned(), t.unit.to_owned()))
+        .collect();
+    model::type_index(&types, None, sample_index.as_deref())?;
+    Ok(PageRequest {
+        page,
+        profile: Named(profile),
+        sample_index,
+        seconds: params.seconds(config.max_duration)?,
+        focus: pattern(params, "focus")?,
+        ignore: pattern(params, "ignore")?,
+        hz: params.hz(config)?,
+    })
+}
+
+fn pattern(params: &Params, param: &'static str) -> Result<Option<Pattern>, Error> {
+    let Some(raw) = params.get(param).filter(|r| !r.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let invalid = |why: String| Error::InvalidRegex { param, why };
+    if raw.len() > MAX_PATTERN {
+        return Err(invalid(format!("longer than {MAX_PATTERN} bytes")));
+    }
+    RegexBuilder::new(raw)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
+        .map(|re| Some(Pattern(re)))
+        .map_err(|e| {
+            invalid(
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        })
+}
+
+/// One uploaded profile is read at a time in the process; another
+/// meanwhile is refused (409), so uploads cannot pile up work.
+static UPLOADS: Slot = Slot::new(Error::UploadBusy);
+
+/// Answer a page request: the page, or an error as a page.
+pub(super) async fn serve<B>(
+    config: &Config,
+    asked: Result<PageRequest, Error>,
+    parts: &http::request::Parts,
+    body: Option<B>,
+    head_only: bool,
+) -> Reply
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    match page(config, asked, parts, body, head_only).await {
+        Ok(html) => Reply::Page {
+            status: StatusCode::OK,
+            html,
+        },
+        Err(error) => error_page(&error),
+    }
+}
+
+/// An error as a page, with its status.
+fn error_page(error: &Error) -> Reply {
+    let status = error.status();
+    Reply::Page {
+        status,
+        html: html::error(status, &error.to_string()),
+    }
+}
+
+/// A file someone sent, as it came: a baseline (diff) or a saved profile.
+struct Upload {
+    file: Bytes,
+    /// The form's other fields (`seconds`, …), which win over the query's.
+    fields: String,
+}
+
+async fn page<B>(
+    config: &Config,
+    asked: Result<PageRequest, Error>,
+    parts: &http::request::Parts,
+    body: Option<B>,
+    head_only: bool,
+) -> Result<String, Error>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let mut asked = asked?;
+    if head_only {
+        return Ok(String::new());
+    }
+    let post = parts.method == Method::POST;
+    // An upload is read and checked first, one at a time, before any
+    // profile is taken: a bad file is refused at once.
+    let upload = if post && is_upload(parts) {
+        let reading = UPLOADS.try_claim()?;
+        let upload = read_upload(config, parts, body).await?;
+        if !upload.fields.is_empty() {
+            let params = Params::new(&upload.fields, parts.uri.query().unwrap_or_default());
+            let page = asked.page.path();
+            asked = parse(config, page, &params)?;
+        }
+        let max_decoded = config.max_upload_decoded_bytes;
+        let decoded = blocking(move || {
+            let _reading = reading;
+            let proto = format::decode(&upload.file, max_decoded)?;
+            Stacks::from_proto(&proto)
+        })
+        .await?;
+        Some(decoded)
+    } else {
+        None
+    };
+    let shell_types = live_types(&asked);
+    let shell = Shell {
+        asked: &asked,
+        heading: String::new(),
+        types: &shell_types,
+        shown: None,
+    };
+    let max = config.max_duration.as_secs();
+    let default = config
+        .default_duration
+        .min(config.max_duration)
+        .as_secs()
+        .min(10);
+    let name = asked.profile.0.name();
+    match (&upload, asked.page) {
+        (Some(_), _) => {}
+        (None, Page::Diff) if asked.seconds.is_none() => {
+            let shell = Shell {
+                heading: format!("{name}: what changed?"),
+                ..shell
+            };
+            return Ok(html::choose_diff(&shell, default, max));
+        }
+        (None, _) if asked.windowed() && asked.seconds.is_none() => {
+            let shell = Shell {
+                heading: format!("{name}: {}", asked.page.title()),
+                ..shell
+            };
+            return Ok(html::choose_seconds(&shell, default, max));
+        }
+        (None, _) => {}
+    }
+    if let (None, false, Some(takes)) = (&upload, post, asked.takes()) {
+        let what = if asked.windowed() {
+            format!("a {} s CPU profile", takes.as_secs())
+        } else {
+            format!("two {name} profiles {} s apart", takes.as_secs())
+        };
+        let shell = Shell {
+            heading: format!("{name}: {}", asked.page.title()),
+            ..shell
+        };
+        return Ok(html::working(&shell, &what, takes.as_secs()));
+    }
+
+    // The work: collect (unless an upload is all it shows), then draw off
+    // the workers.
+    let profile = asked.profile.0;
+    let window = if asked.windowed() {
+        asked
+            .seconds
+            .unwrap_or(config.default_duration.min(config.max_duration))
+    } else {
+        Duration::ZERO
+    };
+    let ask = Ask::new(config, 0, window, asked.hz);
+    let view_upload = asked.page != Page::Diff && upload.is_some();
+    let collected = if view_upload {
+        None
+    } else {
+        // A second profile: a delta's, or a diff over time's (for CPU, a
+        // second window); a window profile's `seconds` is its length, and a
+        // baseline takes the second one's place.
+        let second = upload.is_none() && (asked.page == Page::Diff || !asked.windowed());
+        let delta = asked.seconds.filter(|_| second);
+        Some(collect(profile, ask, delta).await?)
+    };
+    blocking(move || draw(&asked, collected, upload)).await
+}
+
+/// The profile's declared sample types, before anything is collected.
+fn live_types(asked: &PageRequest) -> Vec<(String, String)> {
+    asked
+        .profile
+        .0
+        .about()
+        .sample_types
+        .iter()
+        .map(|t| (t.kind.to_owned(), t.unit.to_owned()))
+        .collect()
+}
+
+/// A collected profile as the pages read it.
+fn resolve(profile: &StackProfile) -> Result<Stacks, Error> {
+    Stacks::from_proto(&format::to_proto(profile))
+        .map_err(|e| Error::Profiler(format!("our own profile did not resolve: {e}")))
+}
+
+/// Draw the page from what was collected and what was uploaded.
+fn draw(
+    asked: &PageRequest,
+    collected: Option<Collected>,
+    uploaded: Option<Stacks>,
+) -> Result<String, Error> {
+    let (mut working, first, later) = match collected {
+        Some(Collected {
+            first,
+            later,
+            working,
+        }) => (working, Some(first), later),
+        None => (None, None, None),
+    };
+    let page = match (asked.page, first, later, uploaded) {
+        // A saved profile, viewed as it is.
+        (_, None, _, Some(saved)) => view(asked, &saved, "saved profile"),
+        // Now against a baseline.
+        (Page::Diff, Some(now), _, Some(baseline)) => {
+            let now = resolve(&now)?;
+            drop(working.take());
+            diff(asked, &baseline, &now, "the uploaded baseline", "now")
+        }
+        // Now against N seconds ago.
+        (Page::Diff, Some(before), Some(after), None) => {
+            let (before, after) = (resolve(&before)?, resolve(&after)?);
+            drop(working.take());
+            let seconds = asked.seconds.unwrap_or_default().as_secs();
+            let (was, is) = if asked.windowed() {
+                ("the first window", "the second")
+            } else {
+                ("before", "after")
+            };
+            let was = format!("{was} ({seconds} s earlier)");
+            diff(asked, &before, &after, &was, is)
+        }
+        // A delta profile, as Go's `?seconds=N` serves it.
+        (_, Some(before), Some(after), None) => {
+            let delta = resolve(&before.delta_to(after))?;
+            drop(working.take());
+            let seconds = asked.seconds.unwrap_or_default().as_secs();
+            view(asked, &delta, &format!("delta over {seconds} s"))
+        }
+        (_, Some(now), None, None) => {
+            let now = resolve(&now)?;
+            drop(working.take());
+            let what = if asked.windowed() {
+                format!(
+                    "{} s CPU profile",
+                    asked.seconds.unwrap_or_default().as_secs()
+                )
+            } else {
+                "now".to_owned()
+            };
+            view(asked, &now, &what)
+        }
+        _ => Err(Error::Profiler(
+            "nothing was collected for this page".to_owned(),
+        )),
+    };
+    drop(working);
+    page
+}
+
+fn focus(asked: &PageRequest) -> Option<&Regex> {
+    asked.focus.as_ref().map(|p| &p.0)
+}
+
+fn ignore(asked: &PageRequest) -> Option<&Regex> {
+    asked.ignore.as_ref().map(|p| &p.0)
+}
+
+/// The flame graph or top page of one profile.
+fn view(asked: &PageRequest, stacks: &Stacks, what: &str) -> Result<String, Error> {
+    let index = stacks.type_index(asked.sample_index.as_deref())?;
+    let keep = stacks.keep(focus(asked), ignore(asked));
+    let name = asked.profile.0.name();
+    let (kind, unit) = (&stacks.types[index].0, stacks.unit(index).to_owned());
+    let shell = Shell {
+        asked,
+        heading: format!("{name}: {} of {kind} ({what})", asked.page.title()),
+        types: &stacks.types,
+        shown: Some(index),
+    };
+    let table = top::top(&[(stacks, index, &keep, 1)]);
+    let kept = keep.iter().filter(|k| **k).count();
+    let mut summary = format!(
+        "Type: {} · total {} · {kept} of {} samples kept",
+        html::escape(kind),
+        html::value(table.total, &unit),
+        stacks.samples.len()
+    );
+    if stacks.duration_nanos > 0 {
+        summary.push_str(&format!(
+            " · duration {}",
+            html::value(stacks.duration_nanos, "nanoseconds")
+        ));
+    }
+    let (body, script) = match asked.page {
+        Page::Top => {
+            let link = |f: &str| focus_link(&shell, f);
+            (
+                format!(
+                    "<p class=summary>{summary}</p>\n{}{}",
+                    html::top_table(&table, &unit, link),
+                    html::open_saved(asked)
+                ),
+                html::SORT.to_owned(),
+            )
+        }
+        _ => {
+            let graph = Graph::Plain {
+                stacks,
+                index,
+                keep: &keep,
+            };
+            let title = format!("{name} · {kind}");
+            let svg = flame::svg(&graph, &title)?;
+            let script = if svg.is_some() {
+                html::flame_script()
+            } else {
+                String::new()
+            };
+            let body = html::flame_body(&summary, svg.as_deref(), "", &unit);
+            (format!("{body}\n{}", html::open_saved(asked)), script)
+        }
+    };
+    Ok(shell.page(&body, &script))
+}
+
+/// The diff page: `after` against `before`, as a differential flame graph
+/// (widths of `after`, red grew, blue shrank) and the change per function.
+fn diff(
+    asked: &PageRequest,
+    before: &Stacks,
+    after: &Stacks,
+    was: &str,
+    is: &str,
+) -> Result<String, Error> {
+    let after_index = after.type_index(asked.sample_index.as_deref())?;
+    let kind = after.types[after_index].0.clone();
+    let before_index = before
+        .types
+        .iter()
+        .position(|(t, _)| *t == kind)
+        .ok_or_else(|| Error::NoSuchSampleType {
+            asked: kind.clone(),
+            known: format!("{} in the baseline", before.type_names()),
+        })?;
+    let unit = after.unit(after_index).to_owned();
+    let (before_keep, after_keep) = (
+        before.keep(focus(asked), ignore(asked)),
+        after.keep(focus(asked), ignore(asked)),
+    );
+    let name = asked.profile.0.name();
+    let shell = Shell {
+        asked,
+        heading: format!("{name}: {kind}, {is} against {was}"),
+        types: &after.types,
+        shown: Some(after_index),
+    };
+    let total = |s: &Stacks, i: usize, keep: &[bool]| -> i64 {
+        s.samples
+            .iter()
+            .zip(keep)
+            .filter(|(_, k)| **k)
+            .map(|(s, _)| s.values.get(i).copied().unwrap_or(0))
+            .sum()
+    };
+    let (was_total, is_total) = (
+        total(before, before_index, &before_keep),
+        total(after, after_index, &after_keep),
+    );
+    let summary = format!(
+        "Type: {} · {} {} → {} {} ({})",
+        html::escape(&kind),
+        html::escape(was),
+        html::value(was_total, &unit),
+        html::escape(is),
+        html::value(is_total, &unit),
+        html::value(is_total - was_total, &unit)
+    );
+    let graph = Graph::Diff {
+        before,
+        before_index,
+        before_keep: &before_keep,
+        after,
+        after_index,
+        after_keep: &after_keep,
+    };
+    let svg = flame::svg(&graph, &format!("{name} · {kind}: {is} against {was}"))?;
+    let legend = "<p class=legend>Widths are now; colour is the change: <span class=grew>grew</span><span class=shrank>shrank</span> (stacks that vanished have no width: see the table).</p>\n";
+    let changes = top::top(&[
+        (after, after_index, &after_keep, 1),
+        (before, before_index, &before_keep, -1),
+    ]);
+    let link = |f: &str| focus_link(&shell, f);
+    let body = format!(
+        "{}\n<h2>Change per function ({is} − {was})</h2>\n{}",
+        html::flame_body(&summary, svg.as_deref(), legend, &unit),
+        html::top_table(&changes, &unit, link)
+    );
+    let script = if svg.is_some() {
+        format!("{}{}", html::flame_script(), html::SORT)
+    } else {
+        html::SORT.to_owned()
+    };
+    Ok(shell.page(&body, &script))
+}
+
+/// The flame graph focused on exactly this function.
+fn focus_link(shell: &Shell<'_>, function: &str) -> String {
+    let focus = format!("^{}$", regex::escape(function));
+    shell.link(Page::Flamegraph, &[("focus", &focus)])
+}
+
+/// Whether a POST carries a file (a form with one, or the bytes themselves).
+fn is_upload(parts: &http::request::Parts) -> bool {
+    let content_type = content_type(parts);
+    content_type.starts_with("multipart/form-data")
+        || content_type.starts_with("application/octet-stream")
+        || content_type.starts_with("application/gzip")
+        || content_type.starts_with("application/x-gzip")
+}
+
+fn content_type(parts: &http::request::Parts) -> &str {
+    parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// Read an upload within `max_upload_bytes`: the file of a form (its
+/// first file field) with the form's other fields, or the body itself.
+async fn read_upload<B>(
+    config: &Config,
+    parts: &http::request::Parts,
+    body: Option<B>,
+) -> Result<Upload, Error>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let limit = config.max_upload_bytes;
+    let raw = super::symbol::read_bytes(body, limit)
+        .await
+        .map_err(|e| match e {
+            Error::BodyTooLarge { limit } => Error::UploadTooLarge {
+                limit,
+                decompressed: false,
+            },
+            other => other,
+        })?;
+    let content_type = content_type(parts);
+    if !content_type.starts_with("multipart/form-data") {
+        return Ok(Upload {
+            file: raw,
+            fields: String::new(),
+        });
+    }
+    let bad = |e: multer::Error| Error::InvalidUpload(format!("the form could not be read ({e})"));
+    let boundary = multer::parse_boundary(content_type).map_err(bad)?;
+    let mut form = multer::Multipart::new(Once(Some(raw)), boundary);
+    let mut file = None;
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut count = 0;
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        count += 1;
+        if count > 32 {
+            return Err(Error::InvalidUpload(
+                "the form has too many fields".to_owned(),
+            ));
+        }
+        let is_file = field.file_name().is_some();
+        let name = field.name().unwrap_or_default().to_owned();
+        let data = field.bytes().await.map_err(bad)?;
+        if is_file {
+            if file.is_none() && !data.is_empty() {
+                file = Some(data);
+            }
+        } else if data.len() <= MAX_PATTERN {
+            fields.push((name, String::from_utf8_lossy(&data).into_owned()));
+        }
+    }
+    let file = file.ok_or_else(|| Error::InvalidUpload("no file was chosen".to_owned()))?;
+    let fields = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    Ok(Upload { file, fields })
+}
+
+/// A body already read, as the one-item stream `multer` reads.
+struct Once(Option<Bytes>);
+
+impl futures_core::Stream for Once {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Poll::Ready(self.0.take().map(Ok))
+    }
+}
+
+/// The index page's links from a profile's row to its pages.
+pub(super) fn index_links(name: &str) -> String {
+    let q = |page: &str| html::href(&format!("ui/{page}"), &[("profile", name)]);
+    format!(
+        "<td><a href=\"{}\">flame graph</a> · <a href=\"{}\">top</a> · <a href=\"{}\">diff</a></td>",
+        q("flamegraph"),
+        q("top"),
+        q("diff")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(query: &str) -> Result<PageRequest, Error> {
+        let params = Params::new("", query);
+        let page = query.split_once('#').map_or("flamegraph", |(p, _)| p);
+        parse(&Config::default(), page, &params)
+    }
+
+    #[test]
+    fn bad_parameters_say_which() {
+        let snapshot = PROFILES
+            .iter()
+            .find(|p| p.about().seconds == Seconds::Delta)
+            .map(|p| p.name())
+            .unwrap_or_default();
+        assert!(matches!(
+            ask("profile=nope"),
+            Err(Error::NoSuchProfile { name, known }) if name == "nope" && known.contains(snapshot)
+        ));
+        assert!(matches!(
+            ask(&format!("profile={snapshot}&sample_index=bogus")),
+            Err(Error::NoSuchSampleType { asked, .. }) if asked == "bogus"
+        ));
+        assert!(matches!(
+            ask(&format!("profile={snapshot}&focus=(")),
+            Err(Error::InvalidRegex { param: "focus", why }) if !why.contains('\n')
+        ));
+        assert!(matches!(
+            ask(&format!("profile={snapshot}&ignore=[")),
+            Err(Error::InvalidRegex {
+                param: "ignore",
+                ..
+            })
+        ));
+        assert_eq!(
+            ask(&format!("profile={snapshot}&seconds=x")),
+            Err(Error::InvalidSeconds)
+        );
+        let page = parse(
+            &Config::default(),
+            "nope",
+            &Params::new("", &format!("profile={snapshot}")),
+        );
+        assert_eq!(page, Err(Error::UnknownPage("nope".into())));
+        let ok = ask(&format!(
+            "profile={snapshot}&sample_index=0&focus=a|b&seconds=5"
+        ));
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn index_links_are_relative_and_escaped() {
+        assert_eq!(
+            index_links("heap"),
+            "<td><a href=\"ui/flamegraph?profile=heap\">flame graph</a> · <a href=\"ui/top?profile=heap\">top</a> · <a href=\"ui/diff?profile=heap\">diff</a></td>"
+        );
+    }
+}
