@@ -182,6 +182,7 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
     )?;
 
     endpoint_costs(&server, quick)?;
+    super::symbols::run(&super::symbols::build(&target, quick)?, quick)?;
     thread_dumps(&server, quick)?;
     accuracy(&server, plan.accuracy_seconds)?;
     cpu_sampler(&server, go_server.as_deref(), &target, quick)?;

@@ -6,6 +6,7 @@ mod bench;
 mod fuzz;
 mod proto;
 mod soak;
+mod symbols;
 
 use std::net::TcpStream;
 use std::process::{Command, ExitCode};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str =
     "usage: cargo xtask ci [--no-lint] | cargo xtask practice | cargo xtask bench [--quick]
+       cargo xtask bench --symbols-only [--quick] [--binary PATH]...
        cargo xtask fuzz [--seconds N] | cargo xtask soak [--profiles N] | cargo xtask proto
 
   ci         cargo fmt --check, cargo clippy (warnings are errors), cargo test --workspace,
@@ -20,6 +22,9 @@ const USAGE: &str =
   --no-lint  skip fmt and clippy (quicker local runs)
   bench      release builds, wrk load on loopback: the cost of being profiled, next to Go
   --quick    every bench case, briefly
+  --symbols-only  only the first symbolization's memory and time, each case in a fresh
+             process, on the given binaries (default: release builds of the bench server,
+             the axum example and the practice program)
   practice   start the practice zoo on 127.0.0.1:6060 and run go tool pprof -top on each
              profile: CPU (10 s), heap, allocs, goroutine, mutex, block
   fuzz       every cargo-fuzz target in fuzz/ for N seconds each (default 60; needs
@@ -35,6 +40,21 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("ci") => ci(args.iter().any(|a| a == "--no-lint")),
         Some("practice") => practice(),
+        Some("bench") if args.iter().any(|a| a == "--symbols-only") => {
+            let quick = args.iter().any(|a| a == "--quick");
+            let given: Vec<String> = args
+                .windows(2)
+                .filter(|w| w[0] == "--binary")
+                .map(|w| w[1].clone())
+                .collect();
+            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+            let binaries = if given.is_empty() {
+                symbols::build(&target, quick)
+            } else {
+                Ok(given)
+            };
+            report("bench", binaries.and_then(|b| symbols::run(&b, quick)))
+        }
         Some("bench") => match bench::run(args.iter().any(|a| a == "--quick")) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

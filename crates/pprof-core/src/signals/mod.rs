@@ -23,11 +23,13 @@
 
 pub(crate) mod cpu;
 mod handler;
+mod image;
 pub(crate) mod labels;
 mod socket;
 mod threads;
 mod unwind;
 
+pub(crate) use image::{Image, images, loader_generation, map_file, vdso_bytes};
 pub(crate) use socket::duplicate as duplicate_fd;
 pub(crate) use threads::{
     ThreadStack, capture as capture_thread, count as thread_count, dump as dump_threads,

@@ -1,10 +1,12 @@
 //! The process's executable mappings and their build ids, for
-//! profile.proto's `Mapping` table.
+//! profile.proto's `Mapping` table. A build id is the one the running image
+//! carries in its mapped notes, not what the file on disk says now: the
+//! file may have been replaced (a deploy, a package upgrade) since the
+//! process started.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use crate::signals::{Image, images};
+
+use super::elf::build_id_in_notes;
 
 /// One executable mapping of the process, from `/proc/self/maps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +15,7 @@ pub(crate) struct Mapping {
     pub(crate) limit: u64,
     pub(crate) offset: u64,
     pub(crate) path: String,
+    /// Lowercase hex, empty when the image carries none.
     pub(crate) build_id: String,
 }
 
@@ -25,10 +28,36 @@ pub(crate) fn mappings() -> Vec<Mapping> {
     let mut found: Vec<Mapping> = maps.lines().filter_map(parse_maps_line).collect();
     // Stable: the main executable first, the rest in address order.
     found.sort_by_key(|m| m.path != exe);
+    let images = images();
     for m in &mut found {
-        m.build_id = build_id(&m.path);
+        if let Some(image) = images.iter().find(|i| image_holds(i, m.start, m.limit)) {
+            m.build_id = hex(&build_id(image));
+        }
     }
     found
+}
+
+/// Whether one of `image`'s loaded segments overlaps `[start, limit)`.
+pub(super) fn image_holds(image: &Image, start: u64, limit: u64) -> bool {
+    image.segments.iter().any(|s| {
+        let from = image.bias.wrapping_add(s.vaddr);
+        let to = from.wrapping_add(s.memsz);
+        from < limit && start < to
+    })
+}
+
+/// The GNU build id in `image`'s notes as mapped in memory; empty if none.
+pub(super) fn build_id(image: &Image) -> Vec<u8> {
+    image
+        .notes
+        .iter()
+        .find_map(|n| build_id_in_notes(n.align, &n.bytes))
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_maps_line(line: &str) -> Option<Mapping> {
@@ -50,76 +79,6 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
         path,
         build_id: String::new(),
     })
-}
-
-/// The GNU build id of an ELF file as lowercase hex, or empty. Cached per path.
-fn build_id(path: &str) -> String {
-    static IDS: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
-    let ids = IDS.get_or_init(Default::default);
-    let mut ids = ids.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(id) = ids.get(path) {
-        return id.clone();
-    }
-    let id = if path.starts_with('/') {
-        read_build_id(path).unwrap_or_default()
-    } else {
-        String::new()
-    };
-    ids.insert(path.to_owned(), id.clone());
-    id
-}
-
-fn read_build_id(path: &str) -> Option<String> {
-    const PT_NOTE: u32 = 4;
-    const NT_GNU_BUILD_ID: u32 = 3;
-    let mut file = File::open(path).ok()?;
-    let mut header = [0u8; 64];
-    file.read_exact(&mut header).ok()?;
-    // 64-bit little-endian ELF only; anything else simply has no id here.
-    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
-        return None;
-    }
-    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
-    let u32_at =
-        |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]));
-    let u64_at =
-        |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
-    let phoff = u64_at(&header, 0x20);
-    let phentsize = usize::from(u16_at(&header, 0x36));
-    let phnum = usize::from(u16_at(&header, 0x38));
-    if phentsize < 56 || phnum > 256 {
-        return None;
-    }
-    let mut phdrs = vec![0u8; phentsize * phnum];
-    file.seek(SeekFrom::Start(phoff)).ok()?;
-    file.read_exact(&mut phdrs).ok()?;
-    for ph in phdrs.chunks_exact(phentsize) {
-        if u32_at(ph, 0) != PT_NOTE {
-            continue;
-        }
-        let (offset, size) = (u64_at(ph, 8), u64_at(ph, 32).min(1 << 16));
-        let mut notes = vec![0u8; usize::try_from(size).ok()?];
-        file.seek(SeekFrom::Start(offset)).ok()?;
-        file.read_exact(&mut notes).ok()?;
-        let mut at = 0usize;
-        while at + 12 <= notes.len() {
-            let namesz = u32_at(&notes, at) as usize;
-            let descsz = u32_at(&notes, at + 4) as usize;
-            let kind = u32_at(&notes, at + 8);
-            let name_at = at + 12;
-            let desc_at = name_at + namesz.div_ceil(4) * 4;
-            let end = desc_at + descsz.div_ceil(4) * 4;
-            if desc_at + descsz > notes.len() {
-                break;
-            }
-            if kind == NT_GNU_BUILD_ID && notes[name_at..name_at + namesz] == *b"GNU\0" {
-                let desc = &notes[desc_at..desc_at + descsz];
-                return Some(desc.iter().map(|b| format!("{b:02x}")).collect());
-            }
-            at = end;
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -151,5 +110,181 @@ mod tests {
         let exe = std::env::current_exe().unwrap_or_default();
         assert_eq!(maps[0].path, exe.to_string_lossy());
         assert!(!maps[0].build_id.is_empty());
+    }
+
+    /// Read `len` bytes of this process's memory at `at` through the kernel
+    /// (`/proc/self/mem`), a path independent of the loader's tables.
+    fn memory(at: u64, len: usize) -> Vec<u8> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut mem = std::fs::File::open("/proc/self/mem").expect("/proc/self/mem");
+        mem.seek(SeekFrom::Start(at)).expect("seek");
+        let mut bytes = vec![0; len];
+        mem.read_exact(&mut bytes).expect("read");
+        bytes
+    }
+
+    /// The GNU build id in the notes of the main program as mapped now,
+    /// found from its ELF header in memory.
+    fn build_id_in_memory() -> String {
+        let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let u32_at =
+            |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0; 4]));
+        let u64_at =
+            |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let main = &mappings()[0];
+        // The mapping that holds the ELF header (file offset 0).
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let header_at = maps
+            .lines()
+            .filter(|l| l.ends_with(&main.path))
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                let start = f.next()?.split_once('-')?.0;
+                let offset = f.nth(1)?;
+                (u64::from_str_radix(offset, 16).ok()? == 0)
+                    .then(|| u64::from_str_radix(start, 16).ok())?
+            })
+            .expect("the main program's first mapping");
+        let header = memory(header_at, 64);
+        assert_eq!(&header[..4], b"\x7fELF");
+        let (phoff, phentsize, phnum) = (
+            u64_at(&header, 0x20),
+            u16_at(&header, 0x36),
+            u16_at(&header, 0x38),
+        );
+        let phdrs = memory(
+            header_at + phoff,
+            usize::from(phentsize) * usize::from(phnum),
+        );
+        let phdrs: Vec<&[u8]> = phdrs.chunks(usize::from(phentsize)).collect();
+        let first_load = phdrs
+            .iter()
+            .find(|p| u32_at(p, 0) == 1 && u64_at(p, 8) == 0)
+            .map(|p| u64_at(p, 16))
+            .expect("a PT_LOAD at offset 0");
+        let bias = header_at - first_load;
+        for p in phdrs.iter().filter(|p| u32_at(p, 0) == 4) {
+            let notes = memory(
+                bias + u64_at(p, 16),
+                usize::try_from(u64_at(p, 40)).unwrap_or(0),
+            );
+            let mut at = 0;
+            while at + 12 <= notes.len() {
+                let (namesz, descsz, kind) = (
+                    u32_at(&notes, at) as usize,
+                    u32_at(&notes, at + 4) as usize,
+                    u32_at(&notes, at + 8),
+                );
+                let desc = at + 12 + namesz.div_ceil(4) * 4;
+                if kind == 3 && notes.get(at + 12..at + 12 + namesz) == Some(b"GNU\0") {
+                    return hex(&notes[desc..desc + descsz]);
+                }
+                at = desc + descsz.div_ceil(4) * 4;
+            }
+        }
+        String::new()
+    }
+
+    #[test]
+    fn the_build_id_is_the_one_in_the_running_image() {
+        let in_memory = build_id_in_memory();
+        assert!(!in_memory.is_empty());
+        assert_eq!(mappings()[0].build_id, in_memory);
+    }
+
+    const REPLACED_CHILD: &str = "PPROF_CORE_TEST_REPLACED_CHILD";
+
+    #[inline(never)]
+    fn a_function_to_name() -> u64 {
+        a_function_to_name as fn() -> u64 as usize as u64 + 1
+    }
+
+    /// The process runs a binary whose file is then replaced on disk (as a
+    /// deploy does): its mapping keeps the running image's build id, and its
+    /// own functions still resolve.
+    #[test]
+    fn a_replaced_binary_keeps_its_build_id_and_names() {
+        use std::io::{BufRead, BufReader, Write};
+        use std::process::{Command, Stdio};
+        if std::env::var_os(REPLACED_CHILD).is_some() {
+            // Straight to the pipe, past the test harness's output capture.
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "child: ready").and_then(|()| out.flush());
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            let pc = a_function_to_name();
+            let frames = crate::symbols::symbolizer().resolve_all([pc]);
+            let name = frames[&pc].first().map(|f| f.name.to_string());
+            let _ = writeln!(out, "child: build_id={}", mappings()[0].build_id);
+            let _ = writeln!(out, "child: name={}", name.unwrap_or_default());
+            let _ = out.flush();
+            return;
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        // A second name for the test binary (a hard link beside it: no
+        // copy, so the test costs little CPU next to the CPU profiler's).
+        let name = format!("pprof-core-replaced-{}", std::process::id());
+        let mut dir = exe.with_file_name(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a directory beside the test binary");
+        let mut copy = dir.join("service");
+        if std::fs::hard_link(&exe, &copy).is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+            dir = std::env::temp_dir().join(&name);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            copy = dir.join("service");
+            std::fs::copy(&exe, &copy).expect("copy the test binary");
+        }
+        let disk_id = |path: &std::path::Path| {
+            let file = std::fs::File::open(path).expect("open");
+            let map = crate::signals::map_file(&file).expect("map");
+            super::super::elf::ElfFile::parse(&map)
+                .and_then(|e| e.build_id().map(hex))
+                .unwrap_or_default()
+        };
+        let original = disk_id(&copy);
+        // Another ELF file with another build id: the C library.
+        let other = crate::signals::images()
+            .into_iter()
+            .find(|i| i.name.contains("libc.so"))
+            .map(|i| std::path::PathBuf::from(i.name))
+            .expect("libc is loaded");
+        let replacement = dir.join("service.new");
+        std::fs::copy(&other, &replacement).expect("copy libc");
+        let replaced_id = disk_id(&replacement);
+        assert_ne!(original, replaced_id);
+
+        let mut child = Command::new(&copy)
+            .args([
+                "--exact",
+                "symbols::maps::tests::a_replaced_binary_keeps_its_build_id_and_names",
+                "--test-threads=1",
+            ])
+            .env(REPLACED_CHILD, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the copy");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        // The harness may print its own words before ours on a line.
+        let mut said = |what: &str| {
+            lines
+                .by_ref()
+                .map_while(Result::ok)
+                .find_map(|l| l.find(what).map(|at| l[at + what.len()..].to_owned()))
+        };
+        assert!(said("child: ready").is_some());
+        std::fs::rename(&replacement, &copy).expect("replace the binary on disk");
+        assert_eq!(disk_id(&copy), replaced_id);
+        writeln!(child.stdin.take().expect("stdin")).expect("tell the child");
+        let build_id = said("child: build_id=").unwrap_or_default();
+        let name = said("child: name=").unwrap_or_default();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            build_id, original,
+            "the running image's id, not the new file's"
+        );
+        assert_eq!(name, "pprof_core::symbols::maps::tests::a_function_to_name");
     }
 }
