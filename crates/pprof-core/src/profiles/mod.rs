@@ -26,6 +26,10 @@ mod tasks;
 pub(crate) use contention::tests::{
     leaves as contention_leaves, stacks as contention_stacks, text as contention_text,
 };
+/// The thread-dump profiles, for the handler's tests of shared dumps and
+/// delta places (tests name them through these, not by their names).
+#[cfg(test)]
+pub(crate) use goroutine::{GOROUTINE, THREADCREATE};
 
 /// Every profile served, in no particular order (the index sorts by name).
 pub(crate) static PROFILES: &[&dyn Profile] = &[

@@ -310,11 +310,12 @@ mod tests {
     )]
     async fn concurrent_goroutine_requests_share_one_dump() {
         let held = crate::signals::hold_dumps();
+        let name = crate::profiles::Profile::name(&crate::profiles::GOROUTINE);
         let requests: Vec<_> = (0..8)
             .map(|_| {
-                tokio::spawn(async {
+                tokio::spawn(async move {
                     let pprof = Pprof::new(Config::default());
-                    let request = http::Request::get("/debug/pprof/goroutine")
+                    let request = http::Request::get(format!("/debug/pprof/{name}"))
                         .body(http_body_util::Empty::<Bytes>::new())
                         .expect("request");
                     body_of(pprof.handle(request).await).await
@@ -323,7 +324,7 @@ mod tests {
             .collect();
         let config = Config::default();
         let key = super::SnapshotKey {
-            name: "goroutine",
+            name,
             debug: 0,
             max_text: config.max_text_bytes,
             thread_signal: config.thread_signal,
@@ -356,7 +357,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn delta_requests_beyond_the_limit_get_409_and_a_dropped_one_frees_its_place() {
         let pprof = Pprof::new(Config::default().max_delta_requests(2));
-        let get = |target: &str| {
+        let name = crate::profiles::Profile::name(&crate::profiles::THREADCREATE);
+        let get = |target: String| {
             let request = http::Request::get(target)
                 .body(http_body_util::Empty::<Bytes>::new())
                 .expect("request");
@@ -364,11 +366,11 @@ mod tests {
             async move { body_of(pprof.handle(request).await).await }
         };
         let waiting: Vec<_> = (0..2)
-            .map(|_| tokio::spawn(get("/debug/pprof/threadcreate?seconds=60")))
+            .map(|_| tokio::spawn(get(format!("/debug/pprof/{name}?seconds=60"))))
             .collect();
         let in_flight = || {
             let deltas = super::DELTAS.lock().unwrap_or_else(PoisonError::into_inner);
-            deltas.get("threadcreate").copied().unwrap_or(0)
+            deltas.get(name).copied().unwrap_or(0)
         };
         // Not a timing assertion: wait (up to 20 s) until both are in flight.
         for _ in 0..2000 {
@@ -377,11 +379,13 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let (status, body) = get("/debug/pprof/threadcreate?seconds=1").await;
+        let (status, body) = get(format!("/debug/pprof/{name}?seconds=1")).await;
         assert_eq!(status, StatusCode::CONFLICT);
         assert_eq!(
             body,
-            "Could not start a delta threadcreate profile: 2 are in progress, the server's limit (max_delta_requests); try again\n"
+            format!(
+                "Could not start a delta {name} profile: 2 are in progress, the server's limit (max_delta_requests); try again\n"
+            )
         );
         for w in &waiting {
             w.abort();
@@ -394,7 +398,7 @@ mod tests {
             0,
             "the dropped requests gave their places back"
         );
-        let (status, _) = get("/debug/pprof/threadcreate?seconds=1").await;
+        let (status, _) = get(format!("/debug/pprof/{name}?seconds=1")).await;
         assert_eq!(status, StatusCode::OK);
     }
 

@@ -608,9 +608,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_window_keeps_at_most_its_bound_of_label_sets_and_counts_the_rest() {
-        let mut window = Window {
+    /// A window at 100 Hz with nothing in it yet.
+    fn empty_window() -> Window {
+        Window {
             id: 0,
             start: 0,
             started: SystemTime::now(),
@@ -619,7 +619,12 @@ mod tests {
             notes: Vec::new(),
             label_sets: HashSet::new(),
             duration: Duration::ZERO,
-        };
+        }
+    }
+
+    #[test]
+    fn a_window_keeps_at_most_its_bound_of_label_sets_and_counts_the_rest() {
+        let mut window = empty_window();
         let before = labels::overflows();
         let thread: Arc<str> = Arc::from("t");
         for i in 0..(MAX_SETS_PER_PROFILE + 10) {
@@ -638,16 +643,7 @@ mod tests {
 
     #[test]
     fn a_full_window_counts_new_stacks_under_one_sample() {
-        let mut window = Window {
-            id: 0,
-            start: 0,
-            started: SystemTime::now(),
-            hz: 100,
-            ticks: HashMap::new(),
-            notes: Vec::new(),
-            label_sets: HashSet::new(),
-            duration: Duration::ZERO,
-        };
+        let mut window = empty_window();
         let thread: Arc<str> = Arc::from("t");
         for i in 0..(MAX_KEYS as u64 + 10) {
             window.add((Box::new([i + 100]), thread.clone(), Labels::none()), 2);

@@ -31,6 +31,38 @@ pub(super) enum Graph<'a> {
 /// The flame graph as an `<svg>` element to put in a page (without the
 /// XML prologue), or `None` when nothing was sampled.
 pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Error> {
+    let Folded {
+        mut lines,
+        locations,
+        unit,
+        differential,
+    } = folded(graph);
+    if !lines.iter().any(|l| !l.ends_with(" 0")) {
+        return Ok(None);
+    }
+    lines.sort_unstable();
+    let min_width = min_width(&folded_widths(&lines, differential), MAX_FRAMES);
+    let mut options = options(title, unit, &locations, min_width);
+    let mut out = Vec::new();
+    flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut out)
+        .map_err(|e| Error::Profiler(format!("could not draw the flame graph: {e}")))?;
+    let svg = String::from_utf8(out)
+        .map_err(|_| Error::Profiler("the flame graph is not UTF-8".to_owned()))?;
+    // The page calls inferno's `init` itself once the element is in place.
+    let start = svg.find("<svg").unwrap_or(0);
+    Ok(Some(svg[start..].replacen(r#" onload="init(evt)""#, "", 1)))
+}
+
+/// A graph as inferno's folded lines (`a;b;c 5`, or `a;b;c 3 5` for a
+/// differential one) and the frames' `file:line` tooltips.
+struct Folded {
+    lines: Vec<String>,
+    locations: HashMap<String, String>,
+    unit: String,
+    differential: bool,
+}
+
+fn folded(graph: &Graph<'_>) -> Folded {
     let mut folded: HashMap<String, (u64, u64)> = HashMap::new();
     let mut locations: HashMap<String, String> = HashMap::new();
     let (unit, differential) = match *graph {
@@ -39,9 +71,8 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
             index,
             keep,
         } => {
-            fold(stacks, index, keep, &mut folded, &mut locations, |c, v| {
-                c.1 += v;
-            });
+            let add = |c: &mut (u64, u64), v| c.1 += v;
+            fold(stacks, index, keep, &mut folded, &mut locations, add);
             (stacks.unit(index).to_owned(), false)
         }
         Graph::Diff {
@@ -52,13 +83,15 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
             after_index,
             after_keep,
         } => {
+            let was = |c: &mut (u64, u64), v| c.0 += v;
+            let is = |c: &mut (u64, u64), v| c.1 += v;
             fold(
                 before,
                 before_index,
                 before_keep,
                 &mut folded,
                 &mut locations,
-                |c, v| c.0 += v,
+                was,
             );
             fold(
                 after,
@@ -66,12 +99,12 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
                 after_keep,
                 &mut folded,
                 &mut locations,
-                |c, v| c.1 += v,
+                is,
             );
             (after.unit(after_index).to_owned(), true)
         }
     };
-    let mut lines: Vec<String> = folded
+    let lines = folded
         .iter()
         .filter(|(_, (before, after))| *before > 0 || *after > 0)
         .map(|(stack, &(before, after))| {
@@ -82,12 +115,21 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
             }
         })
         .collect();
-    if !lines.iter().any(|l| !l.ends_with(" 0")) {
-        return Ok(None);
+    Folded {
+        lines,
+        locations,
+        unit,
+        differential,
     }
-    lines.sort_unstable();
-    let min_width = min_width(&folded_widths(&lines, differential), MAX_FRAMES);
+}
 
+/// How inferno draws our graphs.
+fn options<'a>(
+    title: &str,
+    unit: String,
+    locations: &HashMap<String, String>,
+    min_width: f64,
+) -> Options<'a> {
     let mut options = Options::default();
     options.title = title.to_owned();
     options.count_name = if unit.is_empty() {
@@ -106,16 +148,9 @@ pub(super) fn svg(graph: &Graph<'_>, title: &str) -> Result<Option<String>, Erro
     // twice on load, most of the load time of a large graph).
     options.image_width = Some(IMAGE_WIDTH);
     options.name_type = "Function:".to_owned();
-    options.func_frameattrs = frame_attributes(&locations);
+    options.func_frameattrs = frame_attributes(locations);
     options.min_width = options.min_width.max(min_width);
-    let mut out = Vec::new();
-    flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut out)
-        .map_err(|e| Error::Profiler(format!("could not draw the flame graph: {e}")))?;
-    let svg = String::from_utf8(out)
-        .map_err(|_| Error::Profiler("the flame graph is not UTF-8".to_owned()))?;
-    // The page calls inferno's `init` itself once the element is in place.
-    let start = svg.find("<svg").unwrap_or(0);
-    Ok(Some(svg[start..].replacen(r#" onload="init(evt)""#, "", 1)))
+    options
 }
 
 /// The flame graph's width in SVG units (the page scales it to fit).

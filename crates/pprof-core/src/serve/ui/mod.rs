@@ -237,72 +237,17 @@ where
     // An upload is read and checked first, one at a time, before any
     // profile is taken: a bad file is refused at once.
     let upload = if post && is_upload(parts) {
-        let reading = UPLOADS.try_claim()?;
-        let upload = read_upload(config, parts, body).await?;
-        if !upload.fields.is_empty() {
-            let params = Params::new(&upload.fields, parts.uri.query().unwrap_or_default());
-            let page = asked.page.path();
-            asked = parse(config, page, &params)?;
-        }
-        let max_decoded = config.max_upload_decoded_bytes;
-        let decoded = blocking(move || {
-            let _reading = reading;
-            let proto = format::decode(&upload.file, max_decoded)?;
-            Stacks::from_proto(&proto)
-        })
-        .await?;
-        Some(decoded)
+        Some(read_profile_upload(config, &mut asked, parts, body).await?)
     } else {
         None
     };
-    let shell_types = live_types(&asked);
-    let shell = Shell {
-        asked: &asked,
-        heading: String::new(),
-        types: &shell_types,
-        shown: None,
-    };
-    let max = config.max_duration.as_secs();
-    let default = config
-        .default_duration
-        .min(config.max_duration)
-        .as_secs()
-        .min(10);
-    let name = asked.profile.0.name();
-    match (&upload, asked.page) {
-        (Some(_), _) => {}
-        (None, Page::Diff) if asked.seconds.is_none() => {
-            let shell = Shell {
-                heading: format!("{name}: what changed?"),
-                ..shell
-            };
-            return Ok(html::choose_diff(&shell, default, max));
+    if upload.is_none() {
+        if let Some(interim) = interim_page(config, &asked, post) {
+            return Ok(interim);
         }
-        (None, _) if asked.windowed() && asked.seconds.is_none() => {
-            let shell = Shell {
-                heading: format!("{name}: {}", asked.page.title()),
-                ..shell
-            };
-            return Ok(html::choose_seconds(&shell, default, max));
-        }
-        (None, _) => {}
     }
-    if let (None, false, Some(takes)) = (&upload, post, asked.takes()) {
-        let what = if asked.windowed() {
-            format!("a {} s CPU profile", takes.as_secs())
-        } else {
-            format!("two {name} profiles {} s apart", takes.as_secs())
-        };
-        let shell = Shell {
-            heading: format!("{name}: {}", asked.page.title()),
-            ..shell
-        };
-        return Ok(html::working(&shell, &what, takes.as_secs()));
-    }
-
     // The work: collect (unless an upload is all it shows), then draw off
     // the workers.
-    let profile = asked.profile.0;
     let window = if asked.windowed() {
         asked
             .seconds
@@ -320,9 +265,75 @@ where
         // baseline takes the second one's place.
         let second = upload.is_none() && (asked.page == Page::Diff || !asked.windowed());
         let delta = asked.seconds.filter(|_| second);
-        Some(collect(profile, ask, delta).await?)
+        Some(collect(asked.profile.0, ask, delta).await?)
     };
     blocking(move || draw(&asked, collected, upload)).await
+}
+
+/// Read an uploaded profile (a baseline or a saved profile) and decode it
+/// off the workers; the form's own fields replace the query's in `asked`.
+async fn read_profile_upload<B>(
+    config: &Config,
+    asked: &mut PageRequest,
+    parts: &http::request::Parts,
+    body: Option<B>,
+) -> Result<Stacks, Error>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let reading = UPLOADS.try_claim()?;
+    let upload = read_upload(config, parts, body).await?;
+    if !upload.fields.is_empty() {
+        let params = Params::new(&upload.fields, parts.uri.query().unwrap_or_default());
+        *asked = parse(config, asked.page.path(), &params)?;
+    }
+    let max_decoded = config.max_upload_decoded_bytes;
+    blocking(move || {
+        let _reading = reading;
+        let proto = format::decode(&upload.file, max_decoded)?;
+        Stacks::from_proto(&proto)
+    })
+    .await
+}
+
+/// The page shown before any work, when there is no upload: a choice of
+/// seconds (a diff's gap, a CPU profile's length) when none was given, or,
+/// for a `GET` of a page that takes time, the countdown page that sends
+/// the same request as a `POST`.
+fn interim_page(config: &Config, asked: &PageRequest, post: bool) -> Option<String> {
+    let types = live_types(asked);
+    let name = asked.profile.0.name();
+    let shell = |heading: String| Shell {
+        asked,
+        heading,
+        types: &types,
+        shown: None,
+    };
+    let max = config.max_duration.as_secs();
+    let default = config
+        .default_duration
+        .min(config.max_duration)
+        .as_secs()
+        .min(10);
+    if asked.seconds.is_none() {
+        if asked.page == Page::Diff {
+            let shell = shell(format!("{name}: what changed?"));
+            return Some(html::choose_diff(&shell, default, max));
+        }
+        if asked.windowed() {
+            let shell = shell(format!("{name}: {}", asked.page.title()));
+            return Some(html::choose_seconds(&shell, default, max));
+        }
+    }
+    let takes = asked.takes().filter(|_| !post)?;
+    let what = if asked.windowed() {
+        format!("a {} s CPU profile", takes.as_secs())
+    } else {
+        format!("two {name} profiles {} s apart", takes.as_secs())
+    };
+    let shell = shell(format!("{name}: {}", asked.page.title()));
+    Some(html::working(&shell, &what, takes.as_secs()))
 }
 
 /// The profile's declared sample types, before anything is collected.
@@ -389,15 +400,7 @@ fn draw(
         (_, Some(now), None, None) => {
             let now = resolve(&now)?;
             drop(working.take());
-            let what = if asked.windowed() {
-                format!(
-                    "{} s CPU profile",
-                    asked.seconds.unwrap_or_default().as_secs()
-                )
-            } else {
-                "now".to_owned()
-            };
-            view(asked, &now, &what)
+            view(asked, &now, &snapshot_caption(asked))
         }
         _ => Err(Error::Profiler(
             "nothing was collected for this page".to_owned(),
@@ -405,6 +408,16 @@ fn draw(
     };
     drop(working);
     page
+}
+
+/// What a page of one profile shows: a CPU profile's window, or "now".
+fn snapshot_caption(asked: &PageRequest) -> String {
+    if asked.windowed() {
+        let seconds = asked.seconds.unwrap_or_default().as_secs();
+        format!("{seconds} s CPU profile")
+    } else {
+        "now".to_owned()
+    }
 }
 
 fn focus(asked: &PageRequest) -> Option<&Regex> {
@@ -473,6 +486,9 @@ fn view(asked: &PageRequest, stacks: &Stacks, what: &str) -> Result<String, Erro
     Ok(shell.page(&body, &script))
 }
 
+/// What a differential flame graph's colours mean.
+const DIFF_LEGEND: &str = "<p class=legend>Widths are now; colour is the change: <span class=grew>grew</span><span class=shrank>shrank</span> (stacks that vanished have no width: see the table).</p>\n";
+
 /// The diff page: `after` against `before`, as a differential flame graph
 /// (widths of `after`, red grew, blue shrank) and the change per function.
 fn diff(
@@ -484,14 +500,7 @@ fn diff(
 ) -> Result<String, Error> {
     let after_index = after.type_index(asked.sample_index.as_deref())?;
     let kind = after.types[after_index].0.clone();
-    let before_index = before
-        .types
-        .iter()
-        .position(|(t, _)| *t == kind)
-        .ok_or_else(|| Error::NoSuchSampleType {
-            asked: kind.clone(),
-            known: format!("{} in the baseline", before.type_names()),
-        })?;
+    let before_index = before.baseline_type_index(&kind)?;
     let unit = after.unit(after_index).to_owned();
     let (before_keep, after_keep) = (
         before.keep(focus(asked), ignore(asked)),
@@ -504,18 +513,8 @@ fn diff(
         types: &after.types,
         shown: Some(after_index),
     };
-    let total = |s: &Stacks, i: usize, keep: &[bool]| -> i64 {
-        s.samples
-            .iter()
-            .zip(keep)
-            .filter(|(_, k)| **k)
-            .map(|(s, _)| s.values.get(i).copied().unwrap_or(0))
-            .sum()
-    };
-    let (was_total, is_total) = (
-        total(before, before_index, &before_keep),
-        total(after, after_index, &after_keep),
-    );
+    let was_total = before.total(before_index, &before_keep);
+    let is_total = after.total(after_index, &after_keep);
     let summary = format!(
         "Type: {} · {} {} → {} {} ({})",
         html::escape(&kind),
@@ -534,7 +533,6 @@ fn diff(
         after_keep: &after_keep,
     };
     let svg = flame::svg(&graph, &format!("{name} · {kind}: {is} against {was}"))?;
-    let legend = "<p class=legend>Widths are now; colour is the change: <span class=grew>grew</span><span class=shrank>shrank</span> (stacks that vanished have no width: see the table).</p>\n";
     let changes = top::top(&[
         (after, after_index, &after_keep, 1),
         (before, before_index, &before_keep, -1),
@@ -542,13 +540,12 @@ fn diff(
     let link = |f: &str| focus_link(&shell, f);
     let body = format!(
         "{}\n<h2>Change per function ({is} − {was})</h2>\n{}",
-        html::flame_body(&summary, svg.as_deref(), legend, &unit),
+        html::flame_body(&summary, svg.as_deref(), DIFF_LEGEND, &unit),
         html::top_table(&changes, &unit, link)
     );
-    let script = if svg.is_some() {
-        format!("{}{}", html::flame_script(), html::SORT)
-    } else {
-        html::SORT.to_owned()
+    let script = match svg {
+        Some(_) => format!("{}{}", html::flame_script(), html::SORT),
+        None => html::SORT.to_owned(),
     };
     Ok(shell.page(&body, &script))
 }
@@ -712,8 +709,8 @@ mod tests {
     #[test]
     fn index_links_are_relative_and_escaped() {
         assert_eq!(
-            index_links("heap"),
-            "<td><a href=\"ui/flamegraph?profile=heap\">flame graph</a> · <a href=\"ui/top?profile=heap\">top</a> · <a href=\"ui/diff?profile=heap\">diff</a></td>"
+            index_links("a<b&c"),
+            "<td><a href=\"ui/flamegraph?profile=a%3Cb%26c\">flame graph</a> · <a href=\"ui/top?profile=a%3Cb%26c\">top</a> · <a href=\"ui/diff?profile=a%3Cb%26c\">diff</a></td>"
         );
     }
 }

@@ -25,6 +25,25 @@ pub(super) struct Stack {
     pub(super) values: Vec<i64>,
 }
 
+/// A profile that breaks the format's rules, saying which.
+fn invalid(what: String) -> Error {
+    Error::InvalidUpload(what)
+}
+
+/// A profile's string table; an index out of it is an error, not a panic.
+#[derive(Clone, Copy)]
+struct Strings<'a>(&'a [String]);
+
+impl<'a> Strings<'a> {
+    fn get(self, id: i64) -> Result<&'a str, Error> {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .map(String::as_str)
+            .ok_or_else(|| invalid(format!("string index {id} is out of range")))
+    }
+}
+
 /// A profile, resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(super) struct Stacks {
@@ -41,57 +60,68 @@ impl Stacks {
     /// is checked, and a profile that breaks the format's rules is an
     /// [`Error::InvalidUpload`] saying which.
     pub(super) fn from_proto(p: &protos::Profile) -> Result<Self, Error> {
-        let bad = |what: String| Error::InvalidUpload(what);
-        let string = |id: i64| -> Result<&str, Error> {
-            usize::try_from(id)
-                .ok()
-                .and_then(|i| p.string_table.get(i))
-                .map(String::as_str)
-                .ok_or_else(|| bad(format!("string index {id} is out of range")))
-        };
+        let strings = Strings(&p.string_table);
         let mut stacks = Stacks {
             duration_nanos: p.duration_nanos,
             ..Stacks::default()
         };
         for t in &p.sample_type {
-            stacks
-                .types
-                .push((string(t.ty)?.to_owned(), string(t.unit)?.to_owned()));
+            let (kind, unit) = (strings.get(t.ty)?, strings.get(t.unit)?);
+            stacks.types.push((kind.to_owned(), unit.to_owned()));
         }
         if stacks.types.is_empty() {
-            return Err(bad("it has no sample types".to_owned()));
+            return Err(invalid("it has no sample types".to_owned()));
         }
-        let default = string(p.default_sample_type)?;
+        let default = strings.get(p.default_sample_type)?;
         stacks.default_type = (!default.is_empty()).then(|| default.to_owned());
+        let function_ids = stacks.read_functions(&p.function, strings)?;
+        let locations = stacks.read_locations(&p.location, &function_ids)?;
+        stacks.read_samples(&p.sample, &locations)?;
+        Ok(stacks)
+    }
 
+    /// Group the profile's functions by name; the map gives each proto
+    /// function id its index in `functions`.
+    fn read_functions(
+        &mut self,
+        functions: &[protos::Function],
+        strings: Strings<'_>,
+    ) -> Result<HashMap<u64, u32>, Error> {
         let mut by_name: HashMap<&str, u32> = HashMap::new();
-        let mut function_ids: HashMap<u64, u32> = HashMap::new();
-        for f in &p.function {
-            let name = string(f.name)?;
+        let mut function_ids = HashMap::new();
+        for f in functions {
+            let name = strings.get(f.name)?;
             let name = if name.is_empty() { "?" } else { name };
-            let next = u32::try_from(stacks.functions.len())
-                .map_err(|_| bad("it has too many functions".to_owned()))?;
-            let index = *by_name.entry(name).or_insert_with(|| {
-                stacks.functions.push(Function {
-                    name: name.to_owned(),
-                    file: String::new(),
-                });
-                next
-            });
-            if let Some(function) = stacks.functions.get_mut(index as usize)
+            let index = match by_name.get(name) {
+                Some(index) => *index,
+                None => {
+                    let index = self.add_function(name.to_owned())?;
+                    by_name.insert(name, index);
+                    index
+                }
+            };
+            if let Some(function) = self.functions.get_mut(index as usize)
                 && function.file.is_empty()
             {
-                string(f.filename)?.clone_into(&mut function.file);
+                strings.get(f.filename)?.clone_into(&mut function.file);
             }
             function_ids.insert(f.id, index);
         }
-        // Each location's frames, outermost (caller) first.
-        let mut locations: HashMap<u64, Vec<(u32, i64)>> = HashMap::new();
-        for l in &p.location {
+        Ok(function_ids)
+    }
+
+    /// Each location's frames, outermost (caller) first, by location id.
+    fn read_locations(
+        &mut self,
+        locations: &[protos::Location],
+        function_ids: &HashMap<u64, u32>,
+    ) -> Result<HashMap<u64, Vec<(u32, i64)>>, Error> {
+        let mut frames_by_id = HashMap::new();
+        for l in locations {
             let mut frames = Vec::with_capacity(l.line.len().max(1));
             for line in l.line.iter().rev() {
                 let function = function_ids.get(&line.function_id).ok_or_else(|| {
-                    bad(format!(
+                    invalid(format!(
                         "location {} names function {}, which is not in it",
                         l.id, line.function_id
                     ))
@@ -100,21 +130,23 @@ impl Stacks {
             }
             if frames.is_empty() {
                 // An unsymbolized address is still a frame, named by its address.
-                let name = format!("{:#x}", l.address);
-                let next = u32::try_from(stacks.functions.len())
-                    .map_err(|_| bad("it has too many functions".to_owned()))?;
-                stacks.functions.push(Function {
-                    name,
-                    file: String::new(),
-                });
-                frames.push((next, 0));
+                frames.push((self.add_function(format!("{:#x}", l.address))?, 0));
             }
-            locations.insert(l.id, frames);
+            frames_by_id.insert(l.id, frames);
         }
-        let width = stacks.types.len();
-        for s in &p.sample {
+        Ok(frames_by_id)
+    }
+
+    /// The samples, their stacks root first.
+    fn read_samples(
+        &mut self,
+        samples: &[protos::Sample],
+        locations: &HashMap<u64, Vec<(u32, i64)>>,
+    ) -> Result<(), Error> {
+        let width = self.types.len();
+        for s in samples {
             if s.value.len() != width {
-                return Err(bad(format!(
+                return Err(invalid(format!(
                     "a sample has {} values for {width} sample types",
                     s.value.len()
                 )));
@@ -122,16 +154,48 @@ impl Stacks {
             let mut frames = Vec::new();
             for id in s.location_id.iter().rev() {
                 let location = locations.get(id).ok_or_else(|| {
-                    bad(format!("a sample names location {id}, which is not in it"))
+                    invalid(format!("a sample names location {id}, which is not in it"))
                 })?;
                 frames.extend_from_slice(location);
             }
-            stacks.samples.push(Stack {
+            self.samples.push(Stack {
                 frames,
                 values: s.value.clone(),
             });
         }
-        Ok(stacks)
+        Ok(())
+    }
+
+    /// A new function of this name, its file not yet known.
+    fn add_function(&mut self, name: String) -> Result<u32, Error> {
+        let index = u32::try_from(self.functions.len())
+            .map_err(|_| invalid("it has too many functions".to_owned()))?;
+        self.functions.push(Function {
+            name,
+            file: String::new(),
+        });
+        Ok(index)
+    }
+
+    /// The sum of the kept samples' value `index`.
+    pub(super) fn total(&self, index: usize, keep: &[bool]) -> i64 {
+        self.samples
+            .iter()
+            .zip(keep)
+            .filter(|(_, k)| **k)
+            .map(|(s, _)| s.values.get(index).copied().unwrap_or(0))
+            .sum()
+    }
+
+    /// The index of the sample type `kind` in a baseline, which must have it.
+    pub(super) fn baseline_type_index(&self, kind: &str) -> Result<usize, Error> {
+        self.types
+            .iter()
+            .position(|(t, _)| t == kind)
+            .ok_or_else(|| Error::NoSuchSampleType {
+                asked: kind.to_owned(),
+                known: format!("{} in the baseline", self.type_names()),
+            })
     }
 
     /// The sample types, as pprof lists them: `alloc_space, inuse_space`.

@@ -22,11 +22,42 @@ pub(super) struct Top {
     pub(super) total: i64,
 }
 
+/// One function's running totals while the table is counted.
+#[derive(Default)]
+struct Tally {
+    flat: i64,
+    cum: i64,
+    file: String,
+    /// Value per line seen in it, to name the line with most.
+    lines: HashMap<i64, i64>,
+}
+
+impl Tally {
+    fn into_row(self, name: String) -> Row {
+        let line = self
+            .lines
+            .into_iter()
+            .max_by_key(|(line, weight)| (*weight, -*line))
+            .map_or(0, |(line, _)| line);
+        let at = match (self.file.is_empty(), line) {
+            (true, _) => String::new(),
+            (false, 0) => self.file,
+            (false, line) => format!("{}:{line}", self.file),
+        };
+        Row {
+            name,
+            at,
+            flat: self.flat,
+            cum: self.cum,
+        }
+    }
+}
+
 /// The top table of the kept samples' value `index`. Values may be
 /// negative (a delta's shrinking stacks); `sign` -1 counts a profile as
 /// the "before" of a difference.
 pub(super) fn top(parts: &[(&Stacks, usize, &[bool], i64)]) -> Top {
-    let mut rows: HashMap<String, (i64, i64, String, HashMap<i64, i64>)> = HashMap::new();
+    let mut tallies: HashMap<String, Tally> = HashMap::new();
     let mut total = 0i64;
     for (stacks, index, keep, sign) in parts {
         for (sample, _) in stacks.samples.iter().zip(keep.iter()).filter(|(_, k)| **k) {
@@ -43,40 +74,25 @@ pub(super) fn top(parts: &[(&Stacks, usize, &[bool], i64)]) -> Top {
             let mut seen: Vec<u32> = Vec::with_capacity(sample.frames.len());
             for (depth, (function, line)) in sample.frames.iter().enumerate().rev() {
                 let f = &stacks.functions[*function as usize];
-                let row = rows
-                    .entry(f.name.clone())
-                    .or_insert_with(|| (0, 0, f.file.clone(), HashMap::new()));
+                let tally = tallies.entry(f.name.clone()).or_insert_with(|| Tally {
+                    file: f.file.clone(),
+                    ..Tally::default()
+                });
                 if depth + 1 == sample.frames.len() {
-                    row.0 = row.0.saturating_add(value);
+                    tally.flat = tally.flat.saturating_add(value);
                 }
                 // A recursive function counts once per sample in cum.
                 if !seen.contains(function) {
                     seen.push(*function);
-                    row.1 = row.1.saturating_add(value);
-                    *row.3.entry(*line).or_default() += value.saturating_abs();
+                    tally.cum = tally.cum.saturating_add(value);
+                    *tally.lines.entry(*line).or_default() += value.saturating_abs();
                 }
             }
         }
     }
-    let mut rows: Vec<Row> = rows
+    let mut rows: Vec<Row> = tallies
         .into_iter()
-        .map(|(name, (flat, cum, file, lines))| {
-            let line = lines
-                .into_iter()
-                .max_by_key(|(line, weight)| (*weight, -*line))
-                .map_or(0, |(line, _)| line);
-            let at = match (file.is_empty(), line) {
-                (true, _) => String::new(),
-                (false, 0) => file,
-                (false, line) => format!("{file}:{line}"),
-            };
-            Row {
-                name,
-                at,
-                flat,
-                cum,
-            }
-        })
+        .map(|(name, tally)| tally.into_row(name))
         .filter(|r| r.flat != 0 || r.cum != 0)
         .collect();
     rows.sort_by(|a, b| {
