@@ -2,13 +2,9 @@
 
 use std::any::Any;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use actix_web::dev::{Extensions, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::{HttpRequest, HttpResponse, Scope, web};
-use bytes::Bytes;
-use futures_core::Stream;
 use http_body_util::BodyExt;
 #[cfg(feature = "tikv-jemallocator")]
 pub use pprof_core::jemalloc_heap_profiling;
@@ -47,8 +43,8 @@ async fn serve(pprof: &pprof_core::Pprof, req: HttpRequest, payload: web::Payloa
     // The body streams into the core, which reads it only when a route needs it.
     // A request actix accepted always converts; a default one would get 404.
     let mut request = request
-        .body(PayloadBody(Some(payload)))
-        .unwrap_or_else(|_| http::Request::new(PayloadBody(None)));
+        .body(pprof_core::StreamBody::new(payload))
+        .unwrap_or_else(|_| http::Request::new(pprof_core::StreamBody::empty()));
     // actix-web keeps running a handler after its client hung up; with
     // `on_connect` installed we watch the socket and stop the profile then.
     let connection = req.conn_data::<Connection>().map(|c| c.0);
@@ -80,26 +76,6 @@ async fn serve(pprof: &pprof_core::Pprof, req: HttpRequest, payload: web::Payloa
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     out.body(body)
-}
-
-/// actix-web's request body as an `http_body::Body` (`None`: empty).
-struct PayloadBody(Option<web::Payload>);
-
-impl http_body::Body for PayloadBody {
-    type Data = Bytes;
-    type Error = actix_web::error::PayloadError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let Some(payload) = self.0.as_mut() else {
-            return Poll::Ready(None);
-        };
-        Pin::new(payload)
-            .poll_next(cx)
-            .map(|chunk| chunk.map(|chunk| chunk.map(http_body::Frame::data)))
-    }
 }
 
 /// The descriptor a connection was accepted on, kept in its connection

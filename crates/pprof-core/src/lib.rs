@@ -71,7 +71,7 @@ pub use serve::tower::{
     LabelRequestsLayer, LabelRequestsService, LabeledRequest, PprofLayer, PprofService,
     WatchPollsLayer, WatchPollsService, label_request,
 };
-pub use serve::{BoxError, Pprof, ResponseBody};
+pub use serve::{BoxError, Pprof, ResponseBody, StreamBody};
 #[cfg(tokio_unstable)]
 pub use sync::watch::watch_all_tasks;
 pub use sync::watch::{

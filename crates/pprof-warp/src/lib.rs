@@ -1,16 +1,13 @@
 #![doc = include_str!("../README.md")]
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http_body_util::BodyExt;
 #[cfg(feature = "tikv-jemallocator")]
 pub use pprof_core::jemalloc_heap_profiling;
 pub use pprof_core::{self, Config, Switch};
 use warp::filters::path::FullPath;
-use warp::{Buf, Filter, Rejection, Reply, Stream};
+use warp::{Filter, Rejection, Reply};
 
 /// Go's pprof routes under `/debug/pprof`, as a filter to `or` with an app's.
 pub fn routes() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
@@ -59,8 +56,8 @@ pub fn routes_with(
                     let mut request = http::Request::builder()
                         .method(method)
                         .uri(target)
-                        .body(StreamBody(Some(Box::pin(body))))
-                        .unwrap_or_else(|_| http::Request::new(StreamBody(None)));
+                        .body(pprof_core::StreamBody::new(body))
+                        .unwrap_or_else(|_| http::Request::new(pprof_core::StreamBody::empty()));
                     *request.headers_mut() = headers;
                     if let Some(peer) = peer {
                         request.extensions_mut().insert(pprof_core::PeerAddr(peer));
@@ -76,32 +73,6 @@ pub fn routes_with(
                 }
             },
         )
-}
-
-/// warp's body stream as an `http_body::Body` (`None`: empty).
-struct StreamBody<S>(Option<Pin<Box<S>>>);
-
-impl<S, B> http_body::Body for StreamBody<S>
-where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: Buf,
-{
-    type Data = Bytes;
-    type Error = warp::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, warp::Error>>> {
-        let Some(stream) = self.0.as_mut() else {
-            return Poll::Ready(None);
-        };
-        stream.as_mut().poll_next(cx).map(|chunk| {
-            chunk.map(|chunk| {
-                chunk.map(|mut b| http_body::Frame::data(b.copy_to_bytes(b.remaining())))
-            })
-        })
-    }
 }
 
 /// Label every request's samples with `http.route` (the path: warp has no

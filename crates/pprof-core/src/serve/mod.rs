@@ -13,6 +13,7 @@ use http_body_util::Full;
 
 use crate::{Config, Error};
 
+mod body;
 pub(crate) mod client;
 mod flight;
 #[cfg(feature = "fuzzing")]
@@ -27,6 +28,7 @@ pub(crate) mod tower;
 #[cfg(feature = "ui")]
 mod ui;
 
+pub use body::StreamBody;
 use request::Route;
 use respond::{Reply, error_response};
 
