@@ -1,7 +1,8 @@
 //! Labels as a reader sees them: `http.route` and `http.request.method` on
 //! every adapter's CPU samples (`go tool pprof -tagfocus` keeps them,
 //! `-tagignore` drops them), a labeled future's labels across threads,
-//! threads' labels in dumps, and sets that outlive their request.
+//! threads' labels in dumps, sets that outlive their request, and
+//! `tracing` spans as labels.
 
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
@@ -246,4 +247,68 @@ fn labels_of_a_request_that_ended_mid_profile_are_intact_in_the_profile() {
             "{adapter:?}: {burning:#?}"
         );
     }
+}
+
+#[inline(never)]
+fn burn_in_a_traced_span(ms: u64) -> u64 {
+    burn_cpu_here(Duration::from_millis(ms))
+}
+
+/// `LabelLayer` in an application's own subscriber: the CPU a span's code
+/// burns carries `span` and the chosen fields, and `-tagfocus span=…`
+/// keeps it.
+#[test]
+fn a_tracing_span_labels_the_cpu_burnt_inside_it() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let _cpu = cpu_profiler_lock();
+    let addr = Adapter::Axum.start(None);
+    let profile = std::thread::spawn(move || cpu_profile(addr, 3));
+    std::thread::sleep(Duration::from_millis(300));
+    std::thread::Builder::new()
+        .name("traced".into())
+        .spawn(|| {
+            let layer = pprof_core::labels::tracing::LabelLayer::new().fields(["tenant"]);
+            let subscriber = tracing_subscriber::registry().with(layer);
+            tracing::subscriber::with_default(subscriber, || {
+                let span = tracing::info_span!("reindex", tenant = "acme", batch = 7);
+                let _entered = span.enter();
+                burn_in_a_traced_span(1500);
+            });
+            // After the span: the same thread's work carries no span.
+            burn_in_a_labeled_thread_after_its_span();
+        })
+        .expect("spawn")
+        .join()
+        .expect("traced thread");
+    let (stacks, body) = profile.join().expect("profile");
+    let traced = |s: &Stack| s.has("burn_in_a_traced_span");
+    let total = cpu_of(&stacks, traced);
+    assert!(total > 0, "the span's work was not sampled");
+    let labeled = cpu_of(&stacks, |s| {
+        traced(s)
+            && s.label("span") == Some("reindex")
+            && s.label("tenant") == Some("acme")
+            && s.label("batch").is_none()
+    });
+    assert_eq!(labeled, total, "every tick inside the span is labeled");
+    assert_eq!(
+        cpu_of(&stacks, |s| s
+            .has("burn_in_a_labeled_thread_after_its_span")
+            && s.label("span").is_some()),
+        0,
+        "the span's labels leaked past its exit"
+    );
+    let file = save(&body, "labels-tracing.pb.gz");
+    if let Some(kept) = go_tool_pprof(&["-top", "-tagfocus=span=reindex", &file]) {
+        assert!(kept.contains("burn_in_a_traced_span"), "{kept}");
+        assert!(
+            !kept.contains("burn_in_a_labeled_thread_after_its_span"),
+            "{kept}"
+        );
+    }
+}
+
+#[inline(never)]
+fn burn_in_a_labeled_thread_after_its_span() -> u64 {
+    burn_cpu_here(Duration::from_millis(500))
 }

@@ -20,6 +20,7 @@ mod flight;
 pub mod fuzzing;
 pub(crate) mod guard;
 mod index;
+mod params;
 mod profile;
 mod request;
 mod respond;

@@ -6,11 +6,24 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::flight::Flights;
-use super::request::ProfileRequest;
+use super::params::Named;
 use super::respond::Reply;
 use crate::format::{BoundedWriter, StackProfile, WriteError};
 use crate::profiles::{Admission, Ask, Cancel, Profile, Seconds, Working, blocking};
 use crate::{Config, Error, format};
+
+/// A request for one of the [`profiles`](crate::profiles).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProfileRequest {
+    pub(crate) profile: Named,
+    /// `debug=N` (0 for profile.proto).
+    pub(crate) debug: u32,
+    /// For a delta profile, the gap between its two snapshots.
+    pub(crate) delta: Option<Duration>,
+    /// For a window profile (CPU), its length and rate.
+    pub(crate) window: Duration,
+    pub(crate) hz: u32,
+}
 
 /// HEAD: the headers a GET would get, without collecting anything.
 pub(super) fn head(asked: &ProfileRequest) -> Result<Reply, Error> {
