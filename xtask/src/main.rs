@@ -4,6 +4,7 @@
 
 mod bench;
 mod fuzz;
+mod http;
 mod proto;
 mod soak;
 mod symbols;

@@ -207,7 +207,7 @@ fn get(target: &str, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
             return Err("timed out".into());
         }
     }
-    Ok(crate::bench::split_response(&raw))
+    Ok(crate::http::split_response(&raw))
 }
 
 #[derive(Default)]

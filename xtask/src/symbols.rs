@@ -244,7 +244,7 @@ fn exchange(addr: &str, request: &str) -> Result<(u16, Vec<u8>), String> {
         .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    Ok(super::bench::split_response(&raw))
+    Ok(crate::http::split_response(&raw))
 }
 
 fn rss_anon_kib(pid: u32) -> u64 {

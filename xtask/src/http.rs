@@ -1,0 +1,29 @@
+//! The one bit of HTTP the harnesses share: reading a whole response.
+
+/// The status code and body of a whole HTTP/1.1 response (`Connection:
+/// close`), de-chunked when it came chunked (Go's server chunks profiles).
+pub(crate) fn split_response(raw: &[u8]) -> (u16, Vec<u8>) {
+    let status = String::from_utf8_lossy(raw.get(9..12).unwrap_or_default())
+        .parse()
+        .unwrap_or(0);
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (status, Vec::new());
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return (status, body.to_vec());
+    }
+    let (mut out, mut rest) = (Vec::new(), body);
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&rest[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 || rest.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+        rest = &rest[(eol + 4 + size).min(rest.len())..];
+    }
+    (status, out)
+}
