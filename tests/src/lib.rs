@@ -589,6 +589,23 @@ pub fn string(p: &Profile, id: i64) -> &str {
         .map_or("<bad string id>", String::as_str)
 }
 
+/// The profile's comments (what the sampler says it did), as text.
+pub fn comments(p: &Profile) -> Vec<&str> {
+    p.comment.iter().map(|c| string(p, *c)).collect()
+}
+
+/// This process's anonymous resident memory, from `/proc/self/status`.
+pub fn rss_anon_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// The profile's sample types as `type/unit`.
 pub fn sample_types(p: &Profile) -> Vec<String> {
     p.sample_type

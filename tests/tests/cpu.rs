@@ -190,11 +190,7 @@ fn a_burner_among_idle_threads_is_on_top_with_its_thread_name() {
     keys.dedup();
     assert_eq!(keys.len(), n, "samples are aggregated by stack and labels");
     // The sampler says what it did.
-    let comments: Vec<&str> = p
-        .comment
-        .iter()
-        .map(|c| pprof_tests::string(&p, *c))
-        .collect();
+    let comments = pprof_tests::comments(&p);
     assert!(
         comments
             .iter()

@@ -34,11 +34,7 @@ fn two_thousand_threads_each_get_a_timer_and_the_busy_one_is_found() {
     }
     assert_eq!(r.status, 200, "{}", r.text());
     let p = r.profile();
-    let comments: Vec<&str> = p
-        .comment
-        .iter()
-        .map(|c| pprof_tests::string(&p, *c))
-        .collect();
+    let comments = pprof_tests::comments(&p);
     let timed: usize = comments
         .iter()
         .find_map(|c| {

@@ -3,20 +3,9 @@
 
 use std::time::Duration;
 
-use pprof_tests::{Adapter, burn_cpu_on_thread, get};
+use pprof_tests::{Adapter, burn_cpu_on_thread, get, rss_anon_kib};
 
 pprof_core::jemalloc_heap_profiling!();
-
-fn rss_anon_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("RssAnon:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 #[test]
 fn a_burst_of_profiles_leaves_no_growth_in_anonymous_memory() {

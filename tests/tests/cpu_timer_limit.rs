@@ -25,11 +25,7 @@ fn threads_refused_a_timer_are_sampled_by_the_process_timer_and_counted() {
     }
     assert_eq!(r.status, 200, "{}", r.text());
     let p = r.profile();
-    let comments: Vec<&str> = p
-        .comment
-        .iter()
-        .map(|c| pprof_tests::string(&p, *c))
-        .collect();
+    let comments = pprof_tests::comments(&p);
     assert!(
         comments
             .iter()

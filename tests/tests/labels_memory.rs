@@ -5,20 +5,9 @@
 
 use std::time::Duration;
 
-use pprof_tests::{Adapter, burn_cpu_here, get, stacks};
+use pprof_tests::{Adapter, burn_cpu_here, get, rss_anon_kib, stacks};
 
 pprof_core::jemalloc_heap_profiling!();
-
-fn rss_anon_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("RssAnon:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// `seconds` of work split over many "requests", each labeled with its own id.
 fn unique_requests(seconds: u64, worker: u64) {

@@ -253,19 +253,7 @@ fn accuracy() {
     let mut raw = Vec::new();
     let _ = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut raw);
     let profile = pprof_core::proto::Profile::decode(raw.as_slice()).unwrap_or_default();
-    let name_of = |id: u64| {
-        profile
-            .function
-            .iter()
-            .find(|f| f.id == id)
-            .and_then(|f| {
-                profile
-                    .string_table
-                    .get(usize::try_from(f.name).unwrap_or(0))
-            })
-            .cloned()
-            .unwrap_or_default()
-    };
+    let name_of = |id: u64| function_name(&profile, id);
     let (mut three_ns, mut one_ns, mut total_ns) = (0i64, 0i64, 0i64);
     for sample in &profile.sample {
         let value = sample.value.get(1).copied().unwrap_or(0);
@@ -389,24 +377,27 @@ fn decode(body: &[u8]) -> pprof_core::proto::Profile {
     pprof_core::proto::Profile::decode(raw.as_slice()).unwrap_or_default()
 }
 
+/// The name of the profile's function `id` (empty when unknown).
+fn function_name(profile: &pprof_core::proto::Profile, id: u64) -> String {
+    profile
+        .function
+        .iter()
+        .find(|f| f.id == id)
+        .and_then(|f| {
+            profile
+                .string_table
+                .get(usize::try_from(f.name).unwrap_or(0))
+        })
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Function names of a sample, leaf first.
 fn sample_functions(
     profile: &pprof_core::proto::Profile,
     sample: &pprof_core::proto::Sample,
 ) -> Vec<String> {
-    let name_of = |id: u64| {
-        profile
-            .function
-            .iter()
-            .find(|f| f.id == id)
-            .and_then(|f| {
-                profile
-                    .string_table
-                    .get(usize::try_from(f.name).unwrap_or(0))
-            })
-            .cloned()
-            .unwrap_or_default()
-    };
+    let name_of = |id: u64| function_name(profile, id);
     sample
         .location_id
         .iter()
