@@ -238,15 +238,7 @@ fn accuracy() {
     let response = profile_for(seconds);
     let process_after = cpu_seconds("/proc/self/stat");
     let (three_cpu, one_cpu) = (three.join().unwrap_or(0.0), one.join().unwrap_or(0.0));
-    let body = runtime.block_on(async {
-        use http_body_util::BodyExt;
-        response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default()
-    });
+    let body = body_of(&runtime, response);
     if let Some(path) = flag("--save") {
         let _ = std::fs::write(path, &body);
     }
@@ -364,6 +356,22 @@ fn in_process() -> (tokio::runtime::Runtime, pprof_core::Pprof) {
 }
 
 /// A gunzipped (or raw) profile.proto.
+/// A response's whole body, read on `runtime`.
+fn body_of(
+    runtime: &tokio::runtime::Runtime,
+    response: http::Response<pprof_core::ResponseBody>,
+) -> bytes::Bytes {
+    use http_body_util::BodyExt;
+    runtime.block_on(async {
+        response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default()
+    })
+}
+
 fn decode(body: &[u8]) -> pprof_core::proto::Profile {
     use prost::Message;
     use std::io::Read;
@@ -461,15 +469,7 @@ fn profile_comments(
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap_or_default();
     let response = runtime.block_on(pprof.handle(request));
-    let body = runtime.block_on(async {
-        use http_body_util::BodyExt;
-        response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default()
-    });
+    let body = body_of(runtime, response);
     let profile = decode(&body);
     profile
         .comment
