@@ -1506,16 +1506,27 @@ mod tests {
         let mut all = elf.function_midpoints();
         all.sort_unstable();
         all.dedup();
-        // Some two dozen addresses around this test's own code: a few
-        // units, at little CPU.
+        // Some two dozen addresses around this test's own code and around a
+        // dependency's (another crate is another unit, however the build
+        // splits this one): a few units, at little CPU.
         let bias = crate::signals::images().first().map_or(0, |i| i.bias);
         let here = (lookups_from_the_function_index_match_whole_walks as fn() as usize as u64)
             .wrapping_sub(bias);
-        let near: Vec<u64> = all
-            .into_iter()
-            .filter(|a| a.abs_diff(here) < 1 << 16)
-            .collect();
-        let sample: Vec<u64> = near.iter().copied().step_by(near.len() / 24 + 1).collect();
+        let there = (rustc_demangle::demangle as fn(&str) -> rustc_demangle::Demangle<'_> as usize
+            as u64)
+            .wrapping_sub(bias);
+        let around = |center: u64| -> Vec<u64> {
+            let near: Vec<u64> = all
+                .iter()
+                .copied()
+                .filter(|a| a.abs_diff(center) < 1 << 16)
+                .collect();
+            near.iter().copied().step_by(near.len() / 12 + 1).collect()
+        };
+        let mut sample = around(here);
+        sample.extend(around(there));
+        sample.sort_unstable();
+        sample.dedup();
         let whole = resolve(&elf, &sample, &Kept::new());
         assert!(whole.iter().filter(|f| f.function.is_some()).count() > sample.len() / 2);
         let kept = Kept::new();
