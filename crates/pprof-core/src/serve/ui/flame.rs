@@ -104,7 +104,18 @@ fn folded(graph: &Graph<'_>) -> Folded {
             (after.unit(after_index).to_owned(), true)
         }
     };
-    let lines = folded
+    Folded {
+        lines: folded_lines(&folded, differential),
+        locations,
+        unit,
+        differential,
+    }
+}
+
+/// inferno's input lines: `stack after`, or `stack before after` for a
+/// differential graph; stacks with no value on either side are left out.
+fn folded_lines(folded: &HashMap<String, (u64, u64)>, differential: bool) -> Vec<String> {
+    folded
         .iter()
         .filter(|(_, (before, after))| *before > 0 || *after > 0)
         .map(|(stack, &(before, after))| {
@@ -114,13 +125,7 @@ fn folded(graph: &Graph<'_>) -> Folded {
                 format!("{stack} {after}")
             }
         })
-        .collect();
-    Folded {
-        lines,
-        locations,
-        unit,
-        differential,
-    }
+        .collect()
 }
 
 /// How inferno draws our graphs.
