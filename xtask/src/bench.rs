@@ -3,7 +3,6 @@
 //! net/http/pprof on the same machine. Not a test: nothing here asserts a
 //! speed; it prints a table for docs/BENCHMARKS.md.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -423,28 +422,9 @@ fn compare(
 /// `GET target` with `Connection: close`: status, body, time to the end.
 fn get(addr: &str, target: &str) -> Result<(u16, Vec<u8>, Duration), String> {
     let started = Instant::now();
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
-    write!(
-        stream,
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let elapsed = started.elapsed();
-    let (status, body) = crate::http::split_response(&raw);
-    Ok((status, body, elapsed))
-}
-
-pub(crate) fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let (status, body) = crate::http::exchange(addr, &request)?;
+    Ok((status, body, started.elapsed()))
 }
 
 fn millis(d: Duration) -> f64 {
@@ -461,27 +441,27 @@ fn endpoint_costs(server: &str, quick: bool) -> Result<(), String> {
     )?;
     let pid = s.pid();
     std::thread::sleep(Duration::from_millis(500));
-    let start_rss = rss_mib(pid);
+    let start_rss = crate::procfs::rss_mib(pid);
     let (_, _, cold) = get(&s.addr, "/debug/pprof/heap")?;
     let mut warm = Vec::new();
     for _ in 0..5 {
         warm.push(millis(get(&s.addr, "/debug/pprof/heap")?.2));
     }
-    let after_heap = rss_mib(pid);
+    let after_heap = crate::procfs::rss_mib(pid);
     let (status, _, one) = get(&s.addr, "/debug/pprof/profile?seconds=1")?;
     if status != 200 {
         return Err(format!("CPU profile answered {status}"));
     }
-    let after_one = rss_mib(pid);
+    let after_one = crate::procfs::rss_mib(pid);
     for _ in 1..10 {
         get(&s.addr, "/debug/pprof/profile?seconds=1")?;
     }
-    let after_ten = rss_mib(pid);
+    let after_ten = crate::procfs::rss_mib(pid);
     // The symbolizer drops its parsed debug info after 10 s idle.
     if !quick {
         std::thread::sleep(Duration::from_secs(16));
     }
-    let idle = rss_mib(pid);
+    let idle = crate::procfs::rss_mib(pid);
     let (_, text, _) = get(&s.addr, "/debug/pprof/heap?debug=1")?;
     let text = String::from_utf8_lossy(&text);
     let cached = text
@@ -600,29 +580,6 @@ struct Subject<'a> {
     start: &'a dyn Fn(u16) -> Result<Server, String>,
 }
 
-/// CPU seconds (user + system) the kernel counted for `pid` so far.
-fn proc_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
-        .sum();
-    ticks / 100.0
-}
-
-fn rss_anon_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
 /// `key=value` lines of a bench-server or Go reference run.
 fn values_of(output: &[u8]) -> std::collections::HashMap<String, String> {
     String::from_utf8_lossy(output)
@@ -681,9 +638,9 @@ fn captured_share(
         let addr = s.addr.clone();
         let load = std::thread::spawn(move || wrk_requests(&addr, window + 4));
         std::thread::sleep(Duration::from_millis(1500));
-        let (t0, started) = (proc_cpu_seconds(s.pid()), Instant::now());
+        let (t0, started) = (crate::procfs::cpu_seconds(s.pid()), Instant::now());
         let (status, body, _) = get(&s.addr, &format!("/debug/pprof/profile?seconds={window}"))?;
-        let (t1, elapsed) = (proc_cpu_seconds(s.pid()), started.elapsed());
+        let (t1, elapsed) = (crate::procfs::cpu_seconds(s.pid()), started.elapsed());
         let _ = load.join();
         if status != 200 {
             return Err(format!("{}: CPU profile answered {status}", subject.name));
@@ -714,10 +671,10 @@ fn anon_after_profile(subject: &Subject<'_>, idle: Duration) -> Result<f64, Stri
     get(&s.addr, "/debug/pprof/heap")?;
     get(&s.addr, "/debug/pprof/goroutine")?;
     std::thread::sleep(idle);
-    let before = rss_anon_mib(s.pid());
+    let before = crate::procfs::rss_anon_mib(s.pid());
     get(&s.addr, "/debug/pprof/profile?seconds=3")?;
     std::thread::sleep(idle);
-    Ok(rss_anon_mib(s.pid()) - before)
+    Ok(crate::procfs::rss_anon_mib(s.pid()) - before)
 }
 
 /// The server's own CPU per 10,000 requests, not profiling and profiling,
@@ -746,9 +703,9 @@ fn cpu_per_request(
                 std::thread::sleep(Duration::from_millis(300));
                 handle
             });
-            let t0 = proc_cpu_seconds(s.pid());
+            let t0 = crate::procfs::cpu_seconds(s.pid());
             let requests = wrk_requests(&s.addr, seconds)?;
-            let per_10k = (proc_cpu_seconds(s.pid()) - t0) / requests.max(1.0) * 10_000.0;
+            let per_10k = (crate::procfs::cpu_seconds(s.pid()) - t0) / requests.max(1.0) * 10_000.0;
             if let Some(handle) = profile {
                 let (status, _, _) = handle.join().map_err(|_| "profile thread panicked")??;
                 if status != 200 {

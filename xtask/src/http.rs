@@ -1,4 +1,8 @@
-//! The one bit of HTTP the harnesses share: reading a whole response.
+//! The bit of HTTP the harnesses share: one request on its own
+//! connection, and reading the whole response.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
 
 /// The status code and body of a whole HTTP/1.1 response (`Connection:
 /// close`), de-chunked when it came chunked (Go's server chunks profiles).
@@ -26,4 +30,15 @@ pub(crate) fn split_response(raw: &[u8]) -> (u16, Vec<u8>) {
         rest = &rest[(eol + 4 + size).min(rest.len())..];
     }
     (status, out)
+}
+
+/// Send `request` and read the whole answer (`Connection: close`).
+pub(crate) fn exchange(addr: &str, request: &str) -> Result<(u16, Vec<u8>), String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    Ok(split_response(&raw))
 }

@@ -5,6 +5,7 @@
 mod bench;
 mod fuzz;
 mod http;
+mod procfs;
 mod proto;
 mod soak;
 mod symbols;

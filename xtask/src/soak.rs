@@ -133,7 +133,7 @@ fn soak(server: &mut Child, profiles: u32) -> Result<String, String> {
         check(&mut counts, dump, DUMP_TIMEOUT, &mut |ok| ok.dumps_ok += 1);
         rss.push((
             soak_start.elapsed().as_secs_f64(),
-            crate::bench::rss_mib(pid),
+            crate::procfs::rss_mib(pid),
         ));
         if (i + 1) % 25 == 0 {
             eprintln!(

@@ -12,7 +12,6 @@
 //! building them, which is how the "before" numbers of older builds are
 //! taken with the same harness. Nothing is asserted.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -168,7 +167,7 @@ fn measure(binary: &str, case: Case) -> Result<Measured, String> {
             )
         }
     };
-    let before = rss_anon_mib(pid);
+    let before = crate::procfs::rss_anon_mib(pid);
     let peak_kib = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -176,17 +175,17 @@ fn measure(binary: &str, case: Case) -> Result<Measured, String> {
         // Every 0.2 ms: a spike shorter than that moves nothing that counts.
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                peak_kib.fetch_max(rss_anon_kib(pid), Ordering::Relaxed);
+                peak_kib.fetch_max(crate::procfs::rss_anon_kib(pid), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_micros(200));
             }
         })
     };
     let sent = Instant::now();
-    let answer = exchange(&addr, &request);
+    let answer = crate::http::exchange(&addr, &request);
     let elapsed = sent.elapsed();
     done.store(true, Ordering::Relaxed);
     let _ = sampler.join();
-    let after = rss_anon_mib(pid);
+    let after = crate::procfs::rss_anon_mib(pid);
     let (status, body) = answer?;
     let note = match (case, status) {
         (_, 200) if body.is_empty() => " (empty answer)".to_owned(),
@@ -234,29 +233,4 @@ fn spread_addresses(pid: u32, n: usize) -> Result<String, String> {
         .map(|i| format!("{:#x}", start + i * step + step / 2))
         .collect::<Vec<_>>()
         .join("+"))
-}
-
-/// Send `request` and read the whole answer (`Connection: close`).
-fn exchange(addr: &str, request: &str) -> Result<(u16, Vec<u8>), String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    Ok(crate::http::split_response(&raw))
-}
-
-fn rss_anon_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn rss_anon_mib(pid: u32) -> f64 {
-    rss_anon_kib(pid) as f64 / 1024.0
 }
