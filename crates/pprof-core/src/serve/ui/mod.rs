@@ -39,7 +39,7 @@ use super::params::{Named, Params};
 use super::profile::{Collected, collect};
 use super::respond::Reply;
 use crate::format::{self, StackProfile};
-use crate::profiles::{self, Ask, PROFILES, Seconds, Slot, blocking};
+use crate::profiles::{self, Ask, PROFILES, Profile, Seconds, Slot, blocking};
 use crate::{Config, Error};
 
 /// A page of `ui/`.
@@ -131,18 +131,12 @@ pub(crate) fn parse(config: &Config, page: &str, params: &Params) -> Result<Page
             known: known.join(", "),
         }
     })?;
-    let about = profile.about();
     let sample_index = params
         .get("sample_index")
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
-    let types: Vec<(String, String)> = about
-        .sample_types
-        .iter()
-        .map(|t| (t.kind.to_owned(), t.unit.to_owned()))
-        .collect();
-    model::type_index(&types, None, sample_index.as_deref())?;
+    model::type_index(&declared_types(profile), None, sample_index.as_deref())?;
     Ok(PageRequest {
         page,
         profile: Named(profile),
@@ -302,7 +296,7 @@ where
 /// for a `GET` of a page that takes time, the countdown page that sends
 /// the same request as a `POST`.
 fn interim_page(config: &Config, asked: &PageRequest, post: bool) -> Option<String> {
-    let types = live_types(asked);
+    let types = declared_types(asked.profile.0);
     let name = asked.profile.0.name();
     let shell = |heading: String| Shell {
         asked,
@@ -336,11 +330,9 @@ fn interim_page(config: &Config, asked: &PageRequest, post: bool) -> Option<Stri
     Some(html::working(&shell, &what, takes.as_secs()))
 }
 
-/// The profile's declared sample types, before anything is collected.
-fn live_types(asked: &PageRequest) -> Vec<(String, String)> {
-    asked
-        .profile
-        .0
+/// A profile's declared sample types `(type, unit)`, before anything is collected.
+fn declared_types(profile: &dyn Profile) -> Vec<(String, String)> {
+    profile
         .about()
         .sample_types
         .iter()
