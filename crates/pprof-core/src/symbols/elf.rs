@@ -77,17 +77,10 @@ impl<'a> ElfFile<'a> {
 
     /// The GNU build id from the file's note sections.
     pub(super) fn build_id(&self) -> Option<&'a [u8]> {
-        for section in self.sections.iter() {
-            let Ok(Some(mut notes)) = section.notes(self.endian, self.data) else {
-                continue;
-            };
-            while let Ok(Some(note)) = notes.next() {
-                if note.name() == ELF_NOTE_GNU && note.n_type(self.endian) == NT_GNU_BUILD_ID {
-                    return Some(note.desc());
-                }
-            }
-        }
-        None
+        self.sections.iter().find_map(|section| {
+            let notes = section.notes(self.endian, self.data).ok()??;
+            gnu_build_id(notes)
+        })
     }
 
     /// The file name in `.gnu_debuglink` (where a separate debug file is).
@@ -200,7 +193,12 @@ fn plainness(name: &[u8]) -> (std::cmp::Reverse<usize>, std::cmp::Reverse<usize>
 /// The GNU build id in notes read from memory (a `PT_NOTE` segment of a
 /// running image, aligned as `align` says).
 pub(super) fn build_id_in_notes(align: u64, bytes: &[u8]) -> Option<&[u8]> {
-    let mut notes = NoteIterator::<Header>::new(NativeEndian, align, bytes).ok()?;
+    gnu_build_id(NoteIterator::<Header>::new(NativeEndian, align, bytes).ok()?)
+}
+
+/// The first GNU build id note among `notes` (a file's section or a
+/// running image's segment); a malformed note ends the search.
+fn gnu_build_id(mut notes: NoteIterator<'_, Header>) -> Option<&[u8]> {
     while let Ok(Some(note)) = notes.next() {
         if note.name() == ELF_NOTE_GNU && note.n_type(NativeEndian) == NT_GNU_BUILD_ID {
             return Some(note.desc());
