@@ -20,6 +20,7 @@ const USAGE: &str =
        cargo xtask fuzz [--seconds N] | cargo xtask soak [--profiles N] | cargo xtask proto
 
   ci         cargo fmt --check, cargo clippy (warnings are errors), cargo test --workspace,
+             the fuzz targets compiled (cargo check, stable),
              then bench --quick (proves the bench harness works; its numbers mean little)
   --no-lint  skip fmt and clippy (quicker local runs)
   bench      release builds, wrk load on loopback: the cost of being profiled, next to Go
@@ -276,6 +277,20 @@ fn ci(skip_lint: bool) -> ExitCode {
         return ExitCode::FAILURE;
     }
     eprintln!("xtask: task dumps passed in {:.0?}", step.elapsed());
+    // The fuzz targets are built by nightly `cargo fuzz`, outside the
+    // workspace; checking them on stable keeps the `fuzzing` feature and
+    // the targets compiling (a refactor once broke them unseen).
+    let step = Instant::now();
+    eprintln!("xtask: fuzz targets: cargo check --manifest-path fuzz/Cargo.toml");
+    let status = cargo()
+        .args(["check", "--manifest-path", "fuzz/Cargo.toml"])
+        .env("CARGO_TARGET_DIR", format!("{target}/fuzz-check"))
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("xtask: fuzz targets failed to compile");
+        return ExitCode::FAILURE;
+    }
+    eprintln!("xtask: fuzz targets passed in {:.0?}", step.elapsed());
     eprintln!("xtask: bench --quick (the harness, not the numbers)");
     if let Err(e) = bench::run(true) {
         eprintln!("xtask: bench --quick failed: {e}");

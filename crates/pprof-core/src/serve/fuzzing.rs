@@ -4,7 +4,8 @@
 
 use http::Method;
 
-use super::request::{self, ProfileRequest, Route};
+use super::profile::ProfileRequest;
+use super::request::{self, Route};
 use crate::{Config, Error};
 
 /// Parse a request line as the handler does, with the default limits, and
