@@ -28,8 +28,8 @@ pub mod sync;
 /// # fn main() {}
 /// ```
 ///
-/// That installs jemalloc as the global allocator ([`Jemalloc`]) and
-/// exports jemalloc's `malloc_conf` with [`DEFAULT_MALLOC_CONF`]
+/// That installs jemalloc as the global allocator ([`Jemalloc`](heap::Jemalloc)) and
+/// exports jemalloc's `malloc_conf` with [`DEFAULT_MALLOC_CONF`](heap::DEFAULT_MALLOC_CONF)
 /// (`prof:true,prof_active:true,lg_prof_sample:19,prof_accum:true`: one
 /// sample per 512 KiB allocated, like Go's default `MemProfileRate`). Pass
 /// your own options as a string literal to change them:

@@ -55,6 +55,7 @@
 //! same for `tokio::sync::Mutex` and `RwLock`.
 
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
@@ -236,11 +237,17 @@ impl Waiters {
         })
     }
 
+    /// Whether anyone waits or a settled wait awaits its charge: what an
+    /// unlock looks at first.
+    #[inline(always)]
+    fn anyone_pending(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) != 0
+    }
+
     /// Before an unlock: whether it must go to the book afterwards (there
     /// are waiters, or settled waits); if so it is counted as on its way.
-    #[inline(always)]
     fn will_visit(&self) -> bool {
-        self.pending.load(Ordering::SeqCst) != 0 && self.start_visit()
+        self.anyone_pending() && self.start_visit()
     }
 
     #[cold]
@@ -262,8 +269,11 @@ impl Waiters {
     }
 
     /// Take a lock: `attempt` first (free: nothing recorded), then `block`
-    /// if it would have blocked (timed and recorded by [`Waiters::wait`]).
-    /// Inlined: the uncontended path is one `try_lock` and a match.
+    /// if it would have blocked, between [`start_waiting`](Self::start_waiting)
+    /// and [`stop_waiting`](Self::stop_waiting). Inlined, with the guard
+    /// made here rather than returned by an out-of-line call, so that it
+    /// stays in registers: the uncontended path is one `try_lock` and a
+    /// match.
     #[inline]
     fn acquire<G>(
         &self,
@@ -273,33 +283,61 @@ impl Waiters {
         match attempt {
             Ok(guard) => (Ok(guard), None),
             Err(TryLockError::Poisoned(poisoned)) => (Err(poisoned), None),
-            Err(TryLockError::WouldBlock) => self.wait(block),
+            Err(TryLockError::WouldBlock) => {
+                let waiting = self.start_waiting();
+                let result = blocking(block);
+                (result, self.stop_waiting(waiting))
+            }
         }
     }
 
-    /// Wait with `wait`, timing it and keeping the books, when a profile is
-    /// on; the wait is returned for the block profile (recorded at unlock,
-    /// once the lock is released, so no stack is taken while holding it).
+    /// A wait begins: timed, and registered with the book for the mutex
+    /// profile, when a profile is on.
     #[cold]
     #[inline(never)]
-    fn wait<G>(&self, wait: impl FnOnce() -> G) -> (G, Owing) {
+    fn start_waiting(&self) -> Option<Waiting> {
         let mutex = events::mutex_enabled();
         let block = events::block_enabled();
-        if !mutex && !block {
-            return (wait(), None);
-        }
-        let started = Instant::now();
-        let ticket = mutex.then(|| self.register());
-        let guard = wait();
-        let waited = started.elapsed();
-        let settled = ticket.and_then(|ticket| self.deregister(&ticket));
-        let owed = Owed {
-            waited: block.then_some(waited),
+        (mutex || block).then(|| Waiting {
+            started: Instant::now(),
+            ticket: mutex.then(|| self.register()),
+            block,
+        })
+    }
+
+    /// The wait ended (the lock is taken): what the guard owes at its
+    /// release, recorded then, once the lock is free, so that no stack is
+    /// taken while holding it.
+    #[cold]
+    #[inline(never)]
+    fn stop_waiting(&self, waiting: Option<Waiting>) -> Owing {
+        let waiting = waiting?;
+        let waited = waiting.started.elapsed();
+        let settled = waiting.ticket.and_then(|ticket| self.deregister(&ticket));
+        Owed {
+            waited: waiting.block.then_some(waited),
             charge: None,
             settled,
-        };
-        (guard, owed.owing())
+        }
+        .owing()
     }
+}
+
+/// Call `block`, out of line: the blocking lock call stays out of the
+/// callers' fast path, and what it returns comes back in registers.
+#[cold]
+#[inline(never)]
+fn blocking<G>(block: impl FnOnce() -> G) -> G {
+    block()
+}
+
+/// A wait for a lock in progress, from [`Waiters::start_waiting`].
+struct Waiting {
+    started: Instant,
+    /// Its registration with the book (mutex profile on).
+    ticket: Option<Ticket>,
+    /// The block profile is on.
+    block: bool,
 }
 
 /// What a guard's release records besides what the lock's waiters are owed
@@ -334,41 +372,52 @@ fn add_charges(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<(u64, u64
     }
 }
 
-/// The part of a guard dropped after the lock it holds: what its release
-/// records. The guard's own `Drop` only looks (one atomic load) whether the
-/// release must go to the lock's book, before its inner guard unlocks;
-/// this, the guard's last field, then charges the caller's stack, outside
-/// the critical section, with what its waiters waited (mutex) and its own
-/// wait (block). Uncontended: the load, the unlock, and a branch here.
+/// What a guard's release records besides unlocking, kept in fields
+/// without drop glue so that the guard's one `Drop` is all its drop does
+/// (small enough to inline, no unwinding cleanup): the lock's waiters, to
+/// charge what they waited to the caller's stack, and what the guard
+/// itself owes. Its owed part is a `ManuallyDrop`, which
+/// [`Release::unlock`] (or [`Release::take_owed`], for a [`Condvar`])
+/// always takes out.
 struct Release<'a> {
     waiters: &'a Waiters,
-    owed: Owing,
-    /// Set by the guard's `Drop`: the waiters' book must be visited.
-    visiting: bool,
+    owed: ManuallyDrop<Owing>,
 }
 
 impl<'a> Release<'a> {
     fn new(waiters: &'a Waiters, owed: Owing) -> Self {
         Self {
             waiters,
-            owed,
-            visiting: false,
+            owed: ManuallyDrop::new(owed),
         }
     }
-}
 
-impl Drop for Release<'_> {
+    /// Unlock by dropping `inner`. When nothing is owed and nobody waits
+    /// (one atomic load), that is all; otherwise the slow path.
     #[inline(always)]
-    fn drop(&mut self) {
-        if self.visiting || self.owed.is_some() {
-            released_with_something_owed(self.waiters, self.visiting, self.owed.take());
+    fn unlock<G>(&mut self, inner: G) {
+        if self.owed.is_none() && !self.waiters.anyone_pending() {
+            drop(inner);
+        } else {
+            unlock_and_record(self.waiters, self.owed.take(), inner);
         }
+    }
+
+    /// What the guard owes, taken out (the caller records it).
+    fn take_owed(&mut self) -> Owing {
+        self.owed.take()
     }
 }
 
+/// Unlock by dropping `inner`, then record, outside the critical section,
+/// what the waiters found before the unlock are owed and what the guard
+/// owes. Arguments by value, so that the guard's fast path keeps it in
+/// registers.
 #[cold]
 #[inline(never)]
-fn released_with_something_owed(waiters: &Waiters, visiting: bool, owed: Owing) {
+fn unlock_and_record<G>(waiters: &Waiters, owed: Owing, inner: G) {
+    let visiting = waiters.will_visit();
+    drop(inner);
     let owed = owed.map_or_else(Owed::default, |owed| *owed);
     let found = if visiting {
         waiters.visit(owed.settled)
@@ -445,16 +494,29 @@ macro_rules! lock_impls {
     )+};
 }
 
+/// Reached only if a guard emptied by its `Drop` (or by a [`Condvar`]
+/// taking its inner guard over) were read, which cannot happen. Declared
+/// `extern "C"`, so the compiler knows it never unwinds (a panic in it
+/// aborts): a caller's guard then needs no unwinding cleanup, and stays in
+/// registers, not on the stack.
+#[cold]
+#[inline(never)]
+pub(crate) extern "C" fn emptied_guard_used() -> ! {
+    unreachable!("a guard is only emptied by drop")
+}
+
 /// `Deref` (and `DerefMut` when named), `Drop` (release, then record) and
-/// `Debug` for a guard whose `inner` guard is `Some` until drop, followed
-/// by its [`Release`].
+/// `Debug` for a guard whose `inner` guard is `Some` until drop (or until
+/// a [`Condvar`] takes it over), beside its [`Release`]. Both are fields
+/// without drop glue, so dropping a guard is its `Drop` alone: look whether
+/// anyone waits, unlock, then record if something is owed.
 macro_rules! guard_impls {
     ($guard:ident, $($inner:ident)::+ $(, $mutable:ident)?) => {
         impl<'a, T: ?Sized> $guard<'a, T> {
             /// The guard of a lock, owing `owed` at its release.
             fn new(waiters: &'a Waiters, owed: Owing, inner: $($inner)::+<'a, T>) -> Self {
                 Self {
-                    inner: Some(inner),
+                    inner: ManuallyDrop::new(Some(inner)),
                     release: Release::new(waiters, owed),
                 }
             }
@@ -464,9 +526,9 @@ macro_rules! guard_impls {
             type Target = T;
 
             fn deref(&self) -> &T {
-                match &self.inner {
+                match &*self.inner {
                     Some(guard) => guard,
-                    None => unreachable!("a guard is only emptied by drop"),
+                    None => $crate::sync::emptied_guard_used(),
                 }
             }
         }
@@ -474,20 +536,23 @@ macro_rules! guard_impls {
         $(
             impl<T: ?Sized> $mutable for $guard<'_, T> {
                 fn deref_mut(&mut self) -> &mut T {
-                    match &mut self.inner {
+                    match &mut *self.inner {
                         Some(guard) => guard,
-                        None => unreachable!("a guard is only emptied by drop"),
+                        None => $crate::sync::emptied_guard_used(),
                     }
                 }
             }
         )?
 
         impl<T: ?Sized> Drop for $guard<'_, T> {
-            /// Then `inner` unlocks, then `release` records (fields drop in
-            /// order).
+            /// Take the inner guard out of its `ManuallyDrop` (nothing
+            /// else drops it) and unlock: when nothing is owed and nobody
+            /// waits, one atomic load and std's unlock.
             #[inline(always)]
             fn drop(&mut self) {
-                self.release.visiting = self.release.waiters.will_visit();
+                if let Some(inner) = self.inner.take() {
+                    self.release.unlock(inner);
+                }
             }
         }
 
@@ -518,8 +583,8 @@ pub struct Mutex<T: ?Sized> {
 /// ```
 #[must_use = "if unused the Mutex will immediately unlock"]
 pub struct MutexGuard<'a, T: ?Sized> {
-    /// Always `Some` until drop; dropped first (the unlock).
-    inner: Option<std::sync::MutexGuard<'a, T>>,
+    /// `Some` until its `Drop` unlocks it (or a `Condvar` takes it over).
+    inner: ManuallyDrop<Option<std::sync::MutexGuard<'a, T>>>,
     /// What its release records, once the lock is free: how long this
     /// thread waited for the lock (if it did and the block profile is on),
     /// and a Condvar wait's charge.
@@ -529,6 +594,7 @@ pub struct MutexGuard<'a, T: ?Sized> {
 impl<T: ?Sized> Mutex<T> {
     /// Acquire the lock, blocking until it is free. A wait is recorded in
     /// the block profile (this stack) and the mutex profile (the holder's).
+    #[inline]
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         let (result, owed) = self
             .waiters
@@ -588,12 +654,10 @@ pub struct Condvar {
 fn into_parts<T: ?Sized>(
     mut guard: MutexGuard<'_, T>,
 ) -> (&Waiters, Owed, std::sync::MutexGuard<'_, T>) {
-    let (waiters, owed) = (guard.release.waiters, guard.release.owed.take());
-    let inner = guard.inner.take();
-    // Nothing is left in it to drop; its release must not run (the lock
-    // stays held, by the returned guard).
-    std::mem::forget(guard);
-    match inner {
+    // Emptied, the guard's drop does nothing: the lock stays held, by the
+    // returned inner guard.
+    let (waiters, owed) = (guard.release.waiters, guard.release.take_owed());
+    match guard.inner.take() {
         Some(inner) => (
             waiters,
             owed.map_or_else(Owed::default, |owed| *owed),
@@ -747,7 +811,7 @@ pub struct RwLock<T: ?Sized> {
 /// ```
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
-    inner: Option<std::sync::RwLockReadGuard<'a, T>>,
+    inner: ManuallyDrop<Option<std::sync::RwLockReadGuard<'a, T>>>,
     release: Release<'a>,
 }
 
@@ -762,12 +826,13 @@ pub struct RwLockReadGuard<'a, T: ?Sized> {
 /// ```
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
-    inner: Option<std::sync::RwLockWriteGuard<'a, T>>,
+    inner: ManuallyDrop<Option<std::sync::RwLockWriteGuard<'a, T>>>,
     release: Release<'a>,
 }
 
 impl<T: ?Sized> RwLock<T> {
     /// Shared access, blocking while a writer holds the lock.
+    #[inline]
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
         let (result, owed) = self
             .waiters
@@ -778,6 +843,7 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     /// Exclusive access, blocking while anyone holds the lock.
+    #[inline]
     pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
         let (result, owed) = self
             .waiters

@@ -18,25 +18,25 @@
 
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
-use std::time::Instant;
 
 pub use ::tokio::sync::TryLockError;
 
 use ::tokio::sync as tokio_sync;
 
-use super::events;
-use super::{Owed, Owing, Release, Ticket, Waiters};
+use super::{Owing, Release, Waiters, Waiting};
 
-/// Deregisters a waiting task when its wait is cancelled.
+/// A task's wait for a lock; deregistered from the book if the wait is
+/// cancelled (the acquiring future dropped).
 struct Registration<'a> {
     waiters: &'a Waiters,
-    ticket: Option<Ticket>,
+    waiting: Option<Waiting>,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
+        if let Some(ticket) = self.waiting.take().and_then(|waiting| waiting.ticket) {
             self.waiters.deregister(&ticket);
         }
     }
@@ -45,27 +45,12 @@ impl Drop for Registration<'_> {
 impl Waiters {
     /// Await `acquire`, timing it and keeping the books when a profile is on.
     async fn wait_async<G>(&self, acquire: impl Future<Output = G>) -> (G, Owing) {
-        let mutex = events::mutex_enabled();
-        let block = events::block_enabled();
-        if !mutex && !block {
-            return (acquire.await, None);
-        }
-        let started = Instant::now();
         let mut registration = Registration {
             waiters: self,
-            ticket: mutex.then(|| self.register()),
+            waiting: self.start_waiting(),
         };
         let guard = acquire.await;
-        let settled = registration
-            .ticket
-            .take()
-            .and_then(|ticket| self.deregister(&ticket));
-        let owed = Owed {
-            waited: block.then(|| started.elapsed()),
-            charge: None,
-            settled,
-        };
-        (guard, owed.owing())
+        (guard, self.stop_waiting(registration.waiting.take()))
     }
 }
 
@@ -78,7 +63,7 @@ pub struct Mutex<T: ?Sized> {
 /// The guard of a [`Mutex`]; the lock is released when it is dropped.
 #[must_use = "if unused the Mutex will immediately unlock"]
 pub struct MutexGuard<'a, T: ?Sized> {
-    inner: Option<::tokio::sync::MutexGuard<'a, T>>,
+    inner: ManuallyDrop<Option<::tokio::sync::MutexGuard<'a, T>>>,
     release: Release<'a>,
 }
 
@@ -124,14 +109,14 @@ impl<T: ?Sized> Mutex<T> {
 /// Shared access to an [`RwLock`]'s value, released on drop.
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
-    inner: Option<::tokio::sync::RwLockReadGuard<'a, T>>,
+    inner: ManuallyDrop<Option<::tokio::sync::RwLockReadGuard<'a, T>>>,
     release: Release<'a>,
 }
 
 /// Exclusive access to an [`RwLock`]'s value, released on drop.
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
-    inner: Option<::tokio::sync::RwLockWriteGuard<'a, T>>,
+    inner: ManuallyDrop<Option<::tokio::sync::RwLockWriteGuard<'a, T>>>,
     release: Release<'a>,
 }
 
