@@ -247,14 +247,11 @@ impl Waiters {
     /// Before an unlock: whether it must go to the book afterwards (there
     /// are waiters, or settled waits); if so it is counted as on its way.
     fn will_visit(&self) -> bool {
-        self.anyone_pending() && self.start_visit()
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn start_visit(&self) -> bool {
-        self.visiting.fetch_add(1, Ordering::SeqCst);
-        true
+        let pending = self.anyone_pending();
+        if pending {
+            self.visiting.fetch_add(1, Ordering::SeqCst);
+        }
+        pending
     }
 
     /// After an unlock that [`will_visit`](Self::will_visit): what the
@@ -649,8 +646,8 @@ pub struct Condvar {
     inner: std::sync::Condvar,
 }
 
-/// The parts of a guard, without running its `Drop` (the caller takes
-/// over releasing the lock).
+/// The parts of a guard, which is left empty so that its `Drop` does
+/// nothing (the caller takes over releasing the lock).
 fn into_parts<T: ?Sized>(
     mut guard: MutexGuard<'_, T>,
 ) -> (&Waiters, Owed, std::sync::MutexGuard<'_, T>) {
@@ -663,7 +660,7 @@ fn into_parts<T: ?Sized>(
             owed.map_or_else(Owed::default, |owed| *owed),
             inner,
         ),
-        None => unreachable!("a MutexGuard is only emptied by drop"),
+        None => emptied_guard_used(),
     }
 }
 
