@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pprof_core::Config;
 use pprof_tests::{OnConnect, get, start_actix_with};
@@ -20,6 +20,22 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// Descriptors open in this process (the servers run in it).
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// [`open_descriptors`] once it has stopped moving (the same over 100 ms,
+/// for at most 3 s): a connection the server has answered and is still
+/// closing is not counted, or not counted in a later reading.
+fn settled_descriptors() -> usize {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut seen = open_descriptors();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = open_descriptors();
+        if now == seen || Instant::now() > deadline {
+            return now;
+        }
+        seen = now;
+    }
 }
 
 /// A keep-alive connection that has been answered once (so the server
@@ -47,7 +63,8 @@ fn idle_connections_cost_one_descriptor_each_not_two() {
     let _one = one_at_a_time();
     let addr = start_actix_with(Config::default(), OnConnect::BeforeListen);
     assert_eq!(get(addr, "/hello").status, 200);
-    let before = open_descriptors();
+    // The server may still be closing that request's socket.
+    let before = settled_descriptors();
     let connections: Vec<TcpStream> = (0..100).map(|_| answered_connection(addr)).collect();
     // Each connection is two sockets here (the client's and the server's);
     // a duplicate per connection made it three.
