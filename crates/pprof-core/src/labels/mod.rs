@@ -47,9 +47,18 @@
 //!
 //! # Cost
 //!
-//! An unlabeled thread pays nothing. A labeled poll sets and restores one
-//! thread-local pointer (merging with the labels already in force only when
-//! those change); a sampled tick takes one atomic increment.
+//! An unlabeled thread pays nothing. A labeled poll pushes its set on the
+//! thread's label stack and pops it (one reference taken and released;
+//! merging with the labels already in force only when those change); a
+//! sampled tick takes one atomic increment.
+//!
+//! # Out of order
+//!
+//! Each scope and span removes only its own labels when it ends, in
+//! whatever order they end: a `tracing` span entered inside [`with`] and
+//! exited after it keeps its labels (with those of the `with`, in force
+//! when it was entered) until it exits, and then what was in force before
+//! it is again, if nothing entered later is still in force.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -70,13 +79,18 @@ pub const MAX_KEY_BYTES: usize = 64;
 pub const MAX_VALUE_BYTES: usize = 256;
 /// Distinct label sets one profile keeps at most.
 pub const MAX_SETS_PER_PROFILE: usize = 1024;
+/// Scopes and spans in force on one thread at once, at most: past that,
+/// the outermost is let go (counted in [`overflows`]); nested ones carry
+/// its labels still, as each set holds those in force when it was made.
+pub const MAX_DEPTH: usize = slot::MAX_DEPTH;
 
 static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
 
-/// Labels cut or dropped so far for going past the bounds, and label sets
-/// a profile had no room for.
+/// Labels cut or dropped so far for going past the bounds, label sets a
+/// profile had no room for, and sets a thread let go because more than
+/// [`MAX_DEPTH`] were in force on it at once (the outermost goes).
 pub fn overflows() -> u64 {
-    OVERFLOWS.load(Ordering::Relaxed)
+    OVERFLOWS.load(Ordering::Relaxed) + slot::evicted()
 }
 
 pub(crate) fn count_overflow() {
