@@ -262,61 +262,80 @@ pin_project_lite::pin_project! {
 }
 
 /// The labels of tasks that run a labeled future, for the goroutine
-/// profile's task samples (feature `tokio-taskdump`): noted at a labeled
-/// future's first poll inside a task, forgotten when it is dropped.
+/// profile's task samples (feature `tokio-taskdump`): each labeled future
+/// notes itself at its first poll inside a task and is forgotten when it
+/// is dropped, so a nested one that ends leaves the others' notes alone.
 #[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
 pub(crate) mod tasks {
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Mutex, PoisonError};
 
     use super::Labels;
 
-    static TASKS: Mutex<Option<HashMap<tokio::task::Id, Labels>>> = Mutex::new(None);
+    /// Per task, the labeled futures alive in it, in the order they noted
+    /// themselves: (note number, labels).
+    type Notes = HashMap<tokio::task::Id, Vec<(u64, Labels)>>;
 
-    /// The labels the task `id` runs with, where known.
+    static TASKS: Mutex<Option<Notes>> = Mutex::new(None);
+
+    /// The labels the task `id` runs with, where known: those of the
+    /// earliest-noted labeled future still alive in it (the outermost: a
+    /// future is polled, so noted, before the ones inside it).
     pub(crate) fn of(id: tokio::task::Id) -> Labels {
         TASKS
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .and_then(|tasks| tasks.get(&id).cloned())
+            .and_then(|tasks| tasks.get(&id))
+            .and_then(|notes| notes.first())
+            .map(|(_, labels)| labels.clone())
             .unwrap_or_default()
     }
 
-    pub(super) fn note(id: tokio::task::Id, labels: &Labels) {
+    /// Note a labeled future of task `id`; the number to forget it by.
+    pub(super) fn note(id: tokio::task::Id, labels: &Labels) -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let number = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut tasks = TASKS.lock().unwrap_or_else(PoisonError::into_inner);
         tasks
             .get_or_insert_with(HashMap::new)
             .entry(id)
-            .or_insert_with(|| labels.clone());
+            .or_default()
+            .push((number, labels.clone()));
+        number
     }
 
-    pub(super) fn forget(id: tokio::task::Id) {
-        if let Some(tasks) = TASKS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
-        {
-            tasks.remove(&id);
+    /// Forget the note `number` of task `id` (the task's entry goes with its last note).
+    pub(super) fn forget(id: tokio::task::Id, number: u64) {
+        let mut tasks = TASKS.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(tasks) = tasks.as_mut() else {
+            return;
+        };
+        if let Some(notes) = tasks.get_mut(&id) {
+            notes.retain(|(n, _)| *n != number);
+            if notes.is_empty() {
+                tasks.remove(&id);
+            }
         }
     }
 }
 
-/// Which task a labeled future noted itself for (nothing without task dumps).
+/// Which task a labeled future noted itself for, and its note's number
+/// (nothing without task dumps).
 #[derive(Debug, Default)]
 struct TaskNote {
     #[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
-    id: Option<tokio::task::Id>,
+    noted: Option<(tokio::task::Id, u64)>,
 }
 
 impl TaskNote {
     #[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
     fn note(&mut self, labels: &Labels) {
-        if self.id.is_none()
+        if self.noted.is_none()
             && let Some(id) = tokio::task::try_id()
         {
-            tasks::note(id, labels);
-            self.id = Some(id);
+            self.noted = Some((id, tasks::note(id, labels)));
         }
     }
 
@@ -327,8 +346,8 @@ impl TaskNote {
 #[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
 impl Drop for TaskNote {
     fn drop(&mut self) {
-        if let Some(id) = self.id {
-            tasks::forget(id);
+        if let Some((id, number)) = self.noted {
+            tasks::forget(id, number);
         }
     }
 }
