@@ -508,3 +508,167 @@ fn labels_stay_sound_while_scopes_spans_and_drops_interleave_under_profiling() {
         "no sample of the stressing threads carried their labels: {stressed:#?}"
     );
 }
+
+/// The labels in force in the code serving a request, as text: `key=value`
+/// per label, by key, joined with `,`.
+fn labels_in_force() -> String {
+    pprof_core::labels::current()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[inline(never)]
+fn burn_in_an_unrouted_request(ms: u64) -> u64 {
+    burn_cpu_here(Duration::from_millis(ms))
+}
+
+/// The answer of a request no route matched: burn `/burn/{ms}`'s ms, then
+/// the labels in force.
+fn unrouted(path: &str) -> String {
+    if let Some(ms) = path.strip_prefix("/burn/").and_then(|ms| ms.parse().ok()) {
+        burn_in_an_unrouted_request(ms);
+    }
+    labels_in_force()
+}
+
+/// axum with `LabelRequests`: `/users/{id}`, and requests no route matched
+/// go to a fallback handler (`fallback_service` when `as_service`: what
+/// `ServeDir` is mounted with).
+fn start_axum_with_a_fallback(as_service: bool) -> std::net::SocketAddr {
+    let app = axum::Router::new().route(
+        "/users/{id}",
+        axum::routing::get(|| async { labels_in_force() }),
+    );
+    let app = if as_service {
+        app.fallback_service(tower::service_fn(
+            |request: axum::extract::Request| async move {
+                Ok::<_, std::convert::Infallible>(unrouted(request.uri().path()))
+            },
+        ))
+    } else {
+        app.fallback(|uri: http::Uri| async move { unrouted(uri.path()) })
+    };
+    let app = app
+        .merge(pprof_axum::routes())
+        .layer(pprof_axum::LabelRequests::new());
+    pprof_tests::serve_on("127.0.0.1:0", move |listener| async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+/// actix-web with `LabelRequests`: `/users/{id}`, and requests no pattern
+/// matched go to `Files` mounted at the root (whose pattern is `""`) when
+/// `files` holds a directory, else to the app's `default_service`. Every
+/// answer carries the labels in force while it was made in `x-labels`.
+fn start_actix_with_a_default(files: Option<std::path::PathBuf>) -> std::net::SocketAddr {
+    use actix_web::{App, HttpResponse, web};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = actix_web::HttpServer::new(move || {
+                let app = App::new()
+                    .wrap_fn(|request, service| {
+                        use actix_web::dev::Service;
+                        let response = service.call(request);
+                        async move {
+                            // Polled inside LabelRequests' future.
+                            let labels = labels_in_force();
+                            let mut response = response.await?;
+                            response.headers_mut().insert(
+                                actix_web::http::header::HeaderName::from_static("x-labels"),
+                                actix_web::http::header::HeaderValue::from_str(&labels)
+                                    .expect("header"),
+                            );
+                            Ok(response)
+                        }
+                    })
+                    .wrap(pprof_actix::LabelRequests)
+                    .route("/users/{id}", web::get().to(|| async { labels_in_force() }))
+                    .service(pprof_actix::scope("/debug"));
+                let unrouted_answer = |request: actix_web::HttpRequest| async move {
+                    HttpResponse::Ok().body(unrouted(request.path()))
+                };
+                match &files {
+                    Some(dir) => app.service(
+                        actix_files::Files::new("/", dir).default_handler(web::to(unrouted_answer)),
+                    ),
+                    None => app.default_service(web::to(unrouted_answer)),
+                }
+            })
+            .workers(1)
+            .listen(listener)
+            .expect("listen")
+            .run();
+            let _ = server.await;
+        });
+    });
+    addr
+}
+
+/// OpenTelemetry's rule: a request no route template matched carries no
+/// `http.route` (not an empty one, which profile.proto cannot tell from a
+/// number, nor its raw path, one label set per path); its method it does.
+#[test]
+fn requests_no_route_matched_carry_no_http_route_on_axum_and_actix() {
+    let _cpu = cpu_profiler_lock();
+    let dir = std::env::temp_dir().join(format!("pprof-tests-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("page.html"), "<p>static</p>\n").expect("file");
+    let servers = [
+        ("axum fallback", start_axum_with_a_fallback(false)),
+        ("axum fallback_service", start_axum_with_a_fallback(true)),
+        ("actix default_service", start_actix_with_a_default(None)),
+        (
+            "actix Files at /",
+            start_actix_with_a_default(Some(dir.clone())),
+        ),
+    ];
+    for (what, addr) in servers {
+        let routed = get(addr, "/users/7");
+        assert_eq!(routed.status, 200, "{what}");
+        let labels = routed
+            .header("x-labels")
+            .map_or_else(|| routed.text(), str::to_owned);
+        assert_eq!(
+            labels, "http.request.method=GET,http.route=/users/{id}",
+            "{what}: a matched route carries its template"
+        );
+        for path in ["/no/such/page", "/page.html"] {
+            let r = get(addr, path);
+            let labels = r.header("x-labels").map_or_else(|| r.text(), str::to_owned);
+            assert_eq!(labels, "http.request.method=GET", "{what} {path}: {r:?}");
+        }
+    }
+    // What a profile then holds: the unrouted requests' CPU, labeled with
+    // the method alone.
+    let (axum, actix) = (servers[0].1, servers[2].1);
+    let profile = std::thread::spawn(move || cpu_profile(axum, 2));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(axum, "/burn/600").status, 200);
+    assert_eq!(get(actix, "/burn/600").status, 200);
+    let (_, body) = profile.join().expect("profile");
+    let p = pprof_tests::decode_profile(&body);
+    let burning: Vec<_> = p
+        .sample
+        .iter()
+        .zip(stacks(&p))
+        .filter(|(_, s)| s.has("burn_in_an_unrouted_request"))
+        .collect();
+    assert!(
+        !burning.is_empty(),
+        "the unrouted requests were not sampled"
+    );
+    for (sample, named) in burning {
+        assert_eq!(named.label("http.request.method"), Some("GET"), "{named:?}");
+        let keys: Vec<&str> = sample
+            .label
+            .iter()
+            .map(|l| pprof_tests::string(&p, l.key))
+            .collect();
+        assert!(!keys.contains(&"http.route"), "{keys:?}: {named:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -202,6 +202,17 @@ impl Labels {
     }
 }
 
+/// A request's labels: `http.request.method`, and `http.route` when it has
+/// a route template (OpenTelemetry: none, never an empty one, without).
+pub(crate) fn request_labels(method: &str, route: Option<&str>) -> Labels {
+    let route = route.filter(|r| !r.is_empty());
+    Labels::new(
+        [("http.request.method", method)]
+            .into_iter()
+            .chain(route.map(|r| ("http.route", r))),
+    )
+}
+
 /// `text` cut to at most `max` bytes, at a character boundary (counted).
 fn bounded(text: &str, max: usize) -> Arc<str> {
     if text.len() <= max {

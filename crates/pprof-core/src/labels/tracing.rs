@@ -243,7 +243,18 @@ impl Subscriber for RequestSpans {
             pairs: Vec::new(),
         };
         attrs.record(&mut fields);
-        let entry = Some((Labels::new(fields.pairs), 1));
+        let field = |name: &str| {
+            fields
+                .pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let labels = super::request_labels(
+            field("http.request.method").unwrap_or_default(),
+            field("http.route"),
+        );
+        let entry = Some((labels, 1));
         let mut spans = self.spans();
         let at = match spans.free.pop() {
             Some(at) => {
