@@ -47,10 +47,10 @@
 //!
 //! # Cost
 //!
-//! An unlabeled thread pays nothing. A labeled poll pushes its set on the
-//! thread's label stack and pops it (one reference taken and released;
-//! merging with the labels already in force only when those change); a
-//! sampled tick takes one atomic increment.
+//! An unlabeled thread pays nothing. A labeled poll lends its set to the
+//! thread's label stack and takes it back (no reference counted; merging
+//! with the labels already in force only when those change); a sampled
+//! tick takes one atomic increment.
 //!
 //! # Out of order
 //!
@@ -200,6 +200,15 @@ impl Labels {
     pub(crate) fn set(&self) -> Option<&Arc<LabelSet>> {
         self.0.as_ref()
     }
+
+    pub(crate) fn into_set(self) -> Option<Arc<LabelSet>> {
+        self.0
+    }
+
+    /// The set itself, for lending it to the thread's label stack.
+    fn set_mut(&mut self) -> &mut Option<Arc<LabelSet>> {
+        &mut self.0
+    }
 }
 
 /// A request's labels: `http.request.method`, and `http.route` when it has
@@ -250,7 +259,7 @@ pub fn with<K: AsRef<str>, V: AsRef<str>, R>(
     work: impl FnOnce() -> R,
 ) -> R {
     let merged = current().merged(labels);
-    let _in_force = slot::put_in_force(merged.set());
+    let _in_force = slot::put_owned_in_force(merged.into_set());
     work()
 }
 
@@ -405,13 +414,18 @@ impl<F: Future> Future for Labeled<F> {
             Some(set) => Arc::as_ptr(set) == outer,
             None => outer.is_null(),
         };
-        if !same_place {
+        // (A merged set the thread's stack had to let go while it was lent
+        // is merged again.)
+        let let_go = this.merged.set().is_none()
+            && (this.own.set().is_some() || this.merged_on.set().is_some());
+        if !same_place || let_go {
             let outer = current();
             *this.merged = outer.with_inner(this.own);
             *this.merged_on = outer;
         }
         this.task.note(this.merged);
-        let _in_force = slot::put_in_force(this.merged.set());
+        // Lent to the thread's label stack for the poll, and given back.
+        let _in_force = slot::lend_in_force(this.merged.set_mut());
         this.inner.poll(cx)
     }
 }
@@ -445,6 +459,41 @@ mod tests {
             assert_eq!(current().get("route"), Some("/a"));
         });
         assert!(current().is_empty());
+    }
+
+    /// Run `work` under `depth` nested `with`s.
+    fn nested(depth: usize, work: &mut dyn FnMut()) {
+        if depth == 0 {
+            work();
+        } else {
+            with([("depth", depth.to_string())], || nested(depth - 1, work));
+        }
+    }
+
+    #[test]
+    fn a_labeled_future_whose_set_was_let_go_mid_poll_has_its_labels_next_poll() {
+        let mut yielded = false;
+        let mut future = Box::pin(scope([("job", "deep")], async move {
+            // Deeper than a thread's stack holds: the future's own entry,
+            // the outermost, is let go during this poll.
+            nested(MAX_DEPTH + 1, &mut || {});
+            std::future::poll_fn(|_| {
+                if std::mem::replace(&mut yielded, true) {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            current().get("job").map(str::to_owned)
+        }));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+        assert!(current().is_empty());
+        let Poll::Ready(job) = future.as_mut().poll(&mut cx) else {
+            panic!("ready at the second poll");
+        };
+        assert_eq!(job.as_deref(), Some("deep"));
     }
 
     #[test]

@@ -50,7 +50,7 @@ thread_local! {
 /// subscriber `source`, and when `watch`, mark the poll it is entered for.
 fn enter(source: u64, id: u64, labels: &Labels, watch: bool) {
     let merged = current().with_inner(labels);
-    if slot::enter_span(source, id, merged.set()) && watch {
+    if slot::enter_span(source, id, merged.into_set()) && watch {
         let _ = POLLS.try_with(|polls| {
             if let Ok(mut polls) = polls.try_borrow_mut() {
                 polls.push((id, Mark::enter_default()));

@@ -43,17 +43,20 @@
 //!
 //! # Bounds and the end of a thread
 //!
-//! A stack holds at most [`MAX_DEPTH`] entries; a push onto a full stack
-//! lets the outermost entry go (never the top, so never the published
-//! set), counted in [`evicted`]: an `Entered` guard of a span that is
-//! never exited on this thread (leaked, or held across an `.await` and
-//! dropped elsewhere) cannot grow a worker's stack without bound. The
-//! stack's storage is a thread-local with a destructor: at thread exit it
-//! publishes null before it releases its sets. Scopes and spans entered
-//! after that (from other thread-local destructors) put nothing in force:
-//! their code runs unlabeled rather than with a set no one owns.
+//! A stack holds at most [`MAX_DEPTH`] entries, in a fixed array of plain
+//! cells (a thread-local with no destructor: a push or a pop touches no
+//! lazy state, takes no borrow flag and never allocates); a push onto a
+//! full stack lets the outermost entry go (never the top, so never the
+//! published set), counted in [`evicted`]: an `Entered` guard of a span
+//! that is never exited on this thread (leaked, or held across an `.await`
+//! and dropped elsewhere) cannot grow a worker's stack without bound. The
+//! first push registers a small exit hook (a thread-local with a
+//! destructor): at thread exit it publishes null, then releases what is
+//! left. Scopes and spans entered after that (from other thread-local
+//! destructors) put nothing in force: their code runs unlabeled rather
+//! than with a set no one owns.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, compiler_fence};
@@ -67,31 +70,39 @@ pub(crate) struct LabelSet {
 /// Entries one thread's stack holds at most.
 pub(crate) const MAX_DEPTH: usize = 64;
 
-/// Who put an entry in force, so that its exit removes that entry only.
+/// Who put an entry in force, so that its exit removes that entry only:
+/// source 0 and a scope's number (unique on its thread), or a `tracing`
+/// subscriber's number ([`span_source`], from 1) and a span id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Owner {
-    /// A scope's [`InForce`] guard (a number unique on its thread).
-    Scope(u64),
-    /// A `tracing` span: its subscriber's number (see [`span_source`]) and id.
-    #[cfg(feature = "tracing")]
-    Span(u64, u64),
+struct Owner {
+    source: u64,
+    id: u64,
 }
 
-struct Entry {
-    owner: Owner,
-    set: Option<Arc<LabelSet>>,
-}
+const NO_OWNER: Owner = Owner { source: 0, id: 0 };
 
-/// One thread's entries, outermost first.
+/// One thread's entries, outermost first: who put each in force and the
+/// reference to its set it owns (from `Arc::into_raw`; null: no labels).
 struct Stack {
-    entries: RefCell<Vec<Entry>>,
+    owners: [Cell<Owner>; MAX_DEPTH],
+    sets: [Cell<*const LabelSet>; MAX_DEPTH],
+    depth: Cell<usize>,
     next_scope: Cell<u64>,
+    /// [`FRESH`], [`HOOKED`] (the exit hook is registered) or [`CLOSED`]
+    /// (it ran: the thread is ending; nothing more goes in force).
+    state: Cell<u8>,
 }
 
-impl Drop for Stack {
+const FRESH: u8 = 0;
+const HOOKED: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// Releases what is left on the thread's stack when the thread ends.
+struct ExitHook;
+
+impl Drop for ExitHook {
     fn drop(&mut self) {
-        // The thread is ending: nothing is in force before the sets go.
-        publish(std::ptr::null());
+        let _ = STACK.try_with(Stack::close);
     }
 }
 
@@ -101,10 +112,14 @@ thread_local! {
     /// The entries that own what is published; never touched by a handler.
     static STACK: Stack = const {
         Stack {
-            entries: RefCell::new(Vec::new()),
+            owners: [const { Cell::new(NO_OWNER) }; MAX_DEPTH],
+            sets: [const { Cell::new(std::ptr::null()) }; MAX_DEPTH],
+            depth: Cell::new(0),
             next_scope: Cell::new(0),
+            state: Cell::new(FRESH),
         }
     };
+    static EXIT: ExitHook = const { ExitHook };
 }
 
 static EVICTED: AtomicU64 = AtomicU64::new(0);
@@ -116,84 +131,197 @@ pub(crate) fn evicted() -> u64 {
 
 /// Make `ptr` the set a handler on this thread sees. Whatever made it
 /// owned is done before, whatever releases the set it replaces comes after.
+#[inline]
 fn publish(ptr: *const LabelSet) {
     compiler_fence(Ordering::SeqCst);
     CURRENT.with(|current| current.store(ptr.cast_mut(), Ordering::Relaxed));
     compiler_fence(Ordering::SeqCst);
 }
 
-fn set_ptr(set: Option<&Arc<LabelSet>>) -> *const LabelSet {
-    set.map_or(std::ptr::null(), Arc::as_ptr)
+/// Take back a reference an entry owned (null: none).
+fn take_back(ptr: *const LabelSet) -> Option<Arc<LabelSet>> {
+    // SAFETY: every non-null pointer in a stack's `sets` came from
+    // `Arc::into_raw` in `push` and stands for the one reference its entry
+    // owns; callers take it back only as they remove the entry (or clear
+    // it), so each reference is taken back once.
+    (!ptr.is_null()).then(|| unsafe { Arc::from_raw(ptr) })
 }
 
 impl Stack {
-    /// Push an owned reference to `set` and publish it; false (nothing in
-    /// force) if the stack is busy, which only a bug could make it. What it
-    /// let go is dropped by the caller, after the borrow.
-    fn push(&self, owner: Owner, set: Option<&Arc<LabelSet>>) -> (bool, Option<Entry>) {
-        let Ok(mut entries) = self.entries.try_borrow_mut() else {
-            return (false, None);
-        };
-        let owned = set.cloned();
-        let ptr = set_ptr(owned.as_ref());
-        // Never the top (MAX_DEPTH > 1), so never the published set.
-        let evicted = (entries.len() >= MAX_DEPTH).then(|| entries.remove(0));
-        entries.push(Entry { owner, set: owned });
-        publish(ptr);
-        if evicted.is_some() {
-            EVICTED.fetch_add(1, Ordering::Relaxed);
+    /// A number for a new scope's entry, unique on this thread.
+    fn next_scope(&self) -> Owner {
+        let id = self.next_scope.get();
+        self.next_scope.set(id.wrapping_add(1));
+        Owner { source: 0, id }
+    }
+
+    /// Push `set` for `owner` (the stack owns that reference now) and
+    /// publish it. Once the thread is ending nothing is put in force, and
+    /// `set` comes back.
+    #[inline]
+    fn push(&self, owner: Owner, set: Option<Arc<LabelSet>>) -> Result<(), Option<Arc<LabelSet>>> {
+        if self.state.get() != HOOKED && !self.hook() {
+            return Err(set);
         }
-        (true, evicted)
+        let mut depth = self.depth.get();
+        if depth == MAX_DEPTH {
+            self.evict_outermost();
+            depth -= 1;
+        }
+        let ptr = set.map_or(std::ptr::null(), Arc::into_raw);
+        self.owners[depth].set(owner);
+        self.sets[depth].set(ptr);
+        self.depth.set(depth + 1);
+        publish(ptr);
+        Ok(())
+    }
+
+    /// Register the exit hook on a thread's first push; false once the
+    /// thread is ending (the hook ran, or cannot be registered any more).
+    #[cold]
+    fn hook(&self) -> bool {
+        if self.state.get() == FRESH {
+            // Registers the hook's destructor; fails only if the thread's
+            // thread-locals are being torn down already.
+            let hooked = EXIT.try_with(|_| ()).is_ok();
+            self.state.set(if hooked { HOOKED } else { CLOSED });
+        }
+        self.state.get() == HOOKED
+    }
+
+    /// Let the outermost entry go to make room: never the top (MAX_DEPTH >
+    /// 1), so never the published set; the entries above move down, the
+    /// published pointer stays.
+    #[cold]
+    fn evict_outermost(&self) {
+        let outermost = self.sets[0].get();
+        let depth = self.depth.get();
+        for i in 1..depth {
+            self.owners[i - 1].set(self.owners[i].get());
+            self.sets[i - 1].set(self.sets[i].get());
+        }
+        self.depth.set(depth - 1);
+        EVICTED.fetch_add(1, Ordering::Relaxed);
+        drop(take_back(outermost));
     }
 
     /// Remove `owner`'s latest entry, publishing the one below first if it
-    /// was on top. The removed entry is dropped by the caller, after the borrow.
-    fn remove(&self, owner: Owner) -> Option<Entry> {
-        let mut entries = self.entries.try_borrow_mut().ok()?;
-        let at = entries.iter().rposition(|e| e.owner == owner)?;
-        if at + 1 == entries.len() {
-            let below = at.checked_sub(1).map(|i| &entries[i]);
-            publish(set_ptr(below.and_then(|e| e.set.as_ref())));
+    /// was on top; its set comes back (`None` if there is no such entry).
+    #[inline]
+    fn remove(&self, owner: Owner) -> Option<Option<Arc<LabelSet>>> {
+        let depth = self.depth.get();
+        let at = (0..depth).rev().find(|&i| self.owners[i].get() == owner)?;
+        let ptr = self.sets[at].get();
+        if at + 1 == depth {
+            let below = at
+                .checked_sub(1)
+                .map_or(std::ptr::null(), |i| self.sets[i].get());
+            publish(below);
+        } else {
+            // Not on top, so not published: what is in force stays.
+            for i in at + 1..depth {
+                self.owners[i - 1].set(self.owners[i].get());
+                self.sets[i - 1].set(self.sets[i].get());
+            }
         }
-        Some(entries.remove(at))
+        self.depth.set(depth - 1);
+        Some(take_back(ptr))
+    }
+
+    /// The thread is ending: nothing in force, then every set released.
+    fn close(&self) {
+        self.state.set(CLOSED);
+        publish(std::ptr::null());
+        let depth = self.depth.replace(0);
+        for set in &self.sets[..depth] {
+            drop(take_back(set.replace(std::ptr::null())));
+        }
     }
 }
 
 /// Keeps a scope's labels in force until dropped (on the thread that made it).
 #[must_use = "the labels are in force until this is dropped"]
 pub(crate) struct InForce {
-    /// Its entry's owner number; `None` when nothing was put in force.
-    scope: Option<u64>,
+    /// Its entry's owner; `None` when nothing was put in force.
+    owner: Option<Owner>,
     _not_send: PhantomData<*const ()>,
 }
 
 /// Make `set` (`None`: no labels) this thread's labels until the returned
 /// guard is dropped. The thread's stack keeps its own reference.
+#[cfg(test)]
 pub(crate) fn put_in_force(set: Option<&Arc<LabelSet>>) -> InForce {
-    let pushed = STACK.try_with(|stack| {
-        let scope = stack.next_scope.get();
-        stack.next_scope.set(scope.wrapping_add(1));
-        let (pushed, evicted) = stack.push(Owner::Scope(scope), set);
-        drop(evicted);
-        pushed.then_some(scope)
+    put_owned_in_force(set.cloned())
+}
+
+/// As `put_in_force`, with the reference the stack keeps given, not taken.
+pub(crate) fn put_owned_in_force(set: Option<Arc<LabelSet>>) -> InForce {
+    let owner = STACK.try_with(|stack| {
+        let owner = stack.next_scope();
+        stack.push(owner, set).ok().map(|()| owner)
     });
     InForce {
-        scope: pushed.ok().flatten(),
+        owner: owner.ok().flatten(),
         _not_send: PhantomData,
     }
 }
 
 impl Drop for InForce {
     fn drop(&mut self) {
-        if let Some(scope) = self.scope {
-            let removed = STACK.try_with(|stack| stack.remove(Owner::Scope(scope)));
+        if let Some(owner) = self.owner {
+            let removed = STACK.try_with(|stack| stack.remove(owner));
             drop(removed);
         }
     }
 }
 
-/// A number for a `tracing` subscriber's span ids, unique in the process,
-/// so spans of different subscribers with the same id are told apart.
+/// Keeps the set it was lent in force until dropped, then gives it back.
+#[must_use = "the labels are in force until this is dropped"]
+pub(crate) struct Lent<'a> {
+    owner: Option<Owner>,
+    home: &'a mut Option<Arc<LabelSet>>,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// Make the set in `home` this thread's labels until the returned guard is
+/// dropped, moving the reference into the thread's stack meanwhile (no
+/// reference taken or released: what a labeled poll pays). The guard puts
+/// it back; if the stack had to let it go (more than [`MAX_DEPTH`] entries
+/// since), `home` is left empty. If nothing can be put in force (the
+/// thread is ending), `home` keeps its set.
+#[inline]
+pub(crate) fn lend_in_force(home: &mut Option<Arc<LabelSet>>) -> Lent<'_> {
+    let owner = STACK.try_with(|stack| {
+        let owner = stack.next_scope();
+        match stack.push(owner, home.take()) {
+            Ok(()) => Some(owner),
+            Err(refused) => {
+                *home = refused;
+                None
+            }
+        }
+    });
+    Lent {
+        owner: owner.ok().flatten(),
+        home,
+        _not_send: PhantomData,
+    }
+}
+
+impl Drop for Lent<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner
+            && let Ok(Some(set)) = STACK.try_with(|stack| stack.remove(owner))
+        {
+            *self.home = set;
+        }
+    }
+}
+
+/// A number for a `tracing` subscriber's span ids, unique in the process
+/// (never 0, which scopes use), so spans of different subscribers with the
+/// same id are told apart.
 #[cfg(feature = "tracing")]
 pub(crate) fn span_source() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -201,16 +329,12 @@ pub(crate) fn span_source() -> u64 {
 }
 
 /// Put `set` in force for span `id` of `source` until [`exit_span`] with
-/// the same two; false if nothing could be put in force (the thread's
-/// stack is gone: a span entered from a thread-local destructor).
+/// the same two; false if nothing could be put in force (the thread is
+/// ending: a span entered from a thread-local destructor).
 #[cfg(feature = "tracing")]
-pub(crate) fn enter_span(source: u64, id: u64, set: Option<&Arc<LabelSet>>) -> bool {
+pub(crate) fn enter_span(source: u64, id: u64, set: Option<Arc<LabelSet>>) -> bool {
     STACK
-        .try_with(|stack| {
-            let (pushed, evicted) = stack.push(Owner::Span(source, id), set);
-            drop(evicted);
-            pushed
-        })
+        .try_with(|stack| stack.push(Owner { source, id }, set).is_ok())
         .unwrap_or(false)
 }
 
@@ -218,12 +342,13 @@ pub(crate) fn enter_span(source: u64, id: u64, set: Option<&Arc<LabelSet>>) -> b
 /// (nothing if there is none).
 #[cfg(feature = "tracing")]
 pub(crate) fn exit_span(source: u64, id: u64) {
-    let removed = STACK.try_with(|stack| stack.remove(Owner::Span(source, id)));
+    let removed = STACK.try_with(|stack| stack.remove(Owner { source, id }));
     drop(removed);
 }
 
 /// The address of the set in force on this thread (null: none), to tell
 /// whether it changed; not to be dereferenced.
+#[inline]
 pub(crate) fn current_ptr() -> *const LabelSet {
     CURRENT.with(|current| current.load(Ordering::Relaxed))
 }
@@ -331,5 +456,53 @@ mod tests {
         assert_eq!(current().as_deref(), Some(&*second));
         drop(second_guard);
         assert!(current().is_none());
+    }
+
+    #[test]
+    fn a_full_stack_lets_the_outermost_go_and_keeps_the_top_in_force() {
+        let outermost = set(&[("depth", "0")]);
+        let before = evicted();
+        let mut guards = vec![put_in_force(Some(&outermost))];
+        let sets: Vec<_> = (1..=MAX_DEPTH)
+            .map(|i| set(&[("depth", &i.to_string())]))
+            .collect();
+        for s in &sets {
+            guards.push(put_in_force(Some(s)));
+        }
+        assert!(evicted() > before, "one entry let go");
+        assert_eq!(
+            Arc::strong_count(&outermost),
+            1,
+            "and its reference released"
+        );
+        assert_eq!(current().as_deref(), sets.last().map(|s| &**s));
+        // Exits out of order, the outermost's (let go) included.
+        let outermost_guard = guards.remove(0);
+        drop(outermost_guard);
+        while let Some(guard) = guards.pop() {
+            drop(guard);
+            let top = guards.len().checked_sub(1).map(|i| &*sets[i]);
+            assert_eq!(current().as_deref(), top);
+        }
+        assert!(current().is_none());
+        assert!(sets.iter().all(|s| Arc::strong_count(s) == 1));
+    }
+
+    #[test]
+    fn sets_still_in_force_when_a_thread_ends_are_released() {
+        let left = set(&[("left", "in force")]);
+        let on_thread = left.clone();
+        std::thread::spawn(move || {
+            // A guard that is never dropped: its entry stays to the end.
+            std::mem::forget(put_in_force(Some(&on_thread)));
+            assert!(!current_ptr().is_null());
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(
+            Arc::strong_count(&left),
+            1,
+            "the ended thread's stack released it"
+        );
     }
 }
