@@ -23,7 +23,8 @@
 //! handler runs on that thread while it is stopped. The order makes every
 //! instant safe for a handler, even one that lands mid-push or mid-pop:
 //! a push stores its owned reference in the stack, then publishes; a pop
-//! publishes the entry below, then releases its reference. A compiler
+//! publishes the entry below, then releases its reference (or, for a set
+//! a labeled poll lent the stack, hands it back to the future). A compiler
 //! fence sits between each step and the publication (a handler is on the
 //! same thread, so the compiler is the only reorderer). Entries that are not
 //! on top are never published, so removing one never touches what a
@@ -39,7 +40,7 @@
 //! order). A set put in force carries the labels that were in force when
 //! it was made, so the top entry's set is always a whole answer. An exit
 //! whose entry is not on this thread's stack (a span entered on another
-//! thread, or before the stack could be made) does nothing.
+//! thread, or once this thread was ending) does nothing.
 //!
 //! # Bounds and the end of a thread
 //!
