@@ -789,3 +789,25 @@ pub fn heap_profiler_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// The samples of `p` that repeat an earlier sample's stack (its location
+/// ids) and labels (each key with its string or number, in any order), as
+/// `go tool pprof` would have to merge them: described, for a message.
+pub fn repeated_samples(p: &Profile) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let named = stacks(p);
+    p.sample
+        .iter()
+        .zip(named)
+        .filter_map(|(s, named)| {
+            let mut labels: Vec<(&str, &str, i64)> = s
+                .label
+                .iter()
+                .map(|l| (string(p, l.key), string(p, l.str), l.num))
+                .collect();
+            labels.sort_unstable();
+            let key = (s.location_id.clone(), labels);
+            (!seen.insert(key)).then(|| format!("{:?} {:?}", named.functions, named.labels))
+        })
+        .collect()
+}

@@ -312,3 +312,363 @@ fn a_tracing_span_labels_the_cpu_burnt_inside_it() {
 fn burn_in_a_labeled_thread_after_its_span() -> u64 {
     burn_cpu_here(Duration::from_millis(500))
 }
+
+/// A tiny deterministic generator (xorshift64), one per stressing thread.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, sides: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % sides
+    }
+}
+
+/// What a stressing thread holds on to between steps, for its drop: a span
+/// entered (a guard kept, as `let _e = span.enter()` across code that ends
+/// first), or a labeled future suspended with a span entered across its
+/// `.await`.
+type Held = Box<dyn std::any::Any>;
+
+type Pairs = Vec<(String, String)>;
+
+/// `below` with `pairs` on top (the inner value wins), sorted by key.
+fn merged(below: &Pairs, pairs: &[(&str, String)]) -> Pairs {
+    let mut all = below.clone();
+    for (key, value) in pairs {
+        all.retain(|(k, _)| k != key);
+        all.push(((*key).to_owned(), value.clone()));
+    }
+    all.sort();
+    all
+}
+
+fn in_force() -> Pairs {
+    pprof_core::labels::current()
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[inline(never)]
+fn burn_under_stressed_labels() -> u64 {
+    burn_cpu_here(Duration::from_micros(200))
+}
+
+/// Random steps of `with`, `scope`, spans entered and exited in any order,
+/// futures suspended with a span entered across an `.await` and dropped
+/// later, against a model of what must be in force after each step: the
+/// latest-entered set still held (each carrying what was in force when it
+/// was made), or nothing.
+fn stress_labels(seed: u64, until: std::time::Instant) -> u64 {
+    use tracing_subscriber::layer::SubscriberExt;
+    let layer = pprof_core::labels::tracing::LabelLayer::new().fields(["n"]);
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        let mut dice = Dice(seed);
+        // Held things with their model entries: (held, its labels).
+        let mut held: Vec<(Held, Pairs)> = Vec::new();
+        let mut steps = 0u64;
+        let top = |held: &[(Held, Pairs)]| held.last().map(|(_, p)| p.clone()).unwrap_or_default();
+        let mut cx = Context::from_waker(Waker::noop());
+        while std::time::Instant::now() < until {
+            steps += 1;
+            let n = format!("s{}", dice.roll(8));
+            let span = || tracing::info_span!("stress", n = n.as_str());
+            let spanned =
+                |below: &Pairs| merged(below, &[("span", "stress".to_owned()), ("n", n.clone())]);
+            match dice.roll(6) {
+                0 | 1 if held.len() < 24 => {
+                    let labels = spanned(&top(&held));
+                    held.push((Box::new(span().entered()), labels));
+                }
+                2 if !held.is_empty() => {
+                    let at = usize::try_from(dice.roll(held.len() as u64)).unwrap_or(0);
+                    let (gone, _) = held.remove(at);
+                    drop(gone);
+                }
+                3 if held.len() < 24 => {
+                    let w = format!("w{}", dice.roll(8));
+                    let keep_span = dice.roll(2) == 0;
+                    let expected = merged(&top(&held), &[("w", w.clone())]);
+                    let inside = pprof_core::labels::with([("w", w.as_str())], || {
+                        assert_eq!(in_force(), expected, "inside with");
+                        burn_under_stressed_labels();
+                        keep_span.then(|| span().entered())
+                    });
+                    if let Some(entered) = inside {
+                        held.push((Box::new(entered), spanned(&expected)));
+                    }
+                }
+                4 if held.len() < 24 => {
+                    let job = format!("j{}", dice.roll(8));
+                    let expected = merged(&top(&held), &[("job", job.clone())]);
+                    let entered_across_an_await = span();
+                    let mut future =
+                        Box::pin(pprof_core::labels::scope([("job", job)], async move {
+                            let _entered = entered_across_an_await.entered();
+                            std::future::pending::<()>().await;
+                        }));
+                    assert!(future.as_mut().poll(&mut cx).is_pending());
+                    held.push((Box::new(future), spanned(&expected)));
+                }
+                _ => {
+                    let job = format!("j{}", dice.roll(8));
+                    let expected = merged(&top(&held), &[("job", job.clone())]);
+                    let mut future =
+                        std::pin::pin!(pprof_core::labels::scope([("job", job)], async {
+                            burn_under_stressed_labels();
+                            in_force()
+                        }));
+                    let Poll::Ready(seen) = future.as_mut().poll(&mut cx) else {
+                        panic!("ready at once");
+                    };
+                    assert_eq!(seen, expected, "inside a labeled poll");
+                }
+            }
+            assert_eq!(in_force(), top(&held), "after step {steps}");
+        }
+        // Everything let go, in a random order: nothing is in force.
+        while !held.is_empty() {
+            let at = usize::try_from(dice.roll(held.len() as u64)).unwrap_or(0);
+            drop(held.remove(at));
+            assert_eq!(in_force(), top(&held), "while letting go");
+        }
+        assert!(pprof_core::labels::current().is_empty());
+        steps
+    })
+}
+
+/// The label slot holds only sets it owns: threads interleave `with`,
+/// `scope`, spans and drops in random orders while a 1000 Hz CPU profile
+/// and thread dumps read their labels from signal handlers. Every step
+/// finds what the model says in force, every sample carries a whole set of
+/// the labels the threads made (or none), and the service lives on.
+#[test]
+fn labels_stay_sound_while_scopes_spans_and_drops_interleave_under_profiling() {
+    let _cpu = cpu_profiler_lock();
+    let addr = Adapter::Axum.start(None);
+    let profile = std::thread::spawn(move || {
+        let r = get(addr, "/debug/pprof/profile?seconds=3&hz=1000");
+        assert_eq!(r.status, 200, "{}", r.text());
+        stacks(&r.profile())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let until = std::time::Instant::now() + Duration::from_millis(2500);
+    let stressing: Vec<_> = (0..3u64)
+        .map(|i| {
+            std::thread::Builder::new()
+                .name(format!("label-stress-{i}"))
+                .spawn(move || stress_labels(0x9e37_79b9_7f4a_7c15 ^ (i + 1), until))
+                .expect("spawn")
+        })
+        .collect();
+    let mut dumped = Vec::new();
+    while std::time::Instant::now() < until {
+        let r = get(addr, "/debug/pprof/goroutine");
+        assert_eq!(r.status, 200);
+        dumped.extend(stacks(&r.profile()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let steps: u64 = stressing
+        .into_iter()
+        .map(|t| t.join().expect("a stressing thread failed"))
+        .sum();
+    assert!(steps > 1000, "{steps} steps");
+    let sampled = profile.join().expect("profile");
+    let stressed: Vec<&Stack> = sampled
+        .iter()
+        .chain(&dumped)
+        .filter(|s| {
+            s.label("thread")
+                .is_some_and(|t| t.starts_with("label-stress-"))
+        })
+        .collect();
+    let whole = |s: &Stack| {
+        s.labels.iter().all(|(k, v)| match k.as_str() {
+            "span" => v == "stress",
+            "n" => v.len() == 2 && v.starts_with('s'),
+            "w" => v.len() == 2 && v.starts_with('w'),
+            "job" => v.len() == 2 && v.starts_with('j'),
+            _ => true,
+        })
+    };
+    assert!(
+        stressed.iter().all(|s| whole(s)),
+        "{:#?}",
+        stressed.iter().filter(|s| !whole(s)).collect::<Vec<_>>()
+    );
+    let labeled = stressed
+        .iter()
+        .filter(|s| s.label("span").is_some() || s.label("job").is_some())
+        .count();
+    assert!(
+        labeled > 0,
+        "no sample of the stressing threads carried their labels: {stressed:#?}"
+    );
+}
+
+/// The labels in force in the code serving a request, as text: `key=value`
+/// per label, by key, joined with `,`.
+fn labels_in_force() -> String {
+    pprof_core::labels::current()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[inline(never)]
+fn burn_in_an_unrouted_request(ms: u64) -> u64 {
+    burn_cpu_here(Duration::from_millis(ms))
+}
+
+/// The answer of a request no route matched: burn `/burn/{ms}`'s ms, then
+/// the labels in force.
+fn unrouted(path: &str) -> String {
+    if let Some(ms) = path.strip_prefix("/burn/").and_then(|ms| ms.parse().ok()) {
+        burn_in_an_unrouted_request(ms);
+    }
+    labels_in_force()
+}
+
+/// axum with `LabelRequests`: `/users/{id}`, and requests no route matched
+/// go to a fallback handler (`fallback_service` when `as_service`: what
+/// `ServeDir` is mounted with).
+fn start_axum_with_a_fallback(as_service: bool) -> std::net::SocketAddr {
+    let app = axum::Router::new().route(
+        "/users/{id}",
+        axum::routing::get(|| async { labels_in_force() }),
+    );
+    let app = if as_service {
+        app.fallback_service(tower::service_fn(
+            |request: axum::extract::Request| async move {
+                Ok::<_, std::convert::Infallible>(unrouted(request.uri().path()))
+            },
+        ))
+    } else {
+        app.fallback(|uri: http::Uri| async move { unrouted(uri.path()) })
+    };
+    let app = app
+        .merge(pprof_axum::routes())
+        .layer(pprof_axum::LabelRequests::new());
+    pprof_tests::serve_on("127.0.0.1:0", move |listener| async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+/// actix-web with `LabelRequests`: `/users/{id}`, and requests no pattern
+/// matched go to `Files` mounted at the root (whose pattern is `""`) when
+/// `files` holds a directory, else to the app's `default_service`. Every
+/// answer carries the labels in force while it was made in `x-labels`.
+fn start_actix_with_a_default(files: Option<std::path::PathBuf>) -> std::net::SocketAddr {
+    use actix_web::{App, HttpResponse, web};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = actix_web::HttpServer::new(move || {
+                let app = App::new()
+                    .wrap_fn(|request, service| {
+                        use actix_web::dev::Service;
+                        let response = service.call(request);
+                        async move {
+                            // Polled inside LabelRequests' future.
+                            let labels = labels_in_force();
+                            let mut response = response.await?;
+                            response.headers_mut().insert(
+                                actix_web::http::header::HeaderName::from_static("x-labels"),
+                                actix_web::http::header::HeaderValue::from_str(&labels)
+                                    .expect("header"),
+                            );
+                            Ok(response)
+                        }
+                    })
+                    .wrap(pprof_actix::LabelRequests)
+                    .route("/users/{id}", web::get().to(|| async { labels_in_force() }))
+                    .service(pprof_actix::scope("/debug"));
+                let unrouted_answer = |request: actix_web::HttpRequest| async move {
+                    HttpResponse::Ok().body(unrouted(request.path()))
+                };
+                match &files {
+                    Some(dir) => app.service(
+                        actix_files::Files::new("/", dir).default_handler(web::to(unrouted_answer)),
+                    ),
+                    None => app.default_service(web::to(unrouted_answer)),
+                }
+            })
+            .workers(1)
+            .listen(listener)
+            .expect("listen")
+            .run();
+            let _ = server.await;
+        });
+    });
+    addr
+}
+
+/// OpenTelemetry's rule: a request no route template matched carries no
+/// `http.route` (not an empty one, which profile.proto cannot tell from a
+/// number, nor its raw path, one label set per path); its method it does.
+#[test]
+fn requests_no_route_matched_carry_no_http_route_on_axum_and_actix() {
+    let _cpu = cpu_profiler_lock();
+    let dir = std::env::temp_dir().join(format!("pprof-tests-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("page.html"), "<p>static</p>\n").expect("file");
+    let servers = [
+        ("axum fallback", start_axum_with_a_fallback(false)),
+        ("axum fallback_service", start_axum_with_a_fallback(true)),
+        ("actix default_service", start_actix_with_a_default(None)),
+        (
+            "actix Files at /",
+            start_actix_with_a_default(Some(dir.clone())),
+        ),
+    ];
+    for (what, addr) in servers {
+        let routed = get(addr, "/users/7");
+        assert_eq!(routed.status, 200, "{what}");
+        let labels = routed
+            .header("x-labels")
+            .map_or_else(|| routed.text(), str::to_owned);
+        assert_eq!(
+            labels, "http.request.method=GET,http.route=/users/{id}",
+            "{what}: a matched route carries its template"
+        );
+        for path in ["/no/such/page", "/page.html"] {
+            let r = get(addr, path);
+            let labels = r.header("x-labels").map_or_else(|| r.text(), str::to_owned);
+            assert_eq!(labels, "http.request.method=GET", "{what} {path}: {r:?}");
+        }
+    }
+    // What a profile then holds: the unrouted requests' CPU, labeled with
+    // the method alone.
+    let (axum, actix) = (servers[0].1, servers[2].1);
+    let profile = std::thread::spawn(move || cpu_profile(axum, 2));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(axum, "/burn/600").status, 200);
+    assert_eq!(get(actix, "/burn/600").status, 200);
+    let (_, body) = profile.join().expect("profile");
+    let p = pprof_tests::decode_profile(&body);
+    let burning: Vec<_> = p
+        .sample
+        .iter()
+        .zip(stacks(&p))
+        .filter(|(_, s)| s.has("burn_in_an_unrouted_request"))
+        .collect();
+    assert!(
+        !burning.is_empty(),
+        "the unrouted requests were not sampled"
+    );
+    for (sample, named) in burning {
+        assert_eq!(named.label("http.request.method"), Some("GET"), "{named:?}");
+        let keys: Vec<&str> = sample
+            .label
+            .iter()
+            .map(|l| pprof_tests::string(&p, l.key))
+            .collect();
+        assert!(!keys.contains(&"http.route"), "{keys:?}: {named:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -106,7 +106,9 @@ pub fn on_connect(connection: &dyn Any, data: &mut Extensions) {
 }
 
 /// Label every request's samples with `http.route` (actix-web's matched
-/// pattern, `/users/{id}`) and `http.request.method`, and watch its polls
+/// pattern, `/users/{id}`; none for a request no pattern matched, such as
+/// one a `default_service` or `Files` at the root serves) and
+/// `http.request.method`, and watch its polls
 /// (a handler that blocks its worker shows in `/block`):
 /// `App::new().wrap(pprof_actix::LabelRequests)`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -144,10 +146,8 @@ where
     actix_web::dev::forward_ready!(inner);
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
-        let route = request
-            .match_pattern()
-            .unwrap_or_else(|| request.path().to_owned());
+        let route = request.match_pattern();
         let method = request.method().as_str().to_owned();
-        pprof_core::label_request(&method, &route, self.inner.call(request))
+        pprof_core::label_request(&method, route.as_deref(), self.inner.call(request))
     }
 }

@@ -53,7 +53,8 @@ async fn serve(pprof: &pprof_core::Pprof, mut request: Request) -> Response {
 }
 
 /// Label every request's samples with `http.route` (axum's matched route
-/// template, `/users/{id}`) and `http.request.method`, and watch its polls
+/// template, `/users/{id}`; none for a request a fallback serves, such as
+/// `ServeDir`'s files) and `http.request.method`, and watch its polls
 /// (a handler that blocks its worker shows in `/block`):
 /// `app.layer(pprof_axum::LabelRequests::new())`. As a `Router::layer` it
 /// runs after routing, so the template is known.

@@ -9,7 +9,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use prost::Message;
 
-use super::frames::symbolize;
+use super::merge::records;
 use super::profile::{Label, StackProfile, ValueType};
 use super::profile_proto as protos;
 use crate::symbols::{Frame, Mapping, mappings};
@@ -98,9 +98,10 @@ impl Builder {
     }
 }
 
-/// The profile as a `profile.proto` message, symbolized in process.
+/// The profile as a `profile.proto` message, symbolized in process, one
+/// sample per stack and label set (see [`records`]).
 pub(crate) fn to_proto(profile: &StackProfile) -> protos::Profile {
-    let symbolized = symbolize(profile);
+    let records = records(profile);
     let maps = mappings();
     let mut b = Builder::default();
     b.string("");
@@ -110,14 +111,16 @@ pub(crate) fn to_proto(profile: &StackProfile) -> protos::Profile {
         .map(|vt| b.value_type(*vt))
         .collect();
     let period_type = Some(b.value_type(profile.period_type));
-    let mut samples = Vec::with_capacity(profile.samples.len());
-    for (sample, sym) in profile.samples.iter().zip(&symbolized) {
-        let location_id = sym
+    let mut samples = Vec::with_capacity(records.len());
+    for record in records {
+        let location_id = record
+            .stack
             .stack
             .iter()
             .map(|(pc, frames)| b.location(*pc, frames, &maps))
             .collect();
-        let label = sample
+        let label = record
+            .sample
             .labels
             .iter()
             .map(|l| match l {
@@ -140,7 +143,7 @@ pub(crate) fn to_proto(profile: &StackProfile) -> protos::Profile {
             .collect();
         samples.push(protos::Sample {
             location_id,
-            value: sample.values.clone(),
+            value: record.values,
             label,
         });
     }

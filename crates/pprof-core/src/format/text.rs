@@ -4,6 +4,7 @@
 use std::fmt::{self, Write};
 
 use super::frames::{Symbolized, symbolize};
+use super::merge::Record;
 use super::profile::{Label, LeafTrim, StackProfile};
 
 /// One `#\t0xPC\tfunction\tfile:line` line per frame, inlined frames
@@ -31,11 +32,12 @@ fn write_addresses(out: &mut dyn Write, stack: &Symbolized) -> fmt::Result {
     out.write_char('\n')
 }
 
-/// The profile's samples with their symbolized stacks, ordered by the
+/// The profile's samples with their symbolized stacks, one per stack and
+/// label set ([`merge::records`](super::merge::records)), ordered by the
 /// value at `by`, largest first.
-fn records(profile: &StackProfile, by: usize) -> Vec<(&super::profile::Sample, Symbolized)> {
-    let mut records: Vec<_> = profile.samples.iter().zip(symbolize(profile)).collect();
-    records.sort_by_key(|(s, _)| std::cmp::Reverse(s.values.get(by).copied().unwrap_or(0)));
+fn records(profile: &StackProfile, by: usize) -> Vec<Record<'_>> {
+    let mut records = super::merge::records(profile);
+    records.sort_by_key(|r| std::cmp::Reverse(r.values.get(by).copied().unwrap_or(0)));
     records
 }
 
@@ -48,8 +50,8 @@ pub(crate) fn heap(
 ) -> fmt::Result {
     let records = records(profile, 3);
     let mut total = [0i64; 4];
-    for (s, _) in &records {
-        for (t, v) in total.iter_mut().zip(&s.values) {
+    for r in &records {
+        for (t, v) in total.iter_mut().zip(&r.values) {
             *t += v;
         }
     }
@@ -62,11 +64,11 @@ pub(crate) fn heap(
         total[1],
         2 * profile.period
     )?;
-    for (s, stack) in &records {
-        let v = &s.values;
+    for r in &records {
+        let v = &r.values;
         write!(out, "{}: {} [{}: {}]", v[2], v[3], v[0], v[1])?;
-        write_addresses(out, stack)?;
-        write_frames(out, stack)?;
+        write_addresses(out, &r.stack)?;
+        write_frames(out, &r.stack)?;
     }
     out.write_str("\n# jemalloc stats\n")?;
     for (name, value) in stats {
@@ -90,10 +92,11 @@ pub(crate) fn counts(out: &mut dyn Write, name: &str, profile: &StackProfile) ->
     let records = records(&profile, 0);
     let total: i64 = profile.samples.iter().map(|s| s.values[0]).sum();
     writeln!(out, "{name} profile: total {total}")?;
-    for (s, stack) in &records {
-        write!(out, "{}", s.values[0])?;
-        write_addresses(out, stack)?;
-        let labels: Vec<String> = s
+    for r in &records {
+        write!(out, "{}", r.values[0])?;
+        write_addresses(out, &r.stack)?;
+        let labels: Vec<String> = r
+            .sample
             .labels
             .iter()
             .filter_map(|l| match l {
@@ -105,7 +108,7 @@ pub(crate) fn counts(out: &mut dyn Write, name: &str, profile: &StackProfile) ->
         if !labels.is_empty() {
             writeln!(out, "# labels: {{{}}}", labels.join(", "))?;
         }
-        write_frames(out, stack)?;
+        write_frames(out, &r.stack)?;
     }
     Ok(())
 }
@@ -186,10 +189,10 @@ pub(crate) fn contention(
 ) -> fmt::Result {
     writeln!(out, "--- {name}:")?;
     writeln!(out, "cycles/second=1000000000")?;
-    for (s, stack) in &records(profile, 1) {
-        write!(out, "{} {}", s.values[1], s.values[0])?;
-        write_addresses(out, stack)?;
-        write_frames(out, stack)?;
+    for r in &records(profile, 1) {
+        write!(out, "{} {}", r.values[1], r.values[0])?;
+        write_addresses(out, &r.stack)?;
+        write_frames(out, &r.stack)?;
     }
     writeln!(out, "# dropped events (table full) = {dropped}")
 }

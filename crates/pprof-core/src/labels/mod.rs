@@ -47,9 +47,18 @@
 //!
 //! # Cost
 //!
-//! An unlabeled thread pays nothing. A labeled poll sets and restores one
-//! thread-local pointer (merging with the labels already in force only when
-//! those change); a sampled tick takes one atomic increment.
+//! An unlabeled thread pays nothing. A labeled poll lends its set to the
+//! thread's label stack and takes it back (no reference counted; merging
+//! with the labels already in force only when those change); a sampled
+//! tick takes one atomic increment.
+//!
+//! # Out of order
+//!
+//! Each scope and span removes only its own labels when it ends, in
+//! whatever order they end: a `tracing` span entered inside [`with`] and
+//! exited after it keeps its labels (with those of the `with`, in force
+//! when it was entered) until it exits, and then what was in force before
+//! it is again, if nothing entered later is still in force.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -70,13 +79,18 @@ pub const MAX_KEY_BYTES: usize = 64;
 pub const MAX_VALUE_BYTES: usize = 256;
 /// Distinct label sets one profile keeps at most.
 pub const MAX_SETS_PER_PROFILE: usize = 1024;
+/// Scopes and spans in force on one thread at once, at most: past that,
+/// the outermost is let go (counted in [`overflows`]); nested ones carry
+/// its labels still, as each set holds those in force when it was made.
+pub const MAX_DEPTH: usize = slot::MAX_DEPTH;
 
 static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
 
-/// Labels cut or dropped so far for going past the bounds, and label sets
-/// a profile had no room for.
+/// Labels cut or dropped so far for going past the bounds, label sets a
+/// profile had no room for, and sets a thread let go because more than
+/// [`MAX_DEPTH`] were in force on it at once (the outermost goes).
 pub fn overflows() -> u64 {
-    OVERFLOWS.load(Ordering::Relaxed)
+    OVERFLOWS.load(Ordering::Relaxed) + slot::evicted()
 }
 
 pub(crate) fn count_overflow() {
@@ -186,6 +200,26 @@ impl Labels {
     pub(crate) fn set(&self) -> Option<&Arc<LabelSet>> {
         self.0.as_ref()
     }
+
+    pub(crate) fn into_set(self) -> Option<Arc<LabelSet>> {
+        self.0
+    }
+
+    /// The set itself, for lending it to the thread's label stack.
+    fn set_mut(&mut self) -> &mut Option<Arc<LabelSet>> {
+        &mut self.0
+    }
+}
+
+/// A request's labels: `http.request.method`, and `http.route` when it has
+/// a route template (OpenTelemetry: none, never an empty one, without).
+pub(crate) fn request_labels(method: &str, route: Option<&str>) -> Labels {
+    let route = route.filter(|r| !r.is_empty());
+    Labels::new(
+        [("http.request.method", method)]
+            .into_iter()
+            .chain(route.map(|r| ("http.route", r))),
+    )
 }
 
 /// `text` cut to at most `max` bytes, at a character boundary (counted).
@@ -225,7 +259,7 @@ pub fn with<K: AsRef<str>, V: AsRef<str>, R>(
     work: impl FnOnce() -> R,
 ) -> R {
     let merged = current().merged(labels);
-    let _in_force = slot::put_in_force(merged.set());
+    let _in_force = slot::put_owned_in_force(merged.into_set());
     work()
 }
 
@@ -248,61 +282,80 @@ pin_project_lite::pin_project! {
 }
 
 /// The labels of tasks that run a labeled future, for the goroutine
-/// profile's task samples (feature `tokio-taskdump`): noted at a labeled
-/// future's first poll inside a task, forgotten when it is dropped.
+/// profile's task samples (feature `tokio-taskdump`): each labeled future
+/// notes itself at its first poll inside a task and is forgotten when it
+/// is dropped, so a nested one that ends leaves the others' notes alone.
 #[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
 pub(crate) mod tasks {
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Mutex, PoisonError};
 
     use super::Labels;
 
-    static TASKS: Mutex<Option<HashMap<tokio::task::Id, Labels>>> = Mutex::new(None);
+    /// Per task, the labeled futures alive in it, in the order they noted
+    /// themselves: (note number, labels).
+    type Notes = HashMap<tokio::task::Id, Vec<(u64, Labels)>>;
 
-    /// The labels the task `id` runs with, where known.
+    static TASKS: Mutex<Option<Notes>> = Mutex::new(None);
+
+    /// The labels the task `id` runs with, where known: those of the
+    /// earliest-noted labeled future still alive in it (the outermost: a
+    /// future is polled, so noted, before the ones inside it).
     pub(crate) fn of(id: tokio::task::Id) -> Labels {
         TASKS
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .and_then(|tasks| tasks.get(&id).cloned())
+            .and_then(|tasks| tasks.get(&id))
+            .and_then(|notes| notes.first())
+            .map(|(_, labels)| labels.clone())
             .unwrap_or_default()
     }
 
-    pub(super) fn note(id: tokio::task::Id, labels: &Labels) {
+    /// Note a labeled future of task `id`; the number to forget it by.
+    pub(super) fn note(id: tokio::task::Id, labels: &Labels) -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let number = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut tasks = TASKS.lock().unwrap_or_else(PoisonError::into_inner);
         tasks
             .get_or_insert_with(HashMap::new)
             .entry(id)
-            .or_insert_with(|| labels.clone());
+            .or_default()
+            .push((number, labels.clone()));
+        number
     }
 
-    pub(super) fn forget(id: tokio::task::Id) {
-        if let Some(tasks) = TASKS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
-        {
-            tasks.remove(&id);
+    /// Forget the note `number` of task `id` (the task's entry goes with its last note).
+    pub(super) fn forget(id: tokio::task::Id, number: u64) {
+        let mut tasks = TASKS.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(tasks) = tasks.as_mut() else {
+            return;
+        };
+        if let Some(notes) = tasks.get_mut(&id) {
+            notes.retain(|(n, _)| *n != number);
+            if notes.is_empty() {
+                tasks.remove(&id);
+            }
         }
     }
 }
 
-/// Which task a labeled future noted itself for (nothing without task dumps).
+/// Which task a labeled future noted itself for, and its note's number
+/// (nothing without task dumps).
 #[derive(Debug, Default)]
 struct TaskNote {
     #[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
-    id: Option<tokio::task::Id>,
+    noted: Option<(tokio::task::Id, u64)>,
 }
 
 impl TaskNote {
     #[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
     fn note(&mut self, labels: &Labels) {
-        if self.id.is_none()
+        if self.noted.is_none()
             && let Some(id) = tokio::task::try_id()
         {
-            tasks::note(id, labels);
-            self.id = Some(id);
+            self.noted = Some((id, tasks::note(id, labels)));
         }
     }
 
@@ -313,8 +366,8 @@ impl TaskNote {
 #[cfg(all(feature = "tokio-taskdump", tokio_unstable))]
 impl Drop for TaskNote {
     fn drop(&mut self) {
-        if let Some(id) = self.id {
-            tasks::forget(id);
+        if let Some((id, number)) = self.noted {
+            tasks::forget(id, number);
         }
     }
 }
@@ -361,13 +414,18 @@ impl<F: Future> Future for Labeled<F> {
             Some(set) => Arc::as_ptr(set) == outer,
             None => outer.is_null(),
         };
-        if !same_place {
+        // (A merged set the thread's stack had to let go while it was lent
+        // is merged again.)
+        let let_go = this.merged.set().is_none()
+            && (this.own.set().is_some() || this.merged_on.set().is_some());
+        if !same_place || let_go {
             let outer = current();
             *this.merged = outer.with_inner(this.own);
             *this.merged_on = outer;
         }
         this.task.note(this.merged);
-        let _in_force = slot::put_in_force(this.merged.set());
+        // Lent to the thread's label stack for the poll, and given back.
+        let _in_force = slot::lend_in_force(this.merged.set_mut());
         this.inner.poll(cx)
     }
 }
@@ -401,6 +459,41 @@ mod tests {
             assert_eq!(current().get("route"), Some("/a"));
         });
         assert!(current().is_empty());
+    }
+
+    /// Run `work` under `depth` nested `with`s.
+    fn nested(depth: usize, work: &mut dyn FnMut()) {
+        if depth == 0 {
+            work();
+        } else {
+            with([("depth", depth.to_string())], || nested(depth - 1, work));
+        }
+    }
+
+    #[test]
+    fn a_labeled_future_whose_set_was_let_go_mid_poll_has_its_labels_next_poll() {
+        let mut yielded = false;
+        let mut future = Box::pin(scope([("job", "deep")], async move {
+            // Deeper than a thread's stack holds: the future's own entry,
+            // the outermost, is let go during this poll.
+            nested(MAX_DEPTH + 1, &mut || {});
+            std::future::poll_fn(|_| {
+                if std::mem::replace(&mut yielded, true) {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            current().get("job").map(str::to_owned)
+        }));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+        assert!(current().is_empty());
+        let Poll::Ready(job) = future.as_mut().poll(&mut cx) else {
+            panic!("ready at the second poll");
+        };
+        assert_eq!(job.as_deref(), Some("deep"));
     }
 
     #[test]

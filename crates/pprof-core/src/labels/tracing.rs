@@ -35,48 +35,42 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::{Labels, current};
-use crate::signals::labels::{LabelSet, restore, swap_in_force};
+use crate::signals::labels as slot;
 use crate::sync::watch::Mark;
 
-/// One entered span on this thread: its id, the set it put in force (kept
-/// alive while in force), what was in force before, its poll mark.
-struct Entered {
-    id: u64,
-    _labels: Labels,
-    previous: *const LabelSet,
-    _poll: Option<Mark>,
-}
+/// The poll marks of the request spans entered on this thread, by span id
+/// (the labels themselves are in the thread's label stack, which owns them).
+type Marks = RefCell<Vec<(u64, Mark)>>;
 
 thread_local! {
-    static ENTERED: RefCell<Vec<Entered>> = const { RefCell::new(Vec::new()) };
+    static POLLS: Marks = const { RefCell::new(Vec::new()) };
 }
 
-/// Put `labels` (on top of what is in force) in force for span `id`.
-fn enter(id: u64, labels: &Labels, watch: bool) {
+/// Put `labels` (on top of what is in force) in force for span `id` of
+/// subscriber `source`, and when `watch`, mark the poll it is entered for.
+fn enter(source: u64, id: u64, labels: &Labels, watch: bool) {
     let merged = current().with_inner(labels);
-    let previous = swap_in_force(merged.set());
-    let poll = watch.then(Mark::enter_default);
-    let _ = ENTERED.try_with(|entered| {
-        entered.borrow_mut().push(Entered {
-            id,
-            _labels: merged,
-            previous,
-            _poll: poll,
+    if slot::enter_span(source, id, merged.into_set()) && watch {
+        let _ = POLLS.try_with(|polls| {
+            if let Ok(mut polls) = polls.try_borrow_mut() {
+                polls.push((id, Mark::enter_default()));
+            }
         });
-    });
+    }
 }
 
-/// Undo span `id`'s [`enter`] (and any entered after it, not exited).
-fn exit(id: u64) {
-    let _ = ENTERED.try_with(|entered| {
-        let mut entered = entered.borrow_mut();
-        if let Some(at) = entered.iter().rposition(|e| e.id == id) {
-            let undone: Vec<Entered> = entered.drain(at..).collect();
-            // The earliest holds what was in force before them all.
-            restore(undone[0].previous);
-            drop(undone);
-        }
-    });
+/// Undo the latest [`enter`] of span `id` of `source` on this thread (only
+/// that one: spans may exit in any order).
+fn exit(source: u64, id: u64, watch: bool) {
+    slot::exit_span(source, id);
+    if watch {
+        let mark = POLLS.try_with(|polls| {
+            let mut polls = polls.try_borrow_mut().ok()?;
+            let at = polls.iter().rposition(|(entered, _)| *entered == id)?;
+            Some(polls.remove(at))
+        });
+        drop(mark);
+    }
 }
 
 /// Labels from a span's name and chosen fields.
@@ -102,9 +96,20 @@ impl Visit for Fields<'_> {
 
 /// A `tracing_subscriber::Layer` that puts each entered span's name (label
 /// `span`) and chosen fields in force as labels; see the module docs.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LabelLayer {
     fields: Arc<[String]>,
+    /// Tells its subscriber's span ids from other subscribers'.
+    source: u64,
+}
+
+impl Default for LabelLayer {
+    fn default() -> Self {
+        Self {
+            fields: Arc::default(),
+            source: slot::span_source(),
+        }
+    }
 }
 
 impl LabelLayer {
@@ -163,12 +168,12 @@ where
         if let Some(span) = ctx.span(id)
             && let Some(labels) = span.extensions().get::<SpanLabels>()
         {
-            enter(id.into_u64(), &labels.0, false);
+            enter(self.source, id.into_u64(), &labels.0, false);
         }
     }
 
     fn on_exit(&self, id: &Id, _: Context<'_, S>) {
-        exit(id.into_u64());
+        exit(self.source, id.into_u64(), false);
     }
 }
 
@@ -191,6 +196,7 @@ fn requests() -> &'static Dispatch {
     DISPATCH.get_or_init(|| {
         Dispatch::new(RequestSpans {
             spans: Mutex::new(Spans::default()),
+            source: slot::span_source(),
         })
     })
 }
@@ -205,6 +211,8 @@ struct Spans {
 /// The subscriber behind [`request_span`]'s spans.
 struct RequestSpans {
     spans: Mutex<Spans>,
+    /// Tells its span ids from other subscribers'.
+    source: u64,
 }
 
 impl RequestSpans {
@@ -235,7 +243,18 @@ impl Subscriber for RequestSpans {
             pairs: Vec::new(),
         };
         attrs.record(&mut fields);
-        let entry = Some((Labels::new(fields.pairs), 1));
+        let field = |name: &str| {
+            fields
+                .pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let labels = super::request_labels(
+            field("http.request.method").unwrap_or_default(),
+            field("http.route"),
+        );
+        let entry = Some((labels, 1));
         let mut spans = self.spans();
         let at = match spans.free.pop() {
             Some(at) => {
@@ -263,12 +282,12 @@ impl Subscriber for RequestSpans {
             .get(index(id))
             .and_then(|e| e.as_ref().map(|(labels, _)| labels.clone()));
         if let Some(labels) = labels {
-            enter(id.into_u64(), &labels, true);
+            enter(self.source, id.into_u64(), &labels, true);
         }
     }
 
     fn exit(&self, id: &Id) {
-        exit(id.into_u64());
+        exit(self.source, id.into_u64(), true);
     }
 
     fn clone_span(&self, id: &Id) -> Id {
@@ -303,8 +322,13 @@ impl Subscriber for RequestSpans {
 mod tests {
     use super::*;
 
+    /// Held by the tests that make request spans, which the count of live
+    /// ones in `a_request_span_puts_its_labels_in_force_while_entered` sees.
+    static REQUEST_SPANS: Mutex<()> = Mutex::new(());
+
     #[test]
     fn a_request_span_puts_its_labels_in_force_while_entered() {
+        let _alone = REQUEST_SPANS.lock().unwrap_or_else(PoisonError::into_inner);
         let span = request_span("GET", "/users/{id}");
         {
             let _entered = span.enter();
@@ -317,6 +341,152 @@ mod tests {
         drop(span);
         drop(clone);
         assert!(requests_live() == 0, "closed spans give their slot back");
+    }
+
+    /// Run `work` under a subscriber with a [`LabelLayer`] (span names only).
+    fn with_layer<R>(work: impl FnOnce() -> R) -> R {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(LabelLayer::new());
+        tracing::subscriber::with_default(subscriber, work)
+    }
+
+    fn poll_once<F: std::future::Future>(
+        future: std::pin::Pin<&mut F>,
+    ) -> std::task::Poll<F::Output> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        future.poll(&mut cx)
+    }
+
+    /// Whether the slot a signal handler reads is empty: no dereference,
+    /// so it tells a dangling pointer from none without touching it.
+    fn nothing_in_force() -> bool {
+        crate::signals::labels::current_ptr().is_null()
+    }
+
+    #[test]
+    fn a_span_entered_inside_with_and_exited_after_it_leaves_nothing_dangling() {
+        with_layer(|| {
+            let span = tracing::info_span!("entered_inside_with");
+            let entered = crate::labels::with([("k", "v")], || span.enter());
+            drop(entered);
+            assert!(nothing_in_force(), "the slot points at a freed set");
+            assert!(current().is_empty());
+        });
+    }
+
+    #[test]
+    fn a_span_stays_in_force_after_the_scope_it_was_entered_in_ends() {
+        with_layer(|| {
+            let span = tracing::info_span!("outlives_with");
+            let entered = crate::labels::with([("k", "v")], || span.enter());
+            // Still entered: its labels (made while k=v was in force) hold.
+            let now = current();
+            assert_eq!(now.get("span"), Some("outlives_with"));
+            assert_eq!(now.get("k"), Some("v"));
+            drop(entered);
+            assert!(current().is_empty());
+        });
+    }
+
+    #[test]
+    fn a_span_entered_in_a_labeled_future_and_exited_after_it_was_dropped() {
+        with_layer(|| {
+            let span = tracing::info_span!("entered_in_a_future");
+            let mut future = Box::pin(crate::labels::scope([("job", "j")], {
+                let span = span.clone();
+                async move { span.entered() }
+            }));
+            let std::task::Poll::Ready(entered) = poll_once(future.as_mut()) else {
+                panic!("the future is ready at once");
+            };
+            drop(future);
+            drop(entered);
+            assert!(nothing_in_force(), "the slot points at a freed set");
+        });
+    }
+
+    #[test]
+    fn a_future_holding_an_entered_span_across_an_await_dropped_while_suspended() {
+        // What an actix-web handler holding `span.entered()` across an
+        // `.await` does when its client goes away mid-request.
+        with_layer(|| {
+            let span = tracing::info_span!("held_across_await");
+            let mut future = Box::pin(crate::labels::scope([("job", "held")], async move {
+                let _entered = span.entered();
+                std::future::pending::<()>().await;
+            }));
+            assert!(poll_once(future.as_mut()).is_pending());
+            drop(future);
+            assert!(nothing_in_force(), "the slot points at a freed set");
+            assert!(current().is_empty());
+        });
+    }
+
+    #[test]
+    fn spans_exited_out_of_order_keep_the_inner_one_in_force_until_it_exits() {
+        with_layer(|| {
+            let outer = tracing::info_span!("outer");
+            let inner = tracing::info_span!("inner");
+            let entered_outer = outer.enter();
+            let entered_inner = inner.enter();
+            drop(entered_outer);
+            // As tracing's registry: the inner span is still the current one.
+            assert_eq!(current().get("span"), Some("inner"));
+            drop(entered_inner);
+            assert!(nothing_in_force());
+        });
+    }
+
+    #[test]
+    fn a_request_span_entered_from_a_tls_destructor_is_never_left_in_force() {
+        use std::cell::RefCell;
+        use std::sync::mpsc;
+
+        /// Enters its span when the thread's thread-locals are torn down.
+        struct EnterOnDrop {
+            span: RefCell<Option<tracing::Span>>,
+            seen: RefCell<Option<mpsc::Sender<(bool, bool)>>>,
+        }
+        impl Drop for EnterOnDrop {
+            fn drop(&mut self) {
+                let (Some(span), Some(seen)) = (self.span.take(), self.seen.take()) else {
+                    return;
+                };
+                let entered = span.enter();
+                let during = nothing_in_force();
+                drop(entered);
+                let after = nothing_in_force();
+                let _ = seen.send((during, after));
+            }
+        }
+        thread_local! {
+            static LATER: EnterOnDrop = const {
+                EnterOnDrop { span: RefCell::new(None), seen: RefCell::new(None) }
+            };
+        }
+        let _alone = REQUEST_SPANS.lock().unwrap_or_else(PoisonError::into_inner);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Registered first, so torn down after the label machinery's
+            // own thread-locals, which the next lines set up.
+            LATER.with(|later| {
+                *later.span.borrow_mut() = Some(request_span("GET", "/late"));
+                *later.seen.borrow_mut() = Some(tx);
+            });
+            let warm = request_span("GET", "/warm");
+            drop(warm.enter());
+            assert!(nothing_in_force());
+        })
+        .join()
+        .expect("thread");
+        let (during, after) = rx.recv().expect("the destructor ran");
+        assert!(
+            after,
+            "a span entered from a TLS destructor left a set in force"
+        );
+        // Nothing can keep a set in force once the thread's own storage is
+        // gone: the span runs unlabeled rather than with a freed set.
+        assert!(during, "a set was put in force with no owner left");
     }
 
     fn requests_live() -> usize {

@@ -251,32 +251,60 @@ mod task_dump_tests {
         let _ = rx.await;
     }
 
-    #[test]
-    fn tasks_appear_with_their_suspended_stacks() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .expect("runtime");
-        runtime.block_on(async {
+            .expect("runtime")
+    }
+
+    /// The `goroutine?debug=2` block of the task suspended in
+    /// [`suspended_in_known_async_fn`], once it had time to get there.
+    async fn suspended_task_block() -> String {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let ask = Ask::new(&crate::config::Config::default(), 2, Default::default(), 0);
+        let profile = GOROUTINE.collect(ask, None).await.expect("dump");
+        let mut text = String::new();
+        GOROUTINE.text(&profile, 2, &mut text).expect("text");
+        text.split("\n\n")
+            .find(|b| b.contains("suspended_in_known_async_fn"))
+            .unwrap_or_else(|| panic!("no task block: {text}"))
+            .to_owned()
+    }
+
+    #[test]
+    fn tasks_appear_with_their_suspended_stacks() {
+        runtime().block_on(async {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let task = tokio::spawn(crate::labels::scope(
                 [("job", "dumped")],
                 suspended_in_known_async_fn(rx),
             ));
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            let ask = Ask::new(&crate::config::Config::default(), 2, Default::default(), 0);
-            let profile = GOROUTINE.collect(ask, None).await.expect("dump");
-            let mut text = String::new();
-            GOROUTINE.text(&profile, 2, &mut text).expect("text");
-            let block = text
-                .split("\n\n")
-                .find(|b| b.contains("suspended_in_known_async_fn"))
-                .unwrap_or_else(|| panic!("no task block: {text}"));
+            let block = suspended_task_block().await;
             assert!(block.starts_with("task "), "{block}");
             assert!(
                 block.contains(r#"[suspended] labels: {"job":"dumped"}:"#),
                 "the task's labels: {block}"
+            );
+            let _ = tx.send(());
+            task.await.expect("task");
+        });
+    }
+
+    #[test]
+    fn tasks_keep_their_labels_after_a_nested_labeled_future_ends() {
+        runtime().block_on(async {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(crate::labels::scope([("job", "outer")], async move {
+                // A labeled step that ends before the task suspends.
+                crate::labels::scope([("step", "inner")], async {}).await;
+                suspended_in_known_async_fn(rx).await;
+            }));
+            let block = suspended_task_block().await;
+            assert!(
+                block.contains(r#"[suspended] labels: {"job":"outer"}:"#),
+                "the outer future's labels, after the inner one ended: {block}"
             );
             let _ = tx.send(());
             task.await.expect("task");

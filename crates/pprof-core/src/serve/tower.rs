@@ -12,7 +12,7 @@ use http::{Request, Response};
 use http_body_util::Either;
 
 use super::{BoxError, ResponseBody};
-use crate::labels::{Labeled, Labels};
+use crate::labels::Labeled;
 use crate::sync::watch::{WatchPolls, threshold_nanos};
 use crate::{Config, Pprof};
 
@@ -182,11 +182,15 @@ where
 /// [`label_request`].
 pub type LabeledRequest<F> = Labeled<WatchPolls<F>>;
 
-/// `future`, the work of one request, with the labels `http.route` (the
-/// route template where the framework knows it, else the path) and
+/// `future`, the work of one request, with the labels `http.route` (its
+/// route template: `Some("/users/{id}")`, or a plain `"/users/{id}"`) and
 /// `http.request.method` in force during its polls, and its polls watched
 /// (a poll that blocks its worker shows in `/block`, with the request's
 /// labels). The one building block of every framework's `LabelRequests`.
+///
+/// A request no route template matched (`None`, or an empty template)
+/// carries no `http.route` at all, as OpenTelemetry says: not an empty
+/// value, and not its path, which would make one label set per path.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -195,10 +199,20 @@ pub type LabeledRequest<F> = Labeled<WatchPolls<F>>;
 /// })
 /// .await;
 /// assert_eq!(route.as_deref(), Some("/users/{id}"));
+/// let fallback = pprof_core::label_request("GET", None, async {
+///     let now = pprof_core::labels::current();
+///     (now.get("http.route").is_none(), now.get("http.request.method") == Some("GET"))
+/// })
+/// .await;
+/// assert_eq!(fallback, (true, true));
 /// # });
 /// ```
-pub fn label_request<F: Future>(method: &str, route: &str, future: F) -> LabeledRequest<F> {
-    let labels = Labels::new([("http.route", route), ("http.request.method", method)]);
+pub fn label_request<'r, F: Future>(
+    method: &str,
+    route: impl Into<Option<&'r str>>,
+    future: F,
+) -> LabeledRequest<F> {
+    let labels = crate::labels::request_labels(method, route.into());
     Labeled::new(labels, WatchPolls::with_threshold_ns(future, None))
 }
 
@@ -207,9 +221,11 @@ type RouteOf = std::sync::Arc<dyn Fn(&http::Extensions) -> Option<String> + Send
 
 /// A `tower::Layer` that labels every request of the service it wraps
 /// with `http.route` and `http.request.method` and watches its polls
-/// ([`label_request`] for each call). The route is the path unless
-/// [`route_from`](LabelRequestsLayer::route_from) finds a template in the
-/// request's extensions (the axum adapter reads `MatchedPath` so).
+/// ([`label_request`] for each call). The route is the path (a bare tower
+/// service has no route templates) unless
+/// [`route_from`](LabelRequestsLayer::route_from) says where templates
+/// are (the axum adapter reads `MatchedPath` so): then a request without
+/// one carries no `http.route`.
 ///
 /// ```
 /// use tower_layer::Layer;
@@ -237,8 +253,9 @@ impl LabelRequestsLayer {
         Self::default()
     }
 
-    /// Take `http.route` from the request's extensions where `find` finds
-    /// it (the path otherwise).
+    /// Take `http.route` from the request's extensions: the template
+    /// `find` finds there; none (no `http.route`) where it finds none, as
+    /// for requests a router's fallback serves.
     pub fn route_from(
         mut self,
         find: impl Fn(&http::Extensions) -> Option<String> + Send + Sync + 'static,
@@ -287,12 +304,11 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let route = self
-            .route
-            .as_ref()
-            .and_then(|find| find(request.extensions()))
-            .unwrap_or_else(|| request.uri().path().to_owned());
+        let route = match &self.route {
+            Some(find) => find(request.extensions()),
+            None => Some(request.uri().path().to_owned()),
+        };
         let method = request.method().clone();
-        label_request(method.as_str(), &route, self.inner.call(request))
+        label_request(method.as_str(), route.as_deref(), self.inner.call(request))
     }
 }

@@ -552,10 +552,15 @@ mod tests {
         }
     }
 
+    #[inline(never)]
+    fn a_long_poll_beside_a_waiting_capture(how_long: Duration) {
+        std::thread::sleep(how_long);
+    }
+
     #[test]
     fn short_polls_stay_short_while_a_capture_waits_for_a_worker() {
         let stop = Arc::new(AtomicBool::new(false));
-        runtime(2).block_on(async {
+        runtime(3).block_on(async {
             let short = {
                 let stop = stop.clone();
                 tokio::spawn(watch_polls(async move {
@@ -564,18 +569,39 @@ mod tests {
             };
             // Long polls of a worker that has the signal blocked: each
             // capture of it waits its whole timeout.
-            for _ in 0..4 {
-                tokio::spawn(watch_polls(async {
-                    crate::signals::with_thread_signal_blocked(|| {
-                        std::thread::sleep(Duration::from_millis(200));
-                    });
-                }))
-                .await
-                .expect("task");
-            }
+            let blocked = tokio::spawn(async {
+                for _ in 0..4 {
+                    tokio::spawn(watch_polls(async {
+                        crate::signals::with_thread_signal_blocked(|| {
+                            std::thread::sleep(Duration::from_millis(200));
+                        });
+                    }))
+                    .await
+                    .expect("task");
+                }
+            });
+            // Meanwhile a long poll on another worker, which the watchdog
+            // must catch: it is watching, not stalled or idle, all along.
+            // (block_on's thread is not a worker: sleeping here holds none.)
+            std::thread::sleep(Duration::from_millis(100));
+            tokio::spawn(watch_polls(async {
+                a_long_poll_beside_a_waiting_capture(Duration::from_millis(300));
+            }))
+            .await
+            .expect("task");
+            blocked.await.expect("task");
             stop.store(true, Ordering::Relaxed);
             short.await.expect("task");
         });
+        let [count, delay] = charged_to("watch::tests::a_long_poll_beside_a_waiting_capture");
+        assert_eq!(
+            count, 1,
+            "the long poll beside the waiting captures was not recorded"
+        );
+        assert!(
+            (250_000_000..2_000_000_000).contains(&delay),
+            "the long poll was charged {delay} ns"
+        );
         assert_eq!(
             charged_to("watch::tests::short_polls_while_a_capture_waits::{{closure}}"),
             [0, 0],
