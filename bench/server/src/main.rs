@@ -503,8 +503,14 @@ fn handler_cost() {
         .find_map(|c| c.strip_prefix("signal handler: "))
         .and_then(|c| c.split(' ').next())
         .unwrap_or("?");
+    let median = comments
+        .iter()
+        .find_map(|c| c.split("median about ").nth(1))
+        .and_then(|c| c.split(' ').next())
+        .unwrap_or("?");
     println!("handler.depth={depth}");
     println!("handler.ns_per_tick={cost}");
+    println!("handler.median_ns_per_tick={median}");
 }
 
 fn rss_anon_kib() -> u64 {

@@ -126,6 +126,35 @@ pub(crate) struct Buffer {
     /// Time spent recording ticks (claim to publish), and how many.
     handler_ns: AtomicU64,
     handler_ticks: AtomicU64,
+    /// Ticks by how long recording them took, in [`DURATION_BUCKETS`]
+    /// buckets of an eighth of an octave (a thread preempted inside its
+    /// handler makes the mean large; the median stays honest).
+    handler_durations: [AtomicU64; DURATION_BUCKETS],
+}
+
+/// Buckets of handler durations: one per nanosecond below 16, then eight
+/// per octave up to about 2^36 ns.
+const DURATION_BUCKETS: usize = 16 + 33 * 8;
+
+/// The bucket of a duration of `ns` nanoseconds.
+fn duration_bucket(ns: u64) -> usize {
+    if ns < 16 {
+        return ns as usize;
+    }
+    let octave = 63 - ns.leading_zeros() as usize; // >= 4
+    let eighth = ((ns >> (octave - 3)) & 7) as usize;
+    (16 + (octave - 4) * 8 + eighth).min(DURATION_BUCKETS - 1)
+}
+
+/// The middle of a bucket's range.
+fn bucket_middle(bucket: usize) -> u64 {
+    if bucket < 16 {
+        return bucket as u64;
+    }
+    let octave = (bucket - 16) / 8 + 4;
+    let eighth = ((bucket - 16) % 8) as u64;
+    let width = 1u64 << (octave - 3);
+    (8 + eighth) * width + width / 2
 }
 
 /// The armed buffer handlers write into; null when no profile runs.
@@ -142,6 +171,7 @@ impl Buffer {
             lost: AtomicU64::new(0),
             handler_ns: AtomicU64::new(0),
             handler_ticks: AtomicU64::new(0),
+            handler_durations: [const { AtomicU64::new(0) }; DURATION_BUCKETS],
         }
     }
 
@@ -206,13 +236,33 @@ impl Buffer {
         slot.len.store(len, Ordering::Relaxed);
         slot.outcome.store(outcome as u8, Ordering::Relaxed);
         slot.state.store(READY, Ordering::Release);
-        self.handler_ns
-            .fetch_add(monotonic_ns().saturating_sub(started), Ordering::Relaxed);
+        let took = monotonic_ns().saturating_sub(started);
+        self.handler_ns.fetch_add(took, Ordering::Relaxed);
         self.handler_ticks.fetch_add(1, Ordering::Relaxed);
+        self.handler_durations[duration_bucket(took)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Ticks recorded so far and the mean time one took to record (from
     /// claiming its slot to publishing it: the unwinding, mostly).
+    /// The median time to record a tick (to within 1/16 of its value); 0
+    /// before any.
+    pub(crate) fn handler_median_ns(&self) -> u64 {
+        let counts: Vec<u64> = self
+            .handler_durations
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let mut seen = 0;
+        for (bucket, n) in counts.iter().enumerate() {
+            seen += n;
+            if total > 0 && seen * 2 >= total {
+                return bucket_middle(bucket);
+            }
+        }
+        0
+    }
+
     pub(crate) fn handler_cost(&self) -> (u64, u64) {
         let ticks = self.handler_ticks.load(Ordering::Relaxed);
         let ns = self.handler_ns.load(Ordering::Relaxed);
@@ -605,6 +655,15 @@ mod tests {
             1,
             "drained ticks gave their references back"
         );
+    }
+
+    #[test]
+    fn durations_fall_in_buckets_within_a_sixteenth_of_their_value() {
+        for ns in [0, 1, 15, 16, 17, 100, 1_000, 1_999, 2_000, 12_345, 5_000_000] {
+            let middle = bucket_middle(duration_bucket(ns));
+            assert!(middle.abs_diff(ns) * 16 <= ns.max(16), "{ns} -> {middle}");
+        }
+        assert!(duration_bucket(u64::MAX) < DURATION_BUCKETS);
     }
 
     #[test]

@@ -485,7 +485,8 @@ impl Running {
                 self.armed.bytes() / 1024
             ),
             format!(
-                "signal handler: {mean_ns} ns per recorded tick (mean of {ticks} since the sampler started); unwind tables copied from libraries: {} KiB",
+                "signal handler: {mean_ns} ns per recorded tick (mean of {ticks} since the sampler started; median about {} ns); unwind tables copied from libraries: {} KiB",
+                self.armed.handler_median_ns(),
                 crate::signals::code::copied_bytes() / 1024
             ),
         ];
