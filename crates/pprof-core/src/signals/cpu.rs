@@ -19,14 +19,17 @@
 //! period a thread on average: most of the CPU of a thread that runs a
 //! few periods a window).
 //!
-//! There is no process-wide timer (`ITIMER_PROF`) beside them: on Linux a
-//! process-directed `SIGPROF` loses the ticks of the per-thread timers of
-//! threads that run in short bursts (0.11 to 0.92 of them, erratically, in
-//! a C program with eight such threads and nothing else). A thread is
-//! sampled from the thread scan that gives it its timer; what it ran
-//! before, and what threads that came and went between two scans ran, is
-//! counted by the sampler from the kernel's CPU clocks
-//! (`profiles/cpu/sampler.rs`), never silently dropped.
+//! The process-wide `ITIMER_PROF` runs only while the kernel has refused
+//! some thread a timer of its own (past `RLIMIT_SIGPENDING`, which counts
+//! each timer, per user): its ticks count for those threads alone, each
+//! weighed by the whole periods of that thread's own CPU not yet counted.
+//! It does not run otherwise, because on Linux a process-directed `SIGPROF`
+//! loses the ticks of the per-thread timers of threads that run in short
+//! bursts (0.11 to 0.92 of them, erratically, in a C program with eight
+//! such threads and nothing else). A thread is sampled from the thread
+//! scan that gives it its timer; what it ran before, and what threads that
+//! came and went between two scans ran, is counted by the sampler from the
+//! kernel's CPU clocks (`profiles/cpu/sampler.rs`), never silently dropped.
 //!
 //! # The handler
 //!
@@ -130,7 +133,22 @@ pub(crate) struct Buffer {
     /// buckets of an eighth of an octave (a thread preempted inside its
     /// handler makes the mean large; the median stays honest).
     handler_durations: [AtomicU64; DURATION_BUCKETS],
+    /// Threads refused a timer of their own: the process-wide timer's ticks
+    /// count for them alone.
+    refused: Box<[RefusedThread]>,
+    period_ns: u64,
 }
+
+/// One thread refused a timer: its id (0: free, -1: its thread ended) and
+/// the CPU time (ns of its own clock) its ticks have counted so far.
+struct RefusedThread {
+    tid: AtomicI32,
+    accounted: AtomicU64,
+}
+
+/// Threads refused a timer that one run of the sampler samples with the
+/// process-wide timer (beyond them, their CPU is counted without stacks).
+const REFUSED: usize = 1024;
 
 /// Buckets of handler durations: one per nanosecond below 16, then eight
 /// per octave up to about 2^36 ns.
@@ -163,9 +181,16 @@ static ARMED: AtomicPtr<Buffer> = AtomicPtr::new(std::ptr::null_mut());
 static INSIDE: AtomicUsize = AtomicUsize::new(0);
 
 impl Buffer {
-    /// A buffer of `slots` ticks.
-    pub(crate) fn new(slots: usize) -> Self {
+    /// A buffer of `slots` ticks, for timers every `period`.
+    pub(crate) fn new(slots: usize, period: Duration) -> Self {
         Self {
+            refused: (0..REFUSED)
+                .map(|_| RefusedThread {
+                    tid: AtomicI32::new(0),
+                    accounted: AtomicU64::new(0),
+                })
+                .collect(),
+            period_ns: u64::try_from(period.as_nanos()).unwrap_or(u64::MAX).max(1),
             slots: (0..slots.max(1)).map(|_| Slot::new()).collect(),
             cursor: AtomicUsize::new(0),
             lost: AtomicU64::new(0),
@@ -177,7 +202,72 @@ impl Buffer {
 
     /// Bytes this buffer holds.
     pub(crate) fn bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.slots)
+        std::mem::size_of_val(&*self.slots) + std::mem::size_of_val(&*self.refused)
+    }
+
+    /// Sample thread `tid`, refused a timer, with the process-wide timer
+    /// from now on (its CPU clock reads `cpu_ns`); `false` when the table of
+    /// such threads is full. Not for handlers; one caller at a time.
+    pub(crate) fn refuse(&self, tid: i32, cpu_ns: u64) -> bool {
+        let Some(entry) = self
+            .refused
+            .iter()
+            .find(|e| e.tid.load(Ordering::Acquire) == 0)
+        else {
+            return false;
+        };
+        entry.accounted.store(cpu_ns, Ordering::Relaxed);
+        entry.tid.store(tid, Ordering::Release);
+        true
+    }
+
+    /// Stop sampling a refused thread that ended (its id may come back).
+    pub(crate) fn forget_refused(&self, tid: i32) {
+        if let Some(entry) = self.refused_entry(tid) {
+            entry.tid.store(-1, Ordering::Release);
+        }
+    }
+
+    /// How much of refused thread `tid`'s CPU its ticks have counted (ns of
+    /// its clock), if it is in the table.
+    pub(crate) fn refused_accounted(&self, tid: i32) -> Option<u64> {
+        self.refused_entry(tid)
+            .map(|e| e.accounted.load(Ordering::Relaxed))
+    }
+
+    /// The entry of refused thread `tid`. Async-signal-safe.
+    fn refused_entry(&self, tid: i32) -> Option<&RefusedThread> {
+        if tid <= 0 {
+            return None;
+        }
+        self.refused
+            .iter()
+            .find(|e| e.tid.load(Ordering::Acquire) == tid)
+    }
+
+    /// On a process-timer tick: whole periods of refused thread `tid`'s CPU
+    /// (its clock at `cpu_ns`) not yet counted, counted now (the remainder
+    /// waits for its next tick); 0 for any other thread. Async-signal-safe.
+    fn refused_ticks(&self, tid: i32, cpu_ns: u64) -> u32 {
+        let Some(entry) = self.refused_entry(tid) else {
+            return 0;
+        };
+        let mut accounted = entry.accounted.load(Ordering::Relaxed);
+        loop {
+            let periods = cpu_ns.saturating_sub(accounted) / self.period_ns;
+            if periods == 0 {
+                return 0;
+            }
+            match entry.accounted.compare_exchange_weak(
+                accounted,
+                accounted + periods * self.period_ns,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return u32::try_from(periods).unwrap_or(u32::MAX),
+                Err(seen) => accounted = seen,
+            }
+        }
     }
 
     /// Ticks lost so far because no slot was free.
@@ -471,6 +561,42 @@ impl Drop for ThreadTimer {
     }
 }
 
+/// The process-wide `ITIMER_PROF`, running while this lives (only while
+/// some thread has been refused a timer of its own).
+#[derive(Debug)]
+pub(crate) struct ProcessTimer(());
+
+impl ProcessTimer {
+    /// Start it every `period` of process CPU time.
+    pub(crate) fn start(period: Duration) -> std::io::Result<Self> {
+        set_itimer(period)?;
+        Ok(Self(()))
+    }
+}
+
+impl Drop for ProcessTimer {
+    fn drop(&mut self) {
+        let _ = set_itimer(Duration::ZERO);
+    }
+}
+
+/// Arm `ITIMER_PROF` every `period`; zero stops it.
+fn set_itimer(period: Duration) -> std::io::Result<()> {
+    let every = libc::timeval {
+        tv_sec: libc::time_t::try_from(period.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(period.subsec_micros()),
+    };
+    let value = libc::itimerval {
+        it_interval: every,
+        it_value: every,
+    };
+    // SAFETY: `value` is valid; the old value is not asked for.
+    if unsafe { libc::setitimer(libc::ITIMER_PROF, &value, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// CPU time of thread `tid` of this process (`None`: its own), in
 /// nanoseconds; async-signal-safe. 0 when the thread is gone.
 pub(crate) fn thread_cpu_ns(tid: Option<i32>) -> u64 {
@@ -550,8 +676,9 @@ fn timespec(d: Duration) -> libc::timespec {
 enum Source {
     /// Our timer on this thread.
     ThreadTimer { overruns: u32 },
-    /// Anything else (`kill`, `tgkill`, `ITIMER_PROF`, someone else's
-    /// timer): ignored.
+    /// The process-wide `ITIMER_PROF` (counted only on refused threads).
+    ProcessTimer,
+    /// Anything else (`kill`, `tgkill`, someone else's timer): ignored.
     Other,
 }
 
@@ -567,6 +694,7 @@ unsafe fn source(info: *const libc::siginfo_t) -> Source {
     // SAFETY: the kernel passes a valid siginfo_t.
     let code = unsafe { (*info).si_code };
     match code {
+        libc::SI_KERNEL => Source::ProcessTimer,
         libc::SI_TIMER => {
             // The kernel's timer layout after the three leading ints and
             // their padding: `int si_tid; int si_overrun; sigval si_value`.
@@ -602,8 +730,13 @@ extern "C" fn on_sigprof(_: libc::c_int, info: *mut libc::siginfo_t, context: *m
             // zero; we announced ourselves before loading it.
             let buffer = unsafe { &*buffer };
             // SAFETY: `info` is the kernel's siginfo for this signal.
-            if let Source::ThreadTimer { overruns } = unsafe { source(info) } {
-                buffer.record(overruns.saturating_add(1), context);
+            let weight = match unsafe { source(info) } {
+                Source::ThreadTimer { overruns } => overruns.saturating_add(1),
+                Source::ProcessTimer => buffer.refused_ticks(super::gettid(), thread_cpu_ns(None)),
+                Source::Other => 0,
+            };
+            if weight > 0 {
+                buffer.record(weight, context);
             }
         }
         INSIDE.fetch_sub(1, Ordering::SeqCst);
@@ -617,7 +750,7 @@ mod tests {
     #[test]
     fn a_full_buffer_counts_what_it_cannot_hold_and_drains_what_it_holds() {
         unwind::prepare(false);
-        let buffer = Buffer::new(2);
+        let buffer = Buffer::new(2, Duration::from_millis(10));
         let set = Arc::new(LabelSet {
             pairs: Box::new([(Arc::from("k"), Arc::from("v"))]),
         });
@@ -658,8 +791,28 @@ mod tests {
     }
 
     #[test]
+    fn refused_threads_count_whole_periods_of_their_own_time_and_keep_the_rest() {
+        let buffer = Buffer::new(1, Duration::from_millis(1));
+        assert_eq!(buffer.refused_ticks(77, 2_500_000), 0, "not refused");
+        assert!(buffer.refuse(77, 1_000_000));
+        assert_eq!(buffer.refused_ticks(77, 2_500_000), 1);
+        assert_eq!(
+            buffer.refused_ticks(77, 3_100_000),
+            1,
+            "the half period carried"
+        );
+        assert_eq!(buffer.refused_ticks(77, 3_200_000), 0);
+        assert_eq!(buffer.refused_accounted(77), Some(3_000_000));
+        buffer.forget_refused(77);
+        assert_eq!(buffer.refused_ticks(77, 9_000_000), 0, "ended");
+        assert_eq!(buffer.refused_accounted(77), None);
+    }
+
+    #[test]
     fn durations_fall_in_buckets_within_a_sixteenth_of_their_value() {
-        for ns in [0, 1, 15, 16, 17, 100, 1_000, 1_999, 2_000, 12_345, 5_000_000] {
+        for ns in [
+            0, 1, 15, 16, 17, 100, 1_000, 1_999, 2_000, 12_345, 5_000_000,
+        ] {
             let middle = bucket_middle(duration_bucket(ns));
             assert!(middle.abs_diff(ns) * 16 <= ns.max(16), "{ns} -> {middle}");
         }

@@ -35,7 +35,8 @@ use crate::format::Missing;
 use crate::jemalloc;
 use crate::labels::{self, Labels, MAX_SETS_PER_PROFILE, overflow_labels};
 use crate::signals::cpu::{
-    self as timers, Armed, Buffer, ThreadTimer, Tick, monotonic_ns, process_cpu_ns, thread_cpu_ns,
+    self as timers, Armed, Buffer, ProcessTimer, ThreadTimer, Tick, monotonic_ns, process_cpu_ns,
+    thread_cpu_ns,
 };
 use crate::signals::{MAX_FRAMES, Outcome, fork};
 
@@ -50,6 +51,8 @@ const BUFFER_SPAN: Duration = Duration::from_millis(400);
 /// Bounds of the buffer, in ticks (one tick is about 1.1 KiB).
 const MIN_SLOTS: usize = 256;
 pub(super) const MAX_SLOTS: usize = 8192;
+/// The longest a closing window waits for the ticks the kernel owes it.
+const MAX_GRACE: Duration = Duration::from_millis(250);
 /// Distinct (stack, thread, labels) keys one window keeps; further ticks
 /// on new keys go to one [`Missing::TooManyStacks`] sample.
 const MAX_KEYS: usize = 16_384;
@@ -76,8 +79,13 @@ pub(super) struct Window {
     undelivered_at_start: HashMap<i32, u64>,
     /// CPU (ns) no timer sampled, by reason and thread name.
     unsampled: HashMap<(Missing, Arc<str>), u64>,
-    /// The process's CPU clock when the window opened.
+    /// The process's CPU clock when the window opened, and when it closed.
     process_cpu_at_start: u64,
+    process_cpu_at_end: u64,
+    /// Once closed: per thread, the ticks the kernel still owes the window
+    /// (its timer expired before the close); late ticks of those threads
+    /// come here, up to that many, and no other tick does.
+    owed: Option<HashMap<i32, u64>>,
 }
 
 struct Running {
@@ -89,9 +97,14 @@ struct Running {
     slots: usize,
     armed: Armed,
     timers: HashMap<i32, Timed>,
-    /// Threads the kernel refused a timer: why, and their CPU clock when
-    /// last read (their CPU is counted unsampled).
-    refused: HashMap<i32, (String, u64)>,
+    /// Threads the kernel refused a timer: why, whether the process-wide
+    /// timer samples them (else their CPU is counted without stacks), and
+    /// their CPU clock when last read.
+    refused: HashMap<i32, Refused>,
+    /// Samples the refused threads; runs only while there are some.
+    process_timer: Option<ProcessTimer>,
+    /// Why the process-wide timer could not start, if it could not.
+    process_timer_failed: Option<String>,
     windows: Vec<Window>,
     names: HashMap<i32, Arc<str>>,
     last_scan: Instant,
@@ -103,6 +116,15 @@ struct Running {
     listing_failed: Option<String>,
     lost_seen: u64,
     next_id: u64,
+}
+
+/// A thread the kernel refused a timer of its own.
+struct Refused {
+    why: String,
+    /// Whether the process-wide timer samples it.
+    sampled: bool,
+    /// Its CPU clock when last read (for those not sampled).
+    cpu_seen: u64,
 }
 
 /// A thread's timer and how many of its expirations handlers recorded.
@@ -178,33 +200,84 @@ pub(super) fn subscribe(hz: u32, max: usize) -> Result<Subscription, Error> {
         undelivered_at_start,
         unsampled: HashMap::new(),
         process_cpu_at_start: process_cpu_ns(),
+        process_cpu_at_end: 0,
+        owed: None,
     });
     Ok(Subscription { id, open: true })
 }
 
 impl Subscription {
-    /// Close the window: everything sampled until now, and what could not be.
+    /// Close the window: everything sampled until now, and what could not
+    /// be. Blocking: the ticks the kernel owes the window (expired before
+    /// its end, not yet delivered) are waited for a little while
+    /// ([`owed_grace`]); those that do not come count as such.
     pub(super) fn finish(mut self) -> Result<Window, Error> {
         self.open = false;
+        let grace = {
+            let mut guard = sampler();
+            let running = guard.as_mut().ok_or_else(gone)?;
+            running.drain();
+            running.count_refused();
+            let undelivered = running.undelivered();
+            let window = running.window(self.id)?;
+            window.duration = Duration::from_nanos(monotonic_ns().saturating_sub(window.start));
+            window.process_cpu_at_end = process_cpu_ns();
+            window.owed = Some(
+                undelivered
+                    .into_iter()
+                    .filter_map(|(tid, now)| {
+                        let before = window.undelivered_at_start.get(&tid).copied().unwrap_or(0);
+                        (now > before).then(|| (tid, now - before))
+                    })
+                    .collect(),
+            );
+            owed_grace(window.duration)
+        };
+        // Late ticks come with the kernel's next scheduler tick on a thread
+        // that runs; the manager drains meanwhile.
+        let waiting = Instant::now();
+        while waiting.elapsed() < grace {
+            std::thread::sleep(DRAIN_EVERY);
+            let mut guard = sampler();
+            let running = guard.as_mut().ok_or_else(gone)?;
+            running.drain();
+            if running
+                .window(self.id)?
+                .owed
+                .as_ref()
+                .is_none_or(|owed| owed.values().all(|&n| n == 0))
+            {
+                break;
+            }
+        }
         let mut guard = sampler();
-        let running = guard.as_mut().ok_or_else(|| {
-            Error::Profiler("the CPU sampler stopped before the profile ended".to_owned())
-        })?;
+        let running = guard.as_mut().ok_or_else(gone)?;
         running.drain();
-        running.count_refused();
         let at = running
             .windows
             .iter()
             .position(|w| w.id == self.id)
-            .ok_or_else(|| Error::Profiler("the CPU profile's window is gone".to_owned()))?;
-        let undelivered = running.undelivered();
+            .ok_or_else(gone_window)?;
         let names = &mut running.names;
         let mut window = running.windows.swap_remove(at);
-        window.duration = Duration::from_nanos(monotonic_ns().saturating_sub(window.start));
-        window.close(&undelivered, names, running.period_ns);
+        window.close(names, running.period_ns);
         window.notes.extend(running.notes());
         Ok(window)
     }
+}
+
+/// How long a closing window waits for the ticks owed it: a tenth of its
+/// length, at most [`MAX_GRACE`].
+fn owed_grace(window: Duration) -> Duration {
+    (window / 10).min(MAX_GRACE)
+}
+
+fn gone() -> Error {
+    Error::Profiler("the CPU sampler stopped before the profile ended".to_owned())
+}
+
+fn gone_window() -> Error {
+    Error::Profiler("the CPU profile's window is gone".to_owned())
 }
 
 /// How many CPU profiles are running now (the index page's count).
@@ -244,7 +317,7 @@ fn start(hz: u32) -> Result<Running, Error> {
         0 => slots,
         fixed => fixed,
     };
-    let armed = Buffer::new(slots).arm()?;
+    let armed = Buffer::new(slots, period).arm()?;
     let mut running = Running {
         generation,
         hz,
@@ -254,6 +327,8 @@ fn start(hz: u32) -> Result<Running, Error> {
         armed,
         timers: HashMap::new(),
         refused: HashMap::new(),
+        process_timer: None,
+        process_timer_failed: None,
         windows: Vec::new(),
         names: HashMap::new(),
         last_scan: Instant::now(),
@@ -325,6 +400,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         // Timers first, so no new tick comes; the buffer (`armed`) is
         // freed after them, once no handler is inside.
+        self.process_timer = None;
         self.timers.clear();
     }
 }
@@ -357,7 +433,14 @@ impl Running {
             }
             keep
         });
-        self.refused.retain(|tid, _| live.contains(tid));
+        let armed = &self.armed;
+        self.refused.retain(|tid, refused| {
+            let keep = live.contains(tid);
+            if !keep && refused.sampled {
+                armed.forget_refused(*tid);
+            }
+            keep
+        });
         self.names.retain(|tid, _| live.contains(tid));
         let mut new_threads = false;
         for &tid in &live {
@@ -386,11 +469,20 @@ impl Running {
                     if !first {
                         self.unsampled(Missing::BeforeTimer, tid, cpu);
                     }
-                    self.refused.insert(tid, (e.to_string(), cpu));
+                    let sampled = self.armed.refuse(tid, cpu);
+                    self.refused.insert(
+                        tid,
+                        Refused {
+                            why: e.to_string(),
+                            sampled,
+                            cpu_seen: cpu,
+                        },
+                    );
                 }
             }
         }
         self.count_refused();
+        self.process_timer_while_refused();
         // New threads have new stacks for the unwinder to know.
         crate::signals::refresh_unwinder(new_threads);
         let cost = started.elapsed();
@@ -409,36 +501,59 @@ impl Running {
             .entry(tid)
             .or_insert_with(|| thread_name(tid))
             .clone();
-        for window in &mut self.windows {
+        for window in self.windows.iter_mut().filter(|w| w.owed.is_none()) {
             *window.unsampled.entry((why, name.clone())).or_insert(0) += cpu_ns;
         }
     }
 
-    /// Charge the CPU the refused threads used since their last reading.
+    /// Charge the CPU the refused threads that no timer samples used since
+    /// their last reading.
     fn count_refused(&mut self) {
-        let tids: Vec<i32> = self.refused.keys().copied().collect();
+        let tids: Vec<i32> = self
+            .refused
+            .iter()
+            .filter(|(_, r)| !r.sampled)
+            .map(|(&tid, _)| tid)
+            .collect();
         for tid in tids {
             let now = thread_cpu_ns(Some(tid));
-            let Some((_, seen)) = self.refused.get_mut(&tid) else {
+            let Some(refused) = self.refused.get_mut(&tid) else {
                 continue;
             };
-            let used = now.saturating_sub(*seen);
-            *seen = now.max(*seen);
+            let used = now.saturating_sub(refused.cpu_seen);
+            refused.cpu_seen = now.max(refused.cpu_seen);
             self.unsampled(Missing::NoTimer, tid, used);
+        }
+    }
+
+    /// The process-wide timer runs while some refused thread needs it.
+    fn process_timer_while_refused(&mut self) {
+        let needed = self.refused.values().any(|r| r.sampled);
+        if !needed {
+            self.process_timer = None;
+        } else if self.process_timer.is_none() {
+            match ProcessTimer::start(self.period) {
+                Ok(timer) => self.process_timer = Some(timer),
+                Err(e) => self.process_timer_failed = Some(e.to_string()),
+            }
         }
     }
 
     /// Per timed thread, its timer's expirations not yet delivered to a
     /// handler (the buffer drained first).
     fn undelivered(&self) -> HashMap<i32, u64> {
-        self.timers
-            .iter()
-            .map(|(&tid, timed)| {
-                let due = timed.timer.expirations_at(thread_cpu_ns(Some(tid)));
-                (tid, due.saturating_sub(timed.delivered))
-            })
-            .filter(|&(_, n)| n > 0)
-            .collect()
+        let timed = self.timers.iter().map(|(&tid, timed)| {
+            let due = timed.timer.expirations_at(thread_cpu_ns(Some(tid)));
+            (tid, due.saturating_sub(timed.delivered))
+        });
+        // A refused thread is owed the whole periods of its CPU that the
+        // process-wide timer's ticks have not counted yet.
+        let refused = self.refused.keys().filter_map(|&tid| {
+            let accounted = self.armed.refused_accounted(tid)?;
+            let cpu = thread_cpu_ns(Some(tid));
+            Some((tid, cpu.saturating_sub(accounted) / self.period_ns))
+        });
+        timed.chain(refused).filter(|&(_, n)| n > 0).collect()
     }
 
     /// Move every recorded tick into the windows open at its time.
@@ -455,7 +570,21 @@ impl Running {
             }
             let key = key_of(tick, names);
             for window in windows.iter_mut().filter(|w| w.start <= tick.time) {
-                window.add(key.clone(), u64::from(tick.weight));
+                let weight = match window.owed.as_mut() {
+                    None => u64::from(tick.weight),
+                    // Closed: only what the kernel owed it, late.
+                    Some(owed) => match owed.get_mut(&tick.tid) {
+                        Some(n) => {
+                            let late = (*n).min(u64::from(tick.weight));
+                            *n -= late;
+                            late
+                        }
+                        None => 0,
+                    },
+                };
+                if weight > 0 {
+                    window.add(key.clone(), weight);
+                }
             }
         });
         let lost = self.armed.lost();
@@ -467,10 +596,18 @@ impl Running {
                 Arc::from(""),
                 Labels::none(),
             );
-            for window in windows.iter_mut() {
+            for window in windows.iter_mut().filter(|w| w.owed.is_none()) {
                 window.add(key.clone(), new_losses);
             }
         }
+    }
+
+    /// The open or closing window `id`.
+    fn window(&mut self, id: u64) -> Result<&mut Window, Error> {
+        self.windows
+            .iter_mut()
+            .find(|w| w.id == id)
+            .ok_or_else(gone_window)
     }
 
     /// The sampler's own counts, for the profile's comments.
@@ -491,15 +628,19 @@ impl Running {
             ),
         ];
         if !self.refused.is_empty() {
-            let mut why: Vec<&str> = self.refused.values().map(|(w, _)| w.as_str()).collect();
+            let mut why: Vec<&str> = self.refused.values().map(|r| r.why.as_str()).collect();
             why.sort_unstable();
             why.dedup();
+            let sampled = self.refused.values().filter(|r| r.sampled).count();
             notes.push(format!(
-                "{} threads had no timer of their own ({}); their CPU counts under {}",
+                "{} threads had no timer of their own ({}): {sampled} were sampled by the process-wide timer, the CPU of the others counts under {}",
                 self.refused.len(),
                 why.join("; "),
                 Missing::NoTimer.name()
             ));
+        }
+        if let Some(why) = &self.process_timer_failed {
+            notes.push(format!("the process-wide timer could not start: {why}"));
         }
         if let Some(why) = &self.listing_failed {
             notes.push(format!(
@@ -545,24 +686,17 @@ impl Window {
 
     /// At the close: add what the timers could not sample, so the window's
     /// samples add up to the CPU the kernel counted for the process while it
-    /// was open (`undelivered`: per timed thread, its timer's expirations
-    /// not yet delivered now), and say how much of it is which.
-    fn close(
-        &mut self,
-        undelivered: &HashMap<i32, u64>,
-        names: &mut HashMap<i32, Arc<str>>,
-        period_ns: u64,
-    ) {
-        let sampled: u64 = self.ticks.values().sum();
+    /// was open, and say how much of it is which.
+    fn close(&mut self, names: &mut HashMap<i32, Arc<str>>, period_ns: u64) {
         let mut added: Vec<(Missing, u64)> = Vec::new();
         let mut in_flight: HashMap<Arc<str>, u64> = HashMap::new();
-        for (&tid, &now) in undelivered {
-            let before = self.undelivered_at_start.get(&tid).copied().unwrap_or(0);
-            if now > before {
+        for (tid, owed) in self.owed.take().unwrap_or_default() {
+            if owed > 0 {
                 let name = names.entry(tid).or_insert_with(|| thread_name(tid)).clone();
-                *in_flight.entry(name).or_insert(0) += now - before;
+                *in_flight.entry(name).or_insert(0) += owed;
             }
         }
+        let sampled: u64 = self.ticks.values().sum();
         for (name, ticks) in in_flight {
             self.add_missing(Missing::TickInFlight, name, ticks, &mut added);
         }
@@ -571,7 +705,9 @@ impl Window {
             self.add_missing(why, name, ticks, &mut added);
         }
         let accounted: u64 = self.ticks.values().sum();
-        let used_ns = process_cpu_ns().saturating_sub(self.process_cpu_at_start);
+        let used_ns = self
+            .process_cpu_at_end
+            .saturating_sub(self.process_cpu_at_start);
         let used = (used_ns + period_ns / 2) / period_ns;
         self.add_missing(
             Missing::ThreadsGone,
@@ -870,6 +1006,8 @@ mod tests {
             undelivered_at_start: HashMap::new(),
             unsampled: HashMap::new(),
             process_cpu_at_start: 0,
+            process_cpu_at_end: 0,
+            owed: None,
         }
     }
 
