@@ -120,6 +120,12 @@ async fn serve_axum(listener: tokio::net::TcpListener, with_pprof: bool) {
     if with_pprof {
         app = app.merge(pprof_axum::routes());
     }
+    if let Some(dir) = flag("--files") {
+        // A real app's shape: static files from tokio's blocking pool behind
+        // a fallback service, every request labeled (point 11a of issue 19).
+        app = app.fallback_service(tower_http::services::ServeDir::new(dir));
+        app = app.layer(pprof_axum::LabelRequests::new());
+    }
     if std::env::args().any(|a| a == "--watch-polls") {
         app = app.layer(pprof_core::WatchPollsLayer::new());
     }
@@ -497,8 +503,14 @@ fn handler_cost() {
         .find_map(|c| c.strip_prefix("signal handler: "))
         .and_then(|c| c.split(' ').next())
         .unwrap_or("?");
+    let median = comments
+        .iter()
+        .find_map(|c| c.split("median about ").nth(1))
+        .and_then(|c| c.split(' ').next())
+        .unwrap_or("?");
     println!("handler.depth={depth}");
     println!("handler.ns_per_tick={cost}");
+    println!("handler.median_ns_per_tick={median}");
 }
 
 fn rss_anon_kib() -> u64 {

@@ -21,29 +21,49 @@ pub(crate) struct Symbolized {
 pub(crate) enum Missing {
     /// The innermost frames of a deeper stack are all there is.
     Truncated = 1,
-    /// Only the pc: the thread was inside the unwinder.
-    InUnwinder,
-    /// Only the pc: the thread was inside the dynamic loader.
-    InLoader,
-    /// Only the pc: the C library has no lock-free unwind-table lookup.
-    OldGlibc,
-    /// Only the pc: the unwinder stopped at the signal frame.
-    SignalFrame,
+    /// Only the pc: every unwinder workspace was in use.
+    UnwinderBusy,
+    /// Only the pc: the stack pointer was in no mapping known yet.
+    UnknownStack,
+    /// The walk stopped at a return address outside every known object.
+    UnknownCode,
+    /// The walk stopped where the unwind tables pointed off the stack.
+    OutsideStack,
+    /// The walk stopped at a frame that did not move up the stack.
+    NoProgress,
+    /// Only the pc: no unwinder for this architecture.
+    Unsupported,
     /// No stack at all: the sampler's buffer was full.
     BufferFull,
     /// No stack at all: the profile already holds too many distinct stacks.
     TooManyStacks,
+    /// No stack: the thread's timer had expired, but the kernel had not yet
+    /// delivered its tick when the window closed.
+    TickInFlight,
+    /// No stack: CPU a thread used before the scan that gave it a timer.
+    BeforeTimer,
+    /// No stack: CPU of a thread the kernel refused a timer.
+    NoTimer,
+    /// No stack: the rest of the process's CPU (threads that came and went
+    /// between two scans, undelivered ticks of threads that ended).
+    ThreadsGone,
 }
 
 impl Missing {
-    const ALL: [Missing; 7] = [
+    const ALL: [Missing; 13] = [
         Missing::Truncated,
-        Missing::InUnwinder,
-        Missing::InLoader,
-        Missing::OldGlibc,
-        Missing::SignalFrame,
+        Missing::UnwinderBusy,
+        Missing::UnknownStack,
+        Missing::UnknownCode,
+        Missing::OutsideStack,
+        Missing::NoProgress,
+        Missing::Unsupported,
         Missing::BufferFull,
         Missing::TooManyStacks,
+        Missing::TickInFlight,
+        Missing::BeforeTimer,
+        Missing::NoTimer,
+        Missing::ThreadsGone,
     ];
 
     /// The reserved address that stands for this reason in a stack.
@@ -55,12 +75,18 @@ impl Missing {
     pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Truncated => "pprof_core::_TruncatedStack",
-            Self::InUnwinder => "pprof_core::_NotUnwound_InUnwinder",
-            Self::InLoader => "pprof_core::_NotUnwound_InDynamicLoader",
-            Self::OldGlibc => "pprof_core::_NotUnwound_NoLockFreeLookup",
-            Self::SignalFrame => "pprof_core::_NotUnwound_SignalFrame",
+            Self::UnwinderBusy => "pprof_core::_NotUnwound_UnwinderBusy",
+            Self::UnknownStack => "pprof_core::_NotUnwound_StackNotYetKnown",
+            Self::UnknownCode => "pprof_core::_StackEnds_UnknownCode",
+            Self::OutsideStack => "pprof_core::_StackEnds_OutsideTheStack",
+            Self::NoProgress => "pprof_core::_StackEnds_NoProgress",
+            Self::Unsupported => "pprof_core::_NotUnwound_UnsupportedArch",
             Self::BufferFull => "pprof_core::_LostStack_BufferFull",
             Self::TooManyStacks => "pprof_core::_LostStack_TooManyStacks",
+            Self::TickInFlight => "pprof_core::_LostStack_TickNotYetDelivered",
+            Self::BeforeTimer => "pprof_core::_LostStack_BeforeThreadTimer",
+            Self::NoTimer => "pprof_core::_LostStack_ThreadWithoutTimer",
+            Self::ThreadsGone => "pprof_core::_LostStack_ThreadsGone",
         }
     }
 

@@ -9,24 +9,33 @@
 //! `SIGEV_THREAD_ID`), as Go ≥ 1.18 does: the kernel signals that thread
 //! after every `period` of CPU time it used, so a bursty thread is sampled
 //! exactly as much as it ran. Each tick weighs 1 + the timer's overrun
-//! count: a kernel checks CPU timers at its scheduler tick, so at rates
-//! above its `HZ` it merges expirations, and the overruns say how many.
+//! count: the kernel checks CPU timers at its scheduler tick, so a thread
+//! that runs in bursts shorter than one gets its ticks late, several
+//! merged into one, and the overruns say how many.
 //!
-//! The process-wide `ITIMER_PROF` runs beside them for the threads that
-//! have no timer of their own (started since the last scan, or refused one
-//! by the kernel). The kernel sends its signal to the thread that was
-//! running; a tick on a thread that has its own timer is ignored, so every
-//! thread is sampled once, by one of the two (Go filters its `setitimer`
-//! ticks the same way). It reports no overruns, and its one pending
-//! signal is taken by whichever thread gets to it (a thread with its own
-//! timer takes its own first), so each of its ticks on an untimed thread
-//! weighs the whole periods of that thread's own CPU time not yet counted.
+//! Each timer's first expiry is at a random point of its first period, so
+//! the ticks a window counts are an unbiased estimate of the CPU its
+//! threads used (a first expiry one whole period in would lose half a
+//! period a thread on average: most of the CPU of a thread that runs a
+//! few periods a window).
+//!
+//! The process-wide `ITIMER_PROF` runs only while the kernel has refused
+//! some thread a timer of its own (past `RLIMIT_SIGPENDING`, which counts
+//! each timer, per user): its ticks count for those threads alone, each
+//! weighed by the whole periods of that thread's own CPU not yet counted.
+//! It does not run otherwise, because on Linux a process-directed `SIGPROF`
+//! loses the ticks of the per-thread timers of threads that run in short
+//! bursts (0.11 to 0.92 of them, erratically, in a C program with eight
+//! such threads and nothing else). A thread is sampled from the thread
+//! scan that gives it its timer; what it ran before, and what threads that
+//! came and went between two scans ran, is counted by the sampler from the
+//! kernel's CPU clocks (`profiles/cpu/sampler.rs`), never silently dropped.
 //!
 //! # The handler
 //!
 //! [`on_sigprof`] saves `errno`, takes a tick only from our timers (told
-//! apart by the value they carry; a stray `kill -PROF` or someone else's
-//! timer is ignored, and never kills the process), claims a
+//! apart by the value they carry; a stray `kill -PROF`, an `ITIMER_PROF`
+//! or someone else's timer is ignored, and never kills the process), claims a
 //! free slot of the armed [`Buffer`] with one compare-and-swap, writes the
 //! thread id, the time, the tick's weight (1 + the timer's overruns), the
 //! labels in force on the interrupted thread (one reference, see
@@ -111,36 +120,60 @@ pub(crate) struct Tick<'a> {
     pub(crate) pcs: &'a [u64],
 }
 
-/// Where handlers record ticks, and which threads have their own timer.
+/// Where handlers record ticks.
 pub(crate) struct Buffer {
     slots: Box<[Slot]>,
     cursor: AtomicUsize,
     /// Ticks (weights) that found no free slot.
     lost: AtomicU64,
-    /// One bit per thread id: set while that thread has its own timer.
-    timed: Box<[AtomicU64]>,
-    /// Threads without a timer of their own: how much of each one's CPU
-    /// time the process-wide timer's ticks have accounted for.
-    untimed: Box<[Untimed]>,
-    /// Ticks on untimed threads that found `untimed` full (weighed 1).
-    untimed_full: AtomicU64,
     /// Time spent recording ticks (claim to publish), and how many.
     handler_ns: AtomicU64,
     handler_ticks: AtomicU64,
+    /// Ticks by how long recording them took, in [`DURATION_BUCKETS`]
+    /// buckets of an eighth of an octave (a thread preempted inside its
+    /// handler makes the mean large; the median stays honest).
+    handler_durations: [AtomicU64; DURATION_BUCKETS],
+    /// Threads refused a timer of their own: the process-wide timer's ticks
+    /// count for them alone.
+    refused: Box<[RefusedThread]>,
     period_ns: u64,
 }
 
-/// One untimed thread's account: its id (0: free) and the CPU time (ns of
-/// its own clock) its ticks have counted so far.
-struct Untimed {
+/// One thread refused a timer: its id (0: free, -1: its thread ended) and
+/// the CPU time (ns of its own clock) its ticks have counted so far.
+struct RefusedThread {
     tid: AtomicI32,
     accounted: AtomicU64,
 }
 
-/// Entries of the untimed-threads table; ids are never removed during one
-/// run of the sampler, so a run holds at most this many threads that ever
-/// went without a timer (beyond it, their ticks weigh 1 and are counted).
-const UNTIMED: usize = 16_384;
+/// Threads refused a timer that one run of the sampler samples with the
+/// process-wide timer (beyond them, their CPU is counted without stacks).
+const REFUSED: usize = 1024;
+
+/// Buckets of handler durations: one per nanosecond below 16, then eight
+/// per octave up to about 2^36 ns.
+const DURATION_BUCKETS: usize = 16 + 33 * 8;
+
+/// The bucket of a duration of `ns` nanoseconds.
+fn duration_bucket(ns: u64) -> usize {
+    if ns < 16 {
+        return ns as usize;
+    }
+    let octave = 63 - ns.leading_zeros() as usize; // >= 4
+    let eighth = ((ns >> (octave - 3)) & 7) as usize;
+    (16 + (octave - 4) * 8 + eighth).min(DURATION_BUCKETS - 1)
+}
+
+/// The middle of a bucket's range.
+fn bucket_middle(bucket: usize) -> u64 {
+    if bucket < 16 {
+        return bucket as u64;
+    }
+    let octave = (bucket - 16) / 8 + 4;
+    let eighth = ((bucket - 16) % 8) as u64;
+    let width = 1u64 << (octave - 3);
+    (8 + eighth) * width + width / 2
+}
 
 /// The armed buffer handlers write into; null when no profile runs.
 static ARMED: AtomicPtr<Buffer> = AtomicPtr::new(std::ptr::null_mut());
@@ -148,81 +181,76 @@ static ARMED: AtomicPtr<Buffer> = AtomicPtr::new(std::ptr::null_mut());
 static INSIDE: AtomicUsize = AtomicUsize::new(0);
 
 impl Buffer {
-    /// A buffer of `slots` ticks for threads ids below `max_tid`, timers
-    /// ticking every `period`.
-    pub(crate) fn new(slots: usize, max_tid: usize, period: Duration) -> Self {
+    /// A buffer of `slots` ticks, for timers every `period`.
+    pub(crate) fn new(slots: usize, period: Duration) -> Self {
         Self {
-            slots: (0..slots.max(1)).map(|_| Slot::new()).collect(),
-            cursor: AtomicUsize::new(0),
-            lost: AtomicU64::new(0),
-            timed: (0..max_tid.div_ceil(64))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            untimed: (0..UNTIMED)
-                .map(|_| Untimed {
+            refused: (0..REFUSED)
+                .map(|_| RefusedThread {
                     tid: AtomicI32::new(0),
                     accounted: AtomicU64::new(0),
                 })
                 .collect(),
-            untimed_full: AtomicU64::new(0),
+            period_ns: u64::try_from(period.as_nanos()).unwrap_or(u64::MAX).max(1),
+            slots: (0..slots.max(1)).map(|_| Slot::new()).collect(),
+            cursor: AtomicUsize::new(0),
+            lost: AtomicU64::new(0),
             handler_ns: AtomicU64::new(0),
             handler_ticks: AtomicU64::new(0),
-            period_ns: u64::try_from(period.as_nanos()).unwrap_or(u64::MAX).max(1),
+            handler_durations: [const { AtomicU64::new(0) }; DURATION_BUCKETS],
         }
     }
 
-    /// The account of untimed thread `tid`, made (from `accounted`) if it
-    /// has none yet; `None` when the table is full.
-    fn untimed_account(&self, tid: i32, accounted: u64) -> Option<&Untimed> {
-        let start = usize::try_from(tid).unwrap_or(0).wrapping_mul(0x9e37_79b9) % UNTIMED;
-        for i in 0..UNTIMED {
-            let entry = &self.untimed[(start + i) % UNTIMED];
-            match entry.tid.load(Ordering::Acquire) {
-                t if t == tid => return Some(entry),
-                0 => {
-                    // Set the account before the id makes it visible.
-                    if entry
-                        .tid
-                        .compare_exchange(0, -1, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
-                        entry.accounted.store(accounted, Ordering::Relaxed);
-                        entry.tid.store(tid, Ordering::Release);
-                        return Some(entry);
-                    }
-                    if entry.tid.load(Ordering::Acquire) == tid {
-                        return Some(entry);
-                    }
-                }
-                _ => {}
-            }
-        }
-        None
+    /// Bytes this buffer holds.
+    pub(crate) fn bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.slots) + std::mem::size_of_val(&*self.refused)
     }
 
-    /// Open the account of a thread that goes without a timer of its own
-    /// from now (the kernel refused one): its CPU time until now (read by
-    /// the caller from its clock) is not this run's.
-    pub(crate) fn untimed_from(&self, tid: i32, cpu_ns: u64) {
-        if self.untimed_account(tid, cpu_ns).is_none() {
-            self.untimed_full.fetch_add(1, Ordering::Relaxed);
+    /// Sample thread `tid`, refused a timer, with the process-wide timer
+    /// from now on (its CPU clock reads `cpu_ns`); `false` when the table of
+    /// such threads is full. Not for handlers; one caller at a time.
+    pub(crate) fn refuse(&self, tid: i32, cpu_ns: u64) -> bool {
+        let Some(entry) = self
+            .refused
+            .iter()
+            .find(|e| e.tid.load(Ordering::Acquire) == 0)
+        else {
+            return false;
+        };
+        entry.accounted.store(cpu_ns, Ordering::Relaxed);
+        entry.tid.store(tid, Ordering::Release);
+        true
+    }
+
+    /// Stop sampling a refused thread that ended (its id may come back).
+    pub(crate) fn forget_refused(&self, tid: i32) {
+        if let Some(entry) = self.refused_entry(tid) {
+            entry.tid.store(-1, Ordering::Release);
         }
     }
 
-    /// Ticks on untimed threads that found their table full.
-    pub(crate) fn untimed_full(&self) -> u64 {
-        self.untimed_full.load(Ordering::Relaxed)
+    /// How much of refused thread `tid`'s CPU its ticks have counted (ns of
+    /// its clock), if it is in the table.
+    pub(crate) fn refused_accounted(&self, tid: i32) -> Option<u64> {
+        self.refused_entry(tid)
+            .map(|e| e.accounted.load(Ordering::Relaxed))
     }
 
-    /// Whole periods of this (untimed) thread's CPU time, at `cpu_ns` of
-    /// its own clock, not yet counted; counts them (the remainder stays for
-    /// its next tick). A thread met for the first time started during this
-    /// run (every older one was seen by the first scan and given a timer,
-    /// or opened with [`Buffer::untimed_from`]): all its time counts.
-    fn untimed_ticks(&self, tid: i32, cpu_ns: u64) -> u32 {
-        let Some(entry) = self.untimed_account(tid, 0) else {
-            self.untimed_full.fetch_add(1, Ordering::Relaxed);
-            return 1;
+    /// The entry of refused thread `tid`. Async-signal-safe.
+    fn refused_entry(&self, tid: i32) -> Option<&RefusedThread> {
+        if tid <= 0 {
+            return None;
+        }
+        self.refused
+            .iter()
+            .find(|e| e.tid.load(Ordering::Acquire) == tid)
+    }
+
+    /// On a process-timer tick: whole periods of refused thread `tid`'s CPU
+    /// (its clock at `cpu_ns`) not yet counted, counted now (the remainder
+    /// waits for its next tick); 0 for any other thread. Async-signal-safe.
+    fn refused_ticks(&self, tid: i32, cpu_ns: u64) -> u32 {
+        let Some(entry) = self.refused_entry(tid) else {
+            return 0;
         };
         let mut accounted = entry.accounted.load(Ordering::Relaxed);
         loop {
@@ -240,37 +268,6 @@ impl Buffer {
                 Err(seen) => accounted = seen,
             }
         }
-    }
-
-    /// Bytes this buffer holds.
-    pub(crate) fn bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.slots) + std::mem::size_of_val(&*self.timed)
-    }
-
-    /// Mark whether `tid` has its own timer (its process-timer ticks are
-    /// then ignored). Ids beyond the table stay unmarked: such threads are
-    /// sampled by the process timer.
-    pub(crate) fn set_timed(&self, tid: i32, timed: bool) -> bool {
-        let Some((word, bit)) = bit_of(tid) else {
-            return false;
-        };
-        let Some(word) = self.timed.get(word) else {
-            return false;
-        };
-        if timed {
-            word.fetch_or(bit, Ordering::SeqCst);
-        } else {
-            word.fetch_and(!bit, Ordering::SeqCst);
-        }
-        true
-    }
-
-    fn is_timed(&self, tid: i32) -> bool {
-        bit_of(tid).is_some_and(|(word, bit)| {
-            self.timed
-                .get(word)
-                .is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0)
-        })
     }
 
     /// Ticks lost so far because no slot was free.
@@ -302,8 +299,9 @@ impl Buffer {
         }
     }
 
-    /// Record one tick of `weight` on this thread (in the handler).
-    fn record(&self, weight: u32, interrupted: Option<usize>) {
+    /// Record one tick of `weight` on this thread (in the handler), its
+    /// stack from the interrupted `context` (the handler's `ucontext_t`).
+    fn record(&self, weight: u32, context: *mut libc::c_void) {
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         let claimed = (0..PROBES)
             .map(|i| &self.slots[(start + i) % self.slots.len()])
@@ -323,18 +321,38 @@ impl Buffer {
         slot.labels
             .store(super::labels::retain_current(), Ordering::Relaxed);
         // SAFETY: we are in the SIGPROF handler on the interrupted thread,
-        // and `arm` ran `unwind::prepare` before any timer was started.
-        let (len, outcome) = unsafe { unwind::from_signal(interrupted, &slot.pcs) };
+        // with the context the kernel passed it (or null in tests).
+        let (len, outcome) = unsafe { unwind::from_signal(context, &slot.pcs) };
         slot.len.store(len, Ordering::Relaxed);
         slot.outcome.store(outcome as u8, Ordering::Relaxed);
         slot.state.store(READY, Ordering::Release);
-        self.handler_ns
-            .fetch_add(monotonic_ns().saturating_sub(started), Ordering::Relaxed);
+        let took = monotonic_ns().saturating_sub(started);
+        self.handler_ns.fetch_add(took, Ordering::Relaxed);
         self.handler_ticks.fetch_add(1, Ordering::Relaxed);
+        self.handler_durations[duration_bucket(took)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Ticks recorded so far and the mean time one took to record (from
     /// claiming its slot to publishing it: the unwinding, mostly).
+    /// The median time to record a tick (to within 1/16 of its value); 0
+    /// before any.
+    pub(crate) fn handler_median_ns(&self) -> u64 {
+        let counts: Vec<u64> = self
+            .handler_durations
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let mut seen = 0;
+        for (bucket, n) in counts.iter().enumerate() {
+            seen += n;
+            if total > 0 && seen * 2 >= total {
+                return bucket_middle(bucket);
+            }
+        }
+        0
+    }
+
     pub(crate) fn handler_cost(&self) -> (u64, u64) {
         let ticks = self.handler_ticks.load(Ordering::Relaxed);
         let ns = self.handler_ns.load(Ordering::Relaxed);
@@ -343,7 +361,7 @@ impl Buffer {
 
     /// Publish `self` for handlers; the returned [`Armed`] disarms it.
     pub(crate) fn arm(self) -> Result<Armed, Error> {
-        unwind::prepare();
+        unwind::prepare(true);
         let buffer: &'static Buffer = Box::leak(Box::new(self));
         let ptr = std::ptr::from_ref(buffer).cast_mut();
         if ARMED
@@ -364,12 +382,6 @@ impl Buffer {
         }
         Ok(Armed { buffer })
     }
-}
-
-/// Word and bit of `tid` in the timed-threads table.
-fn bit_of(tid: i32) -> Option<(usize, u64)> {
-    let tid = usize::try_from(tid).ok()?;
-    Some((tid / 64, 1 << (tid % 64)))
 }
 
 /// The published buffer; dropping it unpublishes it, waits for handlers
@@ -409,6 +421,15 @@ impl Drop for Armed {
         // published and no handler is inside, so nothing else refers to it.
         drop(unsafe { Box::from_raw(ptr) });
     }
+}
+
+/// In a child just forked: the armed buffer and the handlers counted
+/// inside it are the parent's (the child has no timers, and no other
+/// thread); forget them, leaving the buffer to leak, so the child can arm
+/// its own.
+pub(super) fn forget_after_fork() {
+    ARMED.store(std::ptr::null_mut(), Ordering::SeqCst);
+    INSIDE.store(0, Ordering::SeqCst);
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds (the clock `std::time::Instant` reads
@@ -453,6 +474,11 @@ pub(crate) fn install() -> Result<(), Error> {
 #[derive(Debug)]
 pub(crate) struct ThreadTimer {
     id: libc::timer_t,
+    /// The thread's CPU clock (ns) at its first expiry; the n-th expiry
+    /// comes `n - 1` periods of its CPU time later.
+    first_expiry: u64,
+    period_ns: u64,
+    cpu_at_start: u64,
 }
 
 // SAFETY: a timer id is a plain kernel handle; any thread may arm or
@@ -460,9 +486,10 @@ pub(crate) struct ThreadTimer {
 unsafe impl Send for ThreadTimer {}
 
 impl ThreadTimer {
-    /// Start a timer on thread `tid` of this process; the OS error when
-    /// the kernel refuses one (e.g. `EAGAIN` past `RLIMIT_SIGPENDING`, or
-    /// the thread is gone).
+    /// Start a timer on thread `tid` of this process, first expiring at a
+    /// random point of its first period; the OS error when the kernel
+    /// refuses one (`EAGAIN` past `RLIMIT_SIGPENDING`, which each timer
+    /// counts against, per user; or the thread is gone).
     pub(crate) fn start(tid: i32, period: Duration) -> std::io::Result<Self> {
         let clock = thread_clock(tid);
         // SAFETY: a zeroed sigevent is valid; we set the fields the kernel
@@ -474,9 +501,57 @@ impl ThreadTimer {
         event.sigev_value = libc::sigval {
             sival_ptr: TIMER_MARK as *mut libc::c_void,
         };
-        let id = create_and_arm(clock, &mut event, period)?;
-        Ok(Self { id })
+        let period_ns = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let first = 1 + random(tid) % period_ns;
+        let cpu_before = thread_cpu_ns(Some(tid));
+        let id = create_and_arm(clock, &mut event, Duration::from_nanos(first), period)?;
+        Ok(Self {
+            id,
+            first_expiry: cpu_before.saturating_add(first),
+            period_ns,
+            cpu_at_start: cpu_before,
+        })
     }
+
+    /// The thread's CPU clock (ns) just before its timer started.
+    pub(crate) fn cpu_at_start(&self) -> u64 {
+        self.cpu_at_start
+    }
+
+    /// How many times this timer has expired by the time its thread's CPU
+    /// clock reads `cpu_ns` (delivered or not).
+    pub(crate) fn expirations_at(&self, cpu_ns: u64) -> u64 {
+        match cpu_ns.checked_sub(self.first_expiry) {
+            Some(since) => 1 + since / self.period_ns,
+            None => 0,
+        }
+    }
+
+    /// Whether the timer's thread is gone: the kernel then reports the
+    /// timer disarmed, even when a new thread has reused the id.
+    pub(crate) fn thread_gone(&self) -> bool {
+        // SAFETY: a zeroed itimerspec is valid; `id` is our live timer.
+        let mut now: libc::itimerspec = unsafe { std::mem::zeroed() };
+        // SAFETY: `id` was created by timer_create and not yet deleted;
+        // `now` is ours to write.
+        if unsafe { libc::timer_gettime(self.id, &mut now) } != 0 {
+            return true;
+        }
+        now.it_interval.tv_sec == 0 && now.it_interval.tv_nsec == 0
+    }
+}
+
+/// A number that differs from call to call and thread to thread (for the
+/// timers' first expiries: no two threads in step).
+fn random(tid: i32) -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0x853c_49e6_748f_ea9b);
+    let mut x = COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+        ^ monotonic_ns()
+        ^ (u64::from(tid.unsigned_abs()) << 32);
+    // splitmix64's finaliser.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 impl Drop for ThreadTimer {
@@ -486,10 +561,8 @@ impl Drop for ThreadTimer {
     }
 }
 
-/// The process-wide `ITIMER_PROF`, running while this lives: its ticks
-/// count for threads that have no timer of their own, each weighed by the
-/// receiving thread's own CPU time not yet counted (it merges expirations
-/// silently, and lands on whichever thread takes the pending signal).
+/// The process-wide `ITIMER_PROF`, running while this lives (only while
+/// some thread has been refused a timer of its own).
 #[derive(Debug)]
 pub(crate) struct ProcessTimer(());
 
@@ -540,6 +613,20 @@ pub(crate) fn thread_cpu_ns(tid: Option<i32>) -> u64 {
     u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
 }
 
+/// CPU time of the whole process so far (every thread, live or ended), in
+/// nanoseconds.
+pub(crate) fn process_cpu_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into `now`, which we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } != 0 {
+        return 0;
+    }
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
+}
+
 /// The kernel's CPU clock id of thread `tid`: MAKE_THREAD_CPUCLOCK(tid,
 /// CPUCLOCK_SCHED), as `pthread_getcpuclockid` builds it.
 fn thread_clock(tid: i32) -> libc::clockid_t {
@@ -548,10 +635,12 @@ fn thread_clock(tid: i32) -> libc::clockid_t {
     clock
 }
 
-/// `timer_create` on `clock` with `event`, then arm it every `period`.
+/// `timer_create` on `clock` with `event`, then arm it: first after
+/// `first`, then every `period`.
 fn create_and_arm(
     clock: libc::clockid_t,
     event: &mut libc::sigevent,
+    first: Duration,
     period: Duration,
 ) -> std::io::Result<libc::timer_t> {
     let mut id: libc::timer_t = std::ptr::null_mut();
@@ -560,10 +649,9 @@ fn create_and_arm(
     if unsafe { libc::timer_create(clock, event, &mut id) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let every = timespec(period);
     let spec = libc::itimerspec {
-        it_interval: every,
-        it_value: every,
+        it_interval: timespec(period),
+        it_value: timespec(first),
     };
     // SAFETY: `id` is the timer just created; `spec` is valid.
     if unsafe { libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) } != 0 {
@@ -588,7 +676,7 @@ fn timespec(d: Duration) -> libc::timespec {
 enum Source {
     /// Our timer on this thread.
     ThreadTimer { overruns: u32 },
-    /// The process-wide `ITIMER_PROF`.
+    /// The process-wide `ITIMER_PROF` (counted only on refused threads).
     ProcessTimer,
     /// Anything else (`kill`, `tgkill`, someone else's timer): ignored.
     Other,
@@ -643,19 +731,12 @@ extern "C" fn on_sigprof(_: libc::c_int, info: *mut libc::siginfo_t, context: *m
             let buffer = unsafe { &*buffer };
             // SAFETY: `info` is the kernel's siginfo for this signal.
             let weight = match unsafe { source(info) } {
-                Source::ThreadTimer { overruns } => Some(overruns.saturating_add(1)),
-                Source::ProcessTimer => {
-                    // Only a thread without a timer of its own keeps it, for
-                    // as much of its own CPU time as is not yet counted.
-                    let tid = super::gettid();
-                    (!buffer.is_timed(tid))
-                        .then(|| buffer.untimed_ticks(tid, thread_cpu_ns(None)))
-                        .filter(|&ticks| ticks > 0)
-                }
-                Source::Other => None,
+                Source::ThreadTimer { overruns } => overruns.saturating_add(1),
+                Source::ProcessTimer => buffer.refused_ticks(super::gettid(), thread_cpu_ns(None)),
+                Source::Other => 0,
             };
-            if let Some(weight) = weight {
-                buffer.record(weight, handler::interrupted_pc(context));
+            if weight > 0 {
+                buffer.record(weight, context);
             }
         }
         INSIDE.fetch_sub(1, Ordering::SeqCst);
@@ -668,15 +749,16 @@ mod tests {
 
     #[test]
     fn a_full_buffer_counts_what_it_cannot_hold_and_drains_what_it_holds() {
-        unwind::prepare();
-        let buffer = Buffer::new(2, 64, Duration::from_millis(10));
+        unwind::prepare(false);
+        let buffer = Buffer::new(2, Duration::from_millis(10));
         let set = Arc::new(LabelSet {
             pairs: Box::new([(Arc::from("k"), Arc::from("v"))]),
         });
         {
             let _in_force = super::super::labels::put_in_force(Some(&set));
             for _ in 0..5 {
-                buffer.record(3, None);
+                // No machine context: the tick holds no stack.
+                buffer.record(3, std::ptr::null_mut());
             }
         }
         // Two ticks hold a reference each, until drained.
@@ -688,12 +770,15 @@ mod tests {
                 tick.tid,
                 tick.weight,
                 tick.labels.as_ref().map(|l| l.pairs.len()),
-                tick.pcs.len(),
+                tick.outcome,
             ));
         });
         assert_eq!(seen.len(), 2);
-        assert!(seen.iter().all(|&(tid, w, labels, len)| {
-            tid == super::super::gettid() && w == 3 && labels == Some(1) && len > 0
+        assert!(seen.iter().all(|&(tid, w, labels, outcome)| {
+            tid == super::super::gettid()
+                && w == 3
+                && labels == Some(1)
+                && outcome == Outcome::Unsupported
         }));
         let mut again = 0;
         buffer.drain(|_| again += 1);
@@ -706,31 +791,71 @@ mod tests {
     }
 
     #[test]
-    fn untimed_threads_count_whole_periods_of_their_own_time_and_keep_the_rest() {
-        let buffer = Buffer::new(1, 64, Duration::from_millis(1));
-        // A thread met first: all its time counts.
-        assert_eq!(buffer.untimed_ticks(77, 2_500_000), 2);
+    fn refused_threads_count_whole_periods_of_their_own_time_and_keep_the_rest() {
+        let buffer = Buffer::new(1, Duration::from_millis(1));
+        assert_eq!(buffer.refused_ticks(77, 2_500_000), 0, "not refused");
+        assert!(buffer.refuse(77, 1_000_000));
+        assert_eq!(buffer.refused_ticks(77, 2_500_000), 1);
         assert_eq!(
-            buffer.untimed_ticks(77, 3_100_000),
+            buffer.refused_ticks(77, 3_100_000),
             1,
             "the half period carried"
         );
-        assert_eq!(buffer.untimed_ticks(77, 3_200_000), 0);
-        // One refused a timer counts from when it was.
-        buffer.untimed_from(78, 10_000_000);
-        assert_eq!(buffer.untimed_ticks(78, 10_900_000), 0);
-        assert_eq!(buffer.untimed_ticks(78, 12_000_000), 2);
-        assert_eq!(buffer.untimed_full(), 0);
+        assert_eq!(buffer.refused_ticks(77, 3_200_000), 0);
+        assert_eq!(buffer.refused_accounted(77), Some(3_000_000));
+        buffer.forget_refused(77);
+        assert_eq!(buffer.refused_ticks(77, 9_000_000), 0, "ended");
+        assert_eq!(buffer.refused_accounted(77), None);
     }
 
     #[test]
-    fn timed_threads_are_marked_and_cleared() {
-        let buffer = Buffer::new(1, 1 << 16, Duration::from_millis(10));
-        assert!(buffer.set_timed(4242, true));
-        assert!(buffer.is_timed(4242) && !buffer.is_timed(4243));
-        assert!(buffer.set_timed(4242, false));
-        assert!(!buffer.is_timed(4242));
-        assert!(!buffer.set_timed(1 << 20, true), "beyond the table");
-        assert!(!buffer.is_timed(1 << 20));
+    fn durations_fall_in_buckets_within_a_sixteenth_of_their_value() {
+        for ns in [
+            0, 1, 15, 16, 17, 100, 1_000, 1_999, 2_000, 12_345, 5_000_000,
+        ] {
+            let middle = bucket_middle(duration_bucket(ns));
+            assert!(middle.abs_diff(ns) * 16 <= ns.max(16), "{ns} -> {middle}");
+        }
+        assert!(duration_bucket(u64::MAX) < DURATION_BUCKETS);
+    }
+
+    #[test]
+    fn a_timer_counts_its_expirations_from_a_random_first_one() {
+        let period = Duration::from_millis(10);
+        let firsts: Vec<u64> = (0..8)
+            .map(|_| {
+                let timer = ThreadTimer::start(super::super::gettid(), period).expect("timer");
+                let first = timer.first_expiry - thread_cpu_ns(None).min(timer.first_expiry);
+                assert!(first <= 10_000_000, "within the first period: {first}");
+                assert_eq!(timer.expirations_at(timer.first_expiry - 1), 0);
+                assert_eq!(timer.expirations_at(timer.first_expiry), 1);
+                assert_eq!(timer.expirations_at(timer.first_expiry + 25_000_000), 3);
+                assert!(!timer.thread_gone());
+                timer.first_expiry
+            })
+            .collect();
+        let mut distinct = firsts.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() > 4, "not in step: {firsts:?}");
+    }
+
+    #[test]
+    fn a_timer_whose_thread_ended_says_so() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let _ = tx.send(super::super::gettid());
+            let _ = stop_rx.recv();
+        });
+        let tid = rx.recv().expect("tid");
+        let timer = ThreadTimer::start(tid, Duration::from_millis(10)).expect("timer");
+        assert!(!timer.thread_gone());
+        let _ = stop_tx.send(());
+        thread.join().expect("join");
+        assert!(
+            timer.thread_gone(),
+            "the kernel disarmed it with its thread"
+        );
     }
 }

@@ -8,7 +8,8 @@ pub(super) type Action = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut l
 
 /// Install `action` for `signal`, unless the application handles the
 /// signal itself (then the error says so). Threads interrupted in a system
-/// call resume it (`SA_RESTART`). `SIGPROF` is held off while it runs, so
+/// call resume it (`SA_RESTART`); the handler runs on the alternate signal
+/// stack where there is one (`SA_ONSTACK`). `SIGPROF` is held off while it runs, so
 /// the CPU sampler's handler never nests inside it.
 pub(super) fn install(signal: i32, action: Action) -> Result<(), Error> {
     let current = current(signal)?;
@@ -36,8 +37,12 @@ pub(super) fn current(signal: i32) -> Result<libc::sighandler_t, Error> {
     }
 }
 
-/// Install `action` for `signal` (`SA_SIGINFO | SA_RESTART`), with the
-/// signals in `blocked` held off while it runs.
+/// Install `action` for `signal` (`SA_SIGINFO | SA_RESTART | SA_ONSTACK`),
+/// with the signals in `blocked` held off while it runs. On the thread's
+/// alternate signal stack, where it has one (every thread Rust starts
+/// does), the kernel's signal frame never lands on a thread near its stack
+/// limit; the walk itself moves to a stack of its own
+/// ([`super::workspace`]).
 pub(super) fn install_masked(signal: i32, action: Action, blocked: &[i32]) -> Result<(), Error> {
     // SAFETY: `new` is fully initialised (zeroed, then handler, flags and
     // a mask built with sigemptyset/sigaddset); the handler is
@@ -45,7 +50,7 @@ pub(super) fn install_masked(signal: i32, action: Action, blocked: &[i32]) -> Re
     let installed = unsafe {
         let mut new: libc::sigaction = std::mem::zeroed();
         new.sa_sigaction = action as libc::sighandler_t;
-        new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
         libc::sigemptyset(&mut new.sa_mask);
         for &other in blocked {
             libc::sigaddset(&mut new.sa_mask, other);
@@ -66,25 +71,32 @@ pub(super) fn runs(signal: i32, action: Action) -> Result<bool, Error> {
     Ok(current(signal)? == action as libc::sighandler_t)
 }
 
-/// The interrupted instruction's address, from the signal's machine context.
-pub(super) fn interrupted_pc(context: *mut libc::c_void) -> Option<usize> {
+/// The interrupted thread's pc, stack pointer and frame pointer, from the
+/// signal's machine context; `None` without one, or on an architecture
+/// this crate does not unwind.
+pub(super) fn registers(context: *mut libc::c_void) -> Option<super::unwind::Registers> {
     if context.is_null() {
         return None;
     }
     let context = context.cast::<libc::ucontext_t>();
-    // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler;
-    // we only read the saved program counter.
     #[cfg(target_arch = "x86_64")]
-    let pc = unsafe { (*context).uc_mcontext.gregs[libc::REG_RIP as usize] as usize };
-    // SAFETY: as above.
-    #[cfg(target_arch = "aarch64")]
-    let pc = unsafe { (*context).uc_mcontext.pc as usize };
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let pc = {
+    {
+        // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO
+        // handler; we only read three saved registers.
+        let gregs = unsafe { &(*context).uc_mcontext.gregs };
+        let reg = |r: libc::c_int| gregs[usize::try_from(r).unwrap_or(0)] as u64;
+        let registers = super::unwind::Registers {
+            pc: reg(libc::REG_RIP),
+            sp: reg(libc::REG_RSP),
+            fp: reg(libc::REG_RBP),
+        };
+        (registers.pc != 0).then_some(registers)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
         let _ = context;
-        0
-    };
-    (pc != 0).then_some(pc)
+        None
+    }
 }
 
 /// Run a handler's body with the interrupted code's `errno` kept intact.

@@ -10,9 +10,12 @@
 //!   into atomics of storage allocated before the signal was sent
 //!   ([`threads`]' slot pools, which are never freed, so a handler that
 //!   runs late still writes into valid memory).
-//! - One unwinding routine ([`unwind`]) serves every handler, with one set
-//!   of rules about where it refuses to unwind; its one-time set-up runs
-//!   outside any handler before the first signal is sent.
+//! - One unwinding routine ([`unwind`]) serves every handler: it reads
+//!   stack memory only within the interrupted thread's stack ([`stacks`]),
+//!   unwind tables only from objects registered outside any handler
+//!   ([`code`]), runs on a stack and cache of its own ([`workspace`]), and
+//!   says why when it stops early. What it reads is built outside handlers
+//!   and published whole ([`published`]).
 //! - A handler is installed only over the default or ignored action, never
 //!   over the application's own, and never uninstalled, so a late signal
 //!   finds a harmless handler.
@@ -21,13 +24,18 @@
 //!
 //! Every `unsafe` block here carries a `// SAFETY:` note.
 
+pub(crate) mod code;
 pub(crate) mod cpu;
+pub(crate) mod fork;
 mod handler;
 mod image;
 pub(crate) mod labels;
+mod published;
 mod socket;
+mod stacks;
 mod threads;
 mod unwind;
+mod workspace;
 
 pub(crate) use image::{Image, images, loader_generation, map_file, vdso_bytes};
 pub(crate) use socket::duplicate as duplicate_fd;
@@ -37,7 +45,7 @@ pub(crate) use threads::{
 };
 #[cfg(test)]
 pub(crate) use threads::{hold_dumps, with_thread_signal_blocked};
-pub(crate) use unwind::{MAX_FRAMES, Outcome, lock_free_lookup, stack_here};
+pub(crate) use unwind::{MAX_FRAMES, Outcome, prepare as refresh_unwinder, stack_here};
 
 /// This thread's kernel id.
 pub(crate) fn gettid() -> i32 {

@@ -114,10 +114,20 @@ static DUMPER: Mutex<Dumper> = Mutex::new(Dumper {
     installed: Vec::new(),
 });
 
-struct Dumper {
+pub(super) struct Dumper {
     pool: Option<&'static Pool>,
     /// Signals our handler was installed for (and never uninstalled from).
     installed: Vec<i32>,
+}
+
+/// The dump lock if no dump holds it now (before a fork: a dump is not
+/// waited for, the child then has none).
+pub(super) fn try_lock_dumper() -> Option<std::sync::MutexGuard<'static, Dumper>> {
+    match DUMPER.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
 }
 
 /// What one thread looked like at the dump.
@@ -223,6 +233,8 @@ pub(crate) fn dump(signal: i32, timeout: Duration) -> Result<Vec<ThreadStack>, E
     let mut tids: Vec<i32> = described.keys().copied().collect();
     tids.sort_unstable();
     let (blocked, tids): (Vec<i32>, Vec<i32>) = tids.into_iter().partition(|t| blocks(*t, signal));
+    // Every thread's stack must be known to the unwinder, the new ones too.
+    unwind::prepare(true);
     let mut captured = capture_threads(&tids, signal, timeout)?;
     captured.extend(blocked.into_iter().map(|t| (t, None)));
     let mut stacks = Vec::with_capacity(captured.len() + 1);
@@ -254,6 +266,7 @@ pub(crate) fn capture(
     signal: i32,
     timeout: Duration,
 ) -> Result<Option<Captured1>, Error> {
+    unwind::prepare(false);
     Ok(capture_threads(&[tid], signal, timeout)?
         .pop()
         .and_then(|(_, answer)| answer.map(|a| (a.pcs, a.labels))))
@@ -302,6 +315,11 @@ type Captured = (i32, Option<Answer>);
 /// Signal each of `tids` (other threads of this process) and collect what
 /// their handlers recorded: `(tid, stack or None)`, in `tids`' order.
 fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<Captured>, Error> {
+    if super::fork::dumps_lost() {
+        return Err(Error::Profiler(
+            "this process was forked while a thread dump ran: it has no thread dumps".to_owned(),
+        ));
+    }
     // What the lock guards (the pool and the installed signal) is never
     // left half-changed, so a panic elsewhere while it was held leaves
     // nothing to repair.
@@ -450,8 +468,6 @@ fn install(dumper: &mut Dumper, signal: i32) -> Result<(), Error> {
             signal_name(signal)
         )));
     }
-    // Run the unwinder's one-time set-up here, outside any signal handler.
-    unwind::prepare();
     handler::install(signal, on_signal)?;
     dumper.installed.push(signal);
     Ok(())
@@ -526,10 +542,10 @@ pub(crate) fn thread_signal() -> i32 {
 /// The signal handler: record this thread's stack into its slot, if a dump
 /// is waiting for it. Async-signal-safe: atomics, `gettid`, the unwinder.
 extern "C" fn on_signal(_: libc::c_int, _: *mut libc::siginfo_t, context: *mut libc::c_void) {
-    handler::keeping_errno(|| record_stack(handler::interrupted_pc(context)));
+    handler::keeping_errno(|| record_stack(context));
 }
 
-fn record_stack(interrupted: Option<usize>) {
+fn record_stack(context: *mut libc::c_void) {
     let pool = POOL.load(Ordering::Acquire);
     if pool.is_null() {
         return;
@@ -552,9 +568,9 @@ fn record_stack(interrupted: Option<usize>) {
     }) else {
         return;
     };
-    // SAFETY: we are in the handler, on the thread being unwound, and
-    // `install` ran `unwind::prepare` before any signal was sent.
-    let (len, outcome) = unsafe { unwind::from_signal(interrupted, &slot.pcs) };
+    // SAFETY: we are in the handler, on the thread being unwound, with the
+    // context the kernel passed it.
+    let (len, outcome) = unsafe { unwind::from_signal(context, &slot.pcs) };
     slot.outcome.store(outcome as u8, Ordering::Relaxed);
     slot.labels
         .store(super::labels::retain_current(), Ordering::Relaxed);

@@ -1,37 +1,45 @@
-//! The one unwinding routine, and the rules about where it refuses to run.
+//! The one unwinding routine, used by every handler (the CPU sampler's,
+//! the thread dump's, the poll watchdog's) and by [`stack_here`] outside
+//! them, and the rules it follows.
 //!
-//! Every handler (the CPU sampler's, the thread dump's, the poll
-//! watchdog's) unwinds through [`from_signal`]. It uses libgcc's
-//! `_Unwind_Backtrace` (through `backtrace`), which reads the interrupted
-//! thread's unwind tables and stack; it allocates nothing and takes no
-//! lock as long as the C library finds unwind tables without one. With
-//! glibc ≥ 2.35 and a libgcc that uses it (GCC ≥ 12), that lookup is
-//! `_dl_find_object`, lock-free and async-signal-safe; its one-time
-//! initialisation runs in [`prepare`], outside any handler. Older
-//! combinations fall back to `dl_iterate_phdr`, which takes the loader's
-//! lock: a thread interrupted while holding it would wait for itself.
+//! A walk starts from the interrupted registers (the pc, stack pointer and
+//! frame pointer the kernel saved) and steps from frame to frame with
+//! [framehop](https://docs.rs/framehop), which reads the unwind tables
+//! (`.eh_frame_hdr`, `.eh_frame`) of the objects registered in
+//! [`super::code`] and allocates nothing. libgcc's unwinder never runs in a
+//! handler: nothing here takes a lock or depends on the C library's table
+//! lookup, so static builds and any glibc get whole stacks.
 //!
-//! So the routine refuses to unwind, records the interrupted pc alone, and
-//! says why ([`Outcome`]), when:
-//! - the lookup is not lock-free in this process ([`prepare`] checks once:
-//!   glibc's version, and whether the loaded unwinder calls `_dl_find_object`);
-//! - the pc lies inside the unwinder itself (libgcc's code: a thread caught
-//!   unwinding for a panic or a lock's stack capture), where re-entering it
-//!   could meet its own half-done state;
-//! - the pc lies inside the dynamic loader (a thread in `dlopen` or lazy
-//!   binding holds the loader's locks).
+//! # What a walk trusts
 //!
-//! Walks are bounded by the output's length. Stacks are read by the
-//! unwinder as the tables describe them; code without unwind tables ends
-//! the walk (the unwinder finds no table and stops), it is not guessed at.
+//! Nothing it reads. Every read of the stack goes through one check: the
+//! word lies between the interrupted stack pointer and the top of that
+//! thread's stack ([`super::stacks`]), so a wrong unwind table or a
+//! corrupt stack ends the walk instead of faulting. Every return address
+//! must lie in the executable segments of a known object, and every frame
+//! must move up the stack. A walk that stops before the thread's first
+//! frame records the frames it has and says why ([`Outcome`]), and the
+//! sample's last frame names the reason.
+//!
+//! The walk runs on a workspace of its own ([`super::workspace`]): its own
+//! cache and its own stack, so a thread near its stack limit has room for
+//! it, and two walks at once never share state. Walks are bounded by the
+//! output's length ([`MAX_FRAMES`]).
+//!
+//! Only x86_64 is unwound; elsewhere a handler records the pc alone and
+//! says so.
 
-use std::sync::OnceLock;
+use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Deepest stack recorded by a handler; deeper stacks keep their innermost frames.
+use framehop::{Error as WalkError, FrameAddress, Unwinder as _};
+
+use super::{code, stacks, workspace};
+
+/// Deepest stack recorded; deeper stacks keep their innermost frames.
 pub(crate) const MAX_FRAMES: usize = 128;
 
-/// How far a handler's walk got.
+/// How far a walk got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Outcome {
@@ -39,14 +47,21 @@ pub(crate) enum Outcome {
     Whole = 0,
     /// The innermost [`MAX_FRAMES`] frames of a deeper stack.
     Truncated = 1,
-    /// Not unwound: the pc is inside the unwinder.
-    InUnwinder = 2,
-    /// Not unwound: the pc is inside the dynamic loader.
-    InLoader = 3,
-    /// Not unwound: this C library has no lock-free unwind-table lookup.
-    NoLockFreeLookup = 4,
-    /// The unwinder did not get past the signal frame: the pc alone.
-    SignalFrame = 5,
+    /// Not walked: every unwinder workspace was in use.
+    Busy = 2,
+    /// Not walked: the stack pointer lay in no mapping known yet (a stack
+    /// made since the last look).
+    UnknownStack = 3,
+    /// Stopped at a return address outside the code of every known
+    /// object: JIT code, a stub without unwind tables, or a misread frame.
+    UnknownCode = 4,
+    /// Stopped where the unwind tables pointed outside the thread's stack:
+    /// wrong tables for the code it ran, or a corrupt stack.
+    OutsideStack = 5,
+    /// Stopped at a frame that did not move up the stack.
+    NoProgress = 6,
+    /// Not walked: no unwinder for this architecture, the pc alone.
+    Unsupported = 7,
 }
 
 impl Outcome {
@@ -55,10 +70,12 @@ impl Outcome {
         match byte {
             0 => Self::Whole,
             1 => Self::Truncated,
-            2 => Self::InUnwinder,
-            3 => Self::InLoader,
-            4 => Self::NoLockFreeLookup,
-            _ => Self::SignalFrame,
+            2 => Self::Busy,
+            3 => Self::UnknownStack,
+            4 => Self::UnknownCode,
+            5 => Self::OutsideStack,
+            6 => Self::NoProgress,
+            _ => Self::Unsupported,
         }
     }
 
@@ -67,250 +84,284 @@ impl Outcome {
         match self {
             Self::Whole => None,
             Self::Truncated => Some("stack truncated at 128 frames"),
-            Self::InUnwinder => Some("not unwound: interrupted inside the unwinder"),
-            Self::InLoader => Some("not unwound: interrupted inside the dynamic loader"),
-            Self::NoLockFreeLookup => Some(
-                "not unwound: the C library has no lock-free unwind-table lookup (glibc < 2.35)",
-            ),
-            Self::SignalFrame => Some("not unwound: the unwinder stopped at the signal frame"),
-        }
-    }
-}
-
-/// Address ranges where a handler must not unwind, found once.
-#[derive(Debug, Default)]
-struct Risky {
-    /// `(start, end)` of the unwinder's and the loader's code.
-    unwinder: Vec<(usize, usize)>,
-    loader: Vec<(usize, usize)>,
-    lock_free_lookup: bool,
-}
-
-/// The ranges, published for handlers as plain atomics (a handler may not
-/// touch the `OnceLock` while it initialises).
-static UNWINDER: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
-static LOADER: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
-/// 0: not prepared, 1: lock-free lookup, 2: lookup takes a lock.
-static LOOKUP: AtomicUsize = AtomicUsize::new(0);
-
-/// Run the unwinder's one-time set-up here, outside any signal handler,
-/// and find where handlers must not unwind. Cheap after the first call.
-pub(super) fn prepare() {
-    static PREPARED: OnceLock<()> = OnceLock::new();
-    PREPARED.get_or_init(|| {
-        backtrace::trace(|_| true);
-        let risky = find_risky();
-        publish(&UNWINDER, &risky.unwinder);
-        publish(&LOADER, &risky.loader);
-        LOOKUP.store(
-            if risky.lock_free_lookup { 1 } else { 2 },
-            Ordering::Release,
-        );
-    });
-}
-
-/// Whether handlers unwind at all in this process (after [`prepare`]).
-pub(crate) fn lock_free_lookup() -> bool {
-    prepare();
-    LOOKUP.load(Ordering::Acquire) == 1
-}
-
-fn publish(slots: &[AtomicUsize; 4], ranges: &[(usize, usize)]) {
-    for (pair, &(start, end)) in slots.chunks(2).zip(ranges) {
-        pair[0].store(start, Ordering::Relaxed);
-        pair[1].store(end, Ordering::Release);
-    }
-}
-
-fn within(slots: &[AtomicUsize; 4], pc: usize) -> bool {
-    slots.chunks(2).any(|pair| {
-        let end = pair[1].load(Ordering::Acquire);
-        end != 0 && (pair[0].load(Ordering::Relaxed)..end).contains(&pc)
-    })
-}
-
-/// The executable mappings of libgcc's unwinder and of the loader, and
-/// whether the lookup the unwinder uses is lock-free.
-fn find_risky() -> Risky {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let mut risky = Risky::default();
-    let mut unwinder_files = Vec::new();
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let path = fields.nth(3).unwrap_or_default();
-        if !perms.contains('x') {
-            continue;
-        }
-        let Some((start, end)) = range.split_once('-').and_then(|(s, e)| {
-            Some((
-                usize::from_str_radix(s, 16).ok()?,
-                usize::from_str_radix(e, 16).ok()?,
-            ))
-        }) else {
-            continue;
-        };
-        let file = path.rsplit('/').next().unwrap_or_default();
-        if file.starts_with("libgcc_s.so") {
-            risky.unwinder.push((start, end));
-            unwinder_files.push(path.to_owned());
-        } else if file.starts_with("ld-linux") || file.starts_with("ld-musl") || file == "ld.so" {
-            risky.loader.push((start, end));
-        }
-    }
-    risky.unwinder.truncate(2);
-    risky.loader.truncate(2);
-    // A libgcc that imports `_dl_find_object` uses it (and exists only on
-    // a glibc that has it); one linked into the executable is checked there.
-    if unwinder_files.is_empty() {
-        unwinder_files.extend(
-            std::env::current_exe()
-                .ok()
-                .map(|p| p.display().to_string()),
-        );
-    }
-    risky.lock_free_lookup = glibc_at_least(2, 35)
-        && unwinder_files.iter().any(|file| {
-            std::fs::read(file).is_ok_and(|bytes| {
-                bytes
-                    .windows(b"_dl_find_object\0".len())
-                    .any(|w| w == b"_dl_find_object\0")
-            })
-        });
-    risky
-}
-
-/// Whether the running C library is glibc at `major.minor` or newer.
-fn glibc_at_least(major: u32, minor: u32) -> bool {
-    // SAFETY: gnu_get_libc_version returns a pointer to a static,
-    // NUL-terminated string that lives as long as the process.
-    let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
-    let version = version.to_string_lossy();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (have_major, have_minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (have_major, have_minor) >= (major, minor)
-}
-
-/// The calling thread's stack as lookup addresses (return address − 1),
-/// leaf first, as many as fit in `buf`; returns how many. Not for signal
-/// handlers. It takes no lock of `backtrace`'s, so an unlock that records
-/// never waits for a symbolization in progress. The first frames are this
-/// function and its callers' capture machinery; the encoder trims them.
-#[inline(never)]
-pub(crate) fn stack_here(buf: &mut [u64]) -> usize {
-    let mut n = 0;
-    // SAFETY: `backtrace`'s global lock only serialises unwinders that are
-    // not thread-safe (Windows' dbghelp); on Linux libgcc's unwinder may run
-    // on many threads at once (the signal handlers here already do). The
-    // closure cannot panic: it only stores into `buf` within its length.
-    unsafe {
-        backtrace::trace_unsynchronized(|frame| {
-            let ip = frame.ip() as usize as u64;
-            if ip > 1 && n < buf.len() {
-                buf[n] = ip - 1;
-                n += 1;
+            Self::Busy => Some("not unwound: every unwinder workspace was in use"),
+            Self::UnknownStack => {
+                Some("not unwound: the stack pointer was in no mapping known yet")
             }
-            n < buf.len()
-        });
+            Self::UnknownCode => Some(
+                "stack ends at a return address outside every known object (JIT code, a stub without unwind tables, or a misread frame)",
+            ),
+            Self::OutsideStack => Some(
+                "stack ends where the unwind tables pointed outside the thread's stack (wrong tables or a corrupt stack)",
+            ),
+            Self::NoProgress => Some("stack ends at a frame that did not move up the stack"),
+            Self::Unsupported => Some("not unwound: no unwinder for this architecture"),
+        }
     }
-    n
+}
+
+/// The registers a walk starts from.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Registers {
+    pub(super) pc: u64,
+    pub(super) sp: u64,
+    pub(super) fp: u64,
+}
+
+/// Make the workspaces and read the known code and stacks, outside any
+/// handler, before the first signal that may walk is sent; afterwards a
+/// refresh, cheap when nothing changed. `threads_changed`: threads were
+/// started since the last call (their stacks are new).
+pub(crate) fn prepare(threads_changed: bool) {
+    super::fork::register(None);
+    workspace::prepare();
+    code::refresh();
+    stacks::refresh(threads_changed);
 }
 
 /// From inside a signal handler: the interrupted thread's stack into
-/// `out`, leaf first, starting at the `interrupted` pc (the frames above it
-/// are the handler and the kernel's trampoline); raw addresses, the leaf
-/// exact and the others return addresses. Returns how many were written
-/// and how far the walk got. Follows the module's rules on where not to
-/// unwind; the pc alone is always recorded when known.
+/// `out`, leaf first: the interrupted pc, then return addresses. Returns
+/// how many were written and how far the walk got; the pc alone is always
+/// recorded when the context holds one.
 ///
 /// # Safety
 ///
-/// Call only from a signal handler on the thread being unwound, after
-/// [`prepare`] has run once in the process.
-pub(super) unsafe fn from_signal(
-    interrupted: Option<usize>,
-    out: &[AtomicUsize],
-) -> (usize, Outcome) {
-    let refusal = match interrupted {
-        _ if LOOKUP.load(Ordering::Acquire) != 1 => Some(Outcome::NoLockFreeLookup),
-        Some(pc) if within(&UNWINDER, pc) => Some(Outcome::InUnwinder),
-        Some(pc) if within(&LOADER, pc) => Some(Outcome::InLoader),
-        _ => None,
+/// Call only from a signal handler on the interrupted thread, with the
+/// `ucontext_t` the kernel passed it (or null).
+pub(super) unsafe fn from_signal(context: *mut c_void, out: &[AtomicUsize]) -> (usize, Outcome) {
+    let Some(registers) = super::handler::registers(context) else {
+        return (0, Outcome::Unsupported);
     };
-    if let Some(why) = refusal {
-        return match (interrupted, out.first()) {
-            (Some(pc), Some(first)) => {
-                first.store(pc, Ordering::Relaxed);
-                (1, why)
-            }
-            _ => (0, why),
-        };
-    }
-    let mut len = 0;
-    let mut deeper = false;
-    // Frames above the interrupted one are this handler and the kernel's
-    // signal trampoline: skip them until the interrupted pc appears.
-    let mut recording = interrupted.is_none();
-    // SAFETY: unwinds only the current thread; the unwinder neither
-    // allocates nor locks with a lock-free table lookup (checked above)
-    // and its initialisation ran in `prepare`. The closure only stores
-    // into atomics.
-    unsafe {
-        backtrace::trace_unsynchronized(|frame| {
-            let ip = frame.ip() as usize;
-            if !recording && Some(ip) == interrupted {
-                recording = true;
-            }
-            if recording {
-                if len == out.len() {
-                    deeper = true;
-                    return false;
-                }
-                out[len].store(ip, Ordering::Relaxed);
-                len += 1;
-            }
-            true
-        });
-    }
-    if len == 0 {
-        if let (Some(pc), Some(first)) = (interrupted, out.first()) {
-            first.store(pc, Ordering::Relaxed);
-            return (1, Outcome::SignalFrame);
+    let mut put = |i: usize, address: u64| {
+        if let Some(slot) = out.get(i) {
+            slot.store(address as usize, Ordering::Relaxed);
         }
-        return (0, Outcome::SignalFrame);
+    };
+    put(0, registers.pc);
+    if !cfg!(target_arch = "x86_64") {
+        return (1, Outcome::Unsupported);
     }
-    (
-        len,
-        if deeper {
-            Outcome::Truncated
-        } else {
-            Outcome::Whole
-        },
-    )
+    walk(registers, thread_pointer(), out.len(), &mut put)
+}
+
+/// The calling thread's stack as lookup addresses (each address minus
+/// one), leaf first, as many as fit in `buf`; returns how many. Not for
+/// signal handlers (it may read `/proc` when a stack or a library is new).
+/// The first frames are this function and its callers' capture machinery;
+/// the encoder trims them.
+#[inline(never)]
+pub(crate) fn stack_here(buf: &mut [u64]) -> usize {
+    if buf.is_empty() {
+        return 0;
+    }
+    let Some(registers) = here() else {
+        return 0;
+    };
+    workspace::prepare();
+    let tp = thread_pointer();
+    let mut written = 0;
+    let capacity = buf.len();
+    for attempt in 0..64 {
+        let mut put = |i: usize, address: u64| {
+            if let Some(slot) = buf.get_mut(i) {
+                *slot = address.saturating_sub(1);
+            }
+        };
+        let (len, outcome) = walk(registers, tp, capacity, &mut put);
+        written = len;
+        match outcome {
+            // A stack or a library new since the last look: look again.
+            Outcome::UnknownStack if attempt == 0 => stacks::refresh(true),
+            Outcome::UnknownCode if attempt == 0 => code::refresh(),
+            // Every workspace taken (by handlers, or by other threads'
+            // captures): they are quick to come back.
+            Outcome::Busy => std::thread::yield_now(),
+            _ => break,
+        }
+        if code::read(|k| k.is_none()) {
+            code::refresh();
+        }
+        if stacks::read(|s| s.is_none()) {
+            stacks::refresh(true);
+        }
+    }
+    written
+}
+
+/// This thread's registers, as at a call from here.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn here() -> Option<Registers> {
+    let (pc, sp, fp): (u64, u64, u64);
+    // SAFETY: reads three registers, writes nothing else.
+    unsafe {
+        std::arch::asm!(
+            "lea {pc}, [rip]",
+            "mov {sp}, rsp",
+            "mov {fp}, rbp",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            fp = out(reg) fp,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    Some(Registers { pc, sp, fp })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn here() -> Option<Registers> {
+    None
+}
+
+/// The calling thread's descriptor, which the C library keeps at the top
+/// of the stacks it makes. Async-signal-safe (a read of the thread
+/// register).
+fn thread_pointer() -> u64 {
+    // SAFETY: pthread_self has no preconditions and only reads the thread
+    // pointer.
+    unsafe { libc::pthread_self() as u64 }
+}
+
+/// Walk from `registers` on a thread whose descriptor is at `tp`, handing
+/// each address to `put(index, address)` (the leaf first, at 0), at most
+/// `capacity`. Async-signal-safe.
+fn walk(
+    registers: Registers,
+    tp: u64,
+    capacity: usize,
+    put: &mut dyn FnMut(usize, u64),
+) -> (usize, Outcome) {
+    if capacity == 0 {
+        return (0, Outcome::Truncated);
+    }
+    put(0, registers.pc);
+    workspace::with_workspace(|cache| {
+        code::read(|known| {
+            stacks::read(|stack_map| {
+                let (Some(known), Some(stack_map)) = (known, stack_map) else {
+                    return (1, Outcome::Busy);
+                };
+                let Some(end) = stack_map.readable_end(registers.sp, tp) else {
+                    stacks::mark_stale();
+                    return (1, Outcome::UnknownStack);
+                };
+                walk_within(known, cache, registers, end, capacity, put)
+            })
+        })
+    })
+    .unwrap_or((1, Outcome::Busy))
+}
+
+/// The walk itself, reading the stack only in `[registers.sp, end)`.
+fn walk_within(
+    known: &code::KnownCode,
+    cache: &mut workspace::Cache,
+    registers: Registers,
+    end: u64,
+    capacity: usize,
+    put: &mut dyn FnMut(usize, u64),
+) -> (usize, Outcome) {
+    let low = registers.sp;
+    let mut read_stack = |address: u64| -> Result<u64, ()> {
+        match address.checked_add(8) {
+            Some(past) if address >= low && past <= end => {
+                // SAFETY: `[address, address + 8)` lies between the
+                // interrupted thread's stack pointer and the top of its
+                // stack ([`stacks`]), memory the kernel keeps mapped and
+                // readable while the thread lives; it is read as plain
+                // bytes, whatever they hold.
+                Ok(unsafe { (address as *const u64).read_unaligned() })
+            }
+            _ => Err(()),
+        }
+    };
+    let mut regs = framehop::UnwindRegsNative::new(registers.pc, registers.sp, registers.fp);
+    let mut frame = FrameAddress::from_instruction_pointer(registers.pc);
+    let mut written = 1;
+    loop {
+        let below = regs.sp();
+        let next = known
+            .unwinder
+            .unwind_frame(frame, &mut regs, cache, &mut read_stack);
+        let return_address = match next {
+            Ok(Some(address)) => address,
+            Ok(None) | Err(WalkError::ReturnAddressIsNull) => return (written, Outcome::Whole),
+            Err(WalkError::CouldNotReadStack(_) | WalkError::IntegerOverflow) => {
+                return (written, Outcome::OutsideStack);
+            }
+            Err(WalkError::FramepointerUnwindingMovedBackwards | WalkError::DidNotAdvance) => {
+                return (written, Outcome::NoProgress);
+            }
+        };
+        let Some(caller) = FrameAddress::from_return_address(return_address) else {
+            return (written, Outcome::Whole);
+        };
+        if regs.sp() <= below {
+            return (written, Outcome::NoProgress);
+        }
+        // The call instruction is just before the return address.
+        if !known.holds(return_address.wrapping_sub(1)) {
+            return (written, Outcome::UnknownCode);
+        }
+        if written == capacity {
+            return (written, Outcome::Truncated);
+        }
+        put(written, return_address);
+        written += 1;
+        frame = caller;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn this_machine_unwinds_lock_free_and_knows_the_risky_code() {
-        prepare();
-        // The project's machines run glibc 2.36 with GCC 12's libgcc.
-        assert!(glibc_at_least(2, 17));
-        let risky = find_risky();
-        assert!(!risky.loader.is_empty(), "{risky:?}");
-        if glibc_at_least(2, 35) {
-            assert!(lock_free_lookup(), "{risky:?}");
+    #[inline(never)]
+    fn deeper(depth: usize, buf: &mut [u64]) -> usize {
+        if depth == 0 {
+            stack_here(buf)
+        } else {
+            std::hint::black_box(deeper(depth - 1, buf))
         }
-        let in_loader = risky.loader[0].0;
-        assert!(within(&LOADER, in_loader));
-        assert!(!within(
-            &LOADER,
-            stack_here as fn(&mut [u64]) -> usize as usize
-        ));
+    }
+
+    fn names(pcs: &[u64]) -> Vec<String> {
+        let resolved = crate::symbols::symbolizer().resolve_all(pcs.iter().copied());
+        pcs.iter()
+            .filter_map(|pc| resolved.get(pc))
+            .flat_map(|frames| frames.iter().map(|f| f.name.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_stack_here_holds_its_callers_up_to_the_threads_first_frame() {
+        let mut buf = [0u64; MAX_FRAMES];
+        let len = std::thread::spawn(move || {
+            let len = deeper(20, &mut buf);
+            (len, buf)
+        })
+        .join()
+        .expect("thread");
+        let (len, buf) = len;
+        let names = names(&buf[..len]);
+        let deep = names
+            .iter()
+            .filter(|n| n.ends_with("tests::deeper"))
+            .count();
+        assert_eq!(deep, 21, "{names:?}");
+        assert!(
+            names
+                .iter()
+                .any(|n| n.contains("thread") && n.contains("start")),
+            "reaches the thread's start: {names:?}"
+        );
+    }
+
+    #[test]
+    fn a_full_buffer_keeps_the_innermost_frames() {
+        let mut buf = [0u64; 8];
+        assert_eq!(deeper(30, &mut buf), 8);
+        assert!(names(&buf).iter().any(|n| n.ends_with("tests::deeper")));
     }
 
     #[test]
@@ -318,10 +369,12 @@ mod tests {
         for o in [
             Outcome::Whole,
             Outcome::Truncated,
-            Outcome::InUnwinder,
-            Outcome::InLoader,
-            Outcome::NoLockFreeLookup,
-            Outcome::SignalFrame,
+            Outcome::Busy,
+            Outcome::UnknownStack,
+            Outcome::UnknownCode,
+            Outcome::OutsideStack,
+            Outcome::NoProgress,
+            Outcome::Unsupported,
         ] {
             assert_eq!(Outcome::from_u8(o as u8), o);
             assert_eq!(o.reason().is_none(), o == Outcome::Whole);

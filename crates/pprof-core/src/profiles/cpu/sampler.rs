@@ -6,13 +6,25 @@
 //! [`DRAIN_EVERY`] it drains the signal handler's buffer into the open
 //! windows (each tick goes to every window open at its time), and every
 //! scan interval it lists the process's threads and gives each new one its
-//! own CPU timer (deleting those of threads gone). A thread started since
-//! the last scan has no timer yet: the process-wide timer samples it
-//! meanwhile, so short-lived threads are not missed. The scan interval is
+//! own CPU timer (deleting those of threads gone, and those whose thread
+//! ended though a new one has its id). The scan interval is
 //! [`SCAN_MIN`], or longer in a process with so many threads that listing
 //! them costs more than a fiftieth of the interval (at most [`SCAN_MAX`]).
 //! The manager, not the requests, stops the timers, so a runtime that is
 //! shutting down cannot leave them running.
+//!
+//! # Every tick counted
+//!
+//! A window's samples add up to the CPU the kernel counted for the process
+//! while it was open. What the timers could not sample is still there,
+//! from the kernel's CPU clocks, under a frame that says why
+//! ([`Missing`]): the ticks a thread's timer had expired for but the
+//! kernel had not yet delivered when the window closed (it checks CPU
+//! timers at its scheduler tick, so a thread that runs in bursts shorter
+//! than one gets its ticks late), the CPU a thread used before the scan
+//! that gave it its timer, that of threads the kernel refused a timer,
+//! and the rest: threads that started and ended between two scans. The
+//! profile's comments give each share.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -23,9 +35,10 @@ use crate::format::Missing;
 use crate::jemalloc;
 use crate::labels::{self, Labels, MAX_SETS_PER_PROFILE, overflow_labels};
 use crate::signals::cpu::{
-    self as timers, Armed, Buffer, ProcessTimer, ThreadTimer, Tick, monotonic_ns, thread_cpu_ns,
+    self as timers, Armed, Buffer, ProcessTimer, ThreadTimer, Tick, monotonic_ns, process_cpu_ns,
+    thread_cpu_ns,
 };
-use crate::signals::{MAX_FRAMES, Outcome};
+use crate::signals::{MAX_FRAMES, Outcome, fork};
 
 /// How often the manager empties the handler's buffer.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
@@ -38,6 +51,8 @@ const BUFFER_SPAN: Duration = Duration::from_millis(400);
 /// Bounds of the buffer, in ticks (one tick is about 1.1 KiB).
 const MIN_SLOTS: usize = 256;
 pub(super) const MAX_SLOTS: usize = 8192;
+/// The longest a closing window waits for the ticks the kernel owes it.
+const MAX_GRACE: Duration = Duration::from_millis(250);
 /// Distinct (stack, thread, labels) keys one window keeps; further ticks
 /// on new keys go to one [`Missing::TooManyStacks`] sample.
 const MAX_KEYS: usize = 16_384;
@@ -59,6 +74,18 @@ pub(super) struct Window {
     /// The distinct label sets it holds (at most [`MAX_SETS_PER_PROFILE`]).
     label_sets: HashSet<Labels>,
     pub(super) duration: Duration,
+    /// Per timed thread: its timer's expirations not yet delivered when the
+    /// window opened (they count for the CPU before it).
+    undelivered_at_start: HashMap<i32, u64>,
+    /// CPU (ns) no timer sampled, by reason and thread name.
+    unsampled: HashMap<(Missing, Arc<str>), u64>,
+    /// The process's CPU clock when the window opened, and when it closed.
+    process_cpu_at_start: u64,
+    process_cpu_at_end: u64,
+    /// Once closed: per thread, the ticks the kernel still owes the window
+    /// (its timer expired before the close); late ticks of those threads
+    /// come here, up to that many, and no other tick does.
+    owed: Option<HashMap<i32, u64>>,
 }
 
 struct Running {
@@ -66,19 +93,44 @@ struct Running {
     generation: u64,
     hz: u32,
     period: Duration,
+    period_ns: u64,
     slots: usize,
     armed: Armed,
-    timers: HashMap<i32, ThreadTimer>,
-    /// Samples the threads without a timer of their own.
+    timers: HashMap<i32, Timed>,
+    /// Threads the kernel refused a timer: why, whether the process-wide
+    /// timer samples them (else their CPU is counted without stacks), and
+    /// their CPU clock when last read.
+    refused: HashMap<i32, Refused>,
+    /// Samples the refused threads; runs only while there are some.
     process_timer: Option<ProcessTimer>,
-    /// Threads the kernel refused a timer, and why (sampled by the process timer).
-    refused: HashMap<i32, String>,
+    /// Why the process-wide timer could not start, if it could not.
+    process_timer_failed: Option<String>,
     windows: Vec<Window>,
     names: HashMap<i32, Arc<str>>,
     last_scan: Instant,
     scan_every: Duration,
+    /// Scans so far: threads found by the first one predate the sampler.
+    scans: u64,
+    /// Why the last listing of the threads failed, if it did (the timers
+    /// are kept as they were).
+    listing_failed: Option<String>,
     lost_seen: u64,
     next_id: u64,
+}
+
+/// A thread the kernel refused a timer of its own.
+struct Refused {
+    why: String,
+    /// Whether the process-wide timer samples it.
+    sampled: bool,
+    /// Its CPU clock when last read (for those not sampled).
+    cpu_seen: u64,
+}
+
+/// A thread's timer and how many of its expirations handlers recorded.
+struct Timed {
+    timer: ThreadTimer,
+    delivered: u64,
 }
 
 static SAMPLER: Mutex<Option<Running>> = Mutex::new(None);
@@ -135,6 +187,7 @@ pub(super) fn subscribe(hz: u32, max: usize) -> Result<Subscription, Error> {
     running.drain();
     running.next_id += 1;
     let id = running.next_id;
+    let undelivered_at_start = running.undelivered();
     running.windows.push(Window {
         id,
         start: monotonic_ns(),
@@ -144,29 +197,87 @@ pub(super) fn subscribe(hz: u32, max: usize) -> Result<Subscription, Error> {
         notes: Vec::new(),
         label_sets: HashSet::new(),
         duration: Duration::ZERO,
+        undelivered_at_start,
+        unsampled: HashMap::new(),
+        process_cpu_at_start: process_cpu_ns(),
+        process_cpu_at_end: 0,
+        owed: None,
     });
     Ok(Subscription { id, open: true })
 }
 
 impl Subscription {
-    /// Close the window: everything sampled until now, and what could not be.
+    /// Close the window: everything sampled until now, and what could not
+    /// be. Blocking: the ticks the kernel owes the window (expired before
+    /// its end, not yet delivered) are waited for a little while
+    /// ([`owed_grace`]); those that do not come count as such.
     pub(super) fn finish(mut self) -> Result<Window, Error> {
         self.open = false;
+        let grace = {
+            let mut guard = sampler();
+            let running = guard.as_mut().ok_or_else(gone)?;
+            running.drain();
+            running.count_refused();
+            let undelivered = running.undelivered();
+            let window = running.window(self.id)?;
+            window.duration = Duration::from_nanos(monotonic_ns().saturating_sub(window.start));
+            window.process_cpu_at_end = process_cpu_ns();
+            window.owed = Some(
+                undelivered
+                    .into_iter()
+                    .filter_map(|(tid, now)| {
+                        let before = window.undelivered_at_start.get(&tid).copied().unwrap_or(0);
+                        (now > before).then(|| (tid, now - before))
+                    })
+                    .collect(),
+            );
+            owed_grace(window.duration)
+        };
+        // Late ticks come with the kernel's next scheduler tick on a thread
+        // that runs; the manager drains meanwhile.
+        let waiting = Instant::now();
+        while waiting.elapsed() < grace {
+            std::thread::sleep(DRAIN_EVERY);
+            let mut guard = sampler();
+            let running = guard.as_mut().ok_or_else(gone)?;
+            running.drain();
+            if running
+                .window(self.id)?
+                .owed
+                .as_ref()
+                .is_none_or(|owed| owed.values().all(|&n| n == 0))
+            {
+                break;
+            }
+        }
         let mut guard = sampler();
-        let running = guard.as_mut().ok_or_else(|| {
-            Error::Profiler("the CPU sampler stopped before the profile ended".to_owned())
-        })?;
+        let running = guard.as_mut().ok_or_else(gone)?;
         running.drain();
         let at = running
             .windows
             .iter()
             .position(|w| w.id == self.id)
-            .ok_or_else(|| Error::Profiler("the CPU profile's window is gone".to_owned()))?;
+            .ok_or_else(gone_window)?;
+        let names = &mut running.names;
         let mut window = running.windows.swap_remove(at);
-        window.duration = Duration::from_nanos(monotonic_ns().saturating_sub(window.start));
+        window.close(names, running.period_ns);
         window.notes.extend(running.notes());
         Ok(window)
     }
+}
+
+/// How long a closing window waits for the ticks owed it: a tenth of its
+/// length, at most [`MAX_GRACE`].
+fn owed_grace(window: Duration) -> Duration {
+    (window / 10).min(MAX_GRACE)
+}
+
+fn gone() -> Error {
+    Error::Profiler("the CPU sampler stopped before the profile ended".to_owned())
+}
+
+fn gone_window() -> Error {
+    Error::Profiler("the CPU profile's window is gone".to_owned())
 }
 
 /// How many CPU profiles are running now (the index page's count).
@@ -174,40 +285,60 @@ pub(super) fn open_windows() -> usize {
     sampler().as_ref().map_or(0, |r| r.windows.len())
 }
 
+/// Across a fork: the sampler's lock is held, so the child gets it free;
+/// there the running sampler is the parent's (its timers, its buffer, its
+/// windows): forgotten, never dropped, so nothing of the child's is deleted.
+fn across_fork(phase: fork::Phase) {
+    thread_local! {
+        static HELD: std::cell::RefCell<Option<MutexGuard<'static, Option<Running>>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    match phase {
+        fork::Phase::Before => HELD.with(|h| *h.borrow_mut() = Some(sampler())),
+        fork::Phase::Parent => HELD.with(|h| drop(h.borrow_mut().take())),
+        fork::Phase::Child => {
+            if let Some(mut guard) = HELD.with(|h| h.borrow_mut().take()) {
+                std::mem::forget(guard.take());
+            }
+        }
+    }
+}
+
 fn start(hz: u32) -> Result<Running, Error> {
+    fork::register(Some(across_fork));
     static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     timers::install()?;
-    let period = Duration::from_nanos(1_000_000_000 / u64::from(hz.max(1)));
-    let slots = buffer_slots(hz, thread_ids().len());
+    let period_ns = 1_000_000_000 / u64::from(hz.max(1));
+    let period = Duration::from_nanos(period_ns);
+    let slots = buffer_slots(hz, thread_ids().map_or(1, |t| t.len()));
     #[cfg(test)]
     let slots = match tests::SLOTS.load(std::sync::atomic::Ordering::Relaxed) {
         0 => slots,
         fixed => fixed,
     };
-    let armed = Buffer::new(slots, max_thread_id(), period).arm()?;
+    let armed = Buffer::new(slots, period).arm()?;
     let mut running = Running {
         generation,
         hz,
         period,
+        period_ns,
         slots,
         armed,
         timers: HashMap::new(),
-        process_timer: None,
         refused: HashMap::new(),
+        process_timer: None,
+        process_timer_failed: None,
         windows: Vec::new(),
         names: HashMap::new(),
         last_scan: Instant::now(),
         scan_every: SCAN_MIN,
+        scans: 0,
+        listing_failed: None,
         lost_seen: 0,
         next_id: 0,
     };
     running.scan();
-    running.process_timer = Some(ProcessTimer::start(period).map_err(|e| {
-        Error::Profiler(format!(
-            "Could not enable CPU profiling: the process-wide CPU timer: {e}"
-        ))
-    })?);
     std::thread::Builder::new()
         .name("pprof-cpu".to_owned())
         .spawn(move || manage(generation))
@@ -228,24 +359,17 @@ pub(super) fn buffer_slots(hz: u32, threads: usize) -> usize {
         .clamp(MIN_SLOTS, MAX_SLOTS)
 }
 
-/// The highest thread id the kernel hands out here (`pid_max`, at most 2^22).
-fn max_thread_id() -> usize {
-    std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok())
-        .unwrap_or(1 << 22)
-        .min(1 << 22)
-        + 1
-}
-
-/// Live thread ids of this process.
-fn thread_ids() -> Vec<i32> {
-    std::fs::read_dir("/proc/self/task")
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// Live thread ids of this process, or why they could not be listed (out
+/// of file descriptors, say).
+fn thread_ids() -> std::io::Result<HashSet<i32>> {
+    let dir = std::fs::read_dir("/proc/self/task")?;
+    let mut tids = HashSet::new();
+    for entry in dir {
+        if let Some(tid) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) {
+            tids.insert(tid);
+        }
+    }
+    Ok(tids)
 }
 
 /// The manager thread of the sampler's `generation`-th start: drain,
@@ -283,56 +407,184 @@ impl Drop for Running {
 
 impl Running {
     /// Give each new thread its timer; delete the timers of threads gone.
+    /// A listing that fails changes nothing (and says so in the profiles).
     fn scan(&mut self) {
         let started = Instant::now();
-        let live: HashSet<i32> = thread_ids().into_iter().collect();
-        self.timers.retain(|tid, _| {
-            let alive = live.contains(tid);
-            if !alive {
-                self.armed.set_timed(*tid, false);
+        let live = match thread_ids() {
+            Ok(live) => {
+                self.listing_failed = None;
+                live
             }
-            alive
+            Err(e) => {
+                self.listing_failed = Some(e.to_string());
+                self.last_scan = Instant::now();
+                return;
+            }
+        };
+        let first = self.scans == 0;
+        self.scans += 1;
+        // A timer whose thread ended goes, even when a new thread already
+        // has its id: the new one gets a timer of its own below.
+        let names = &mut self.names;
+        self.timers.retain(|tid, timed| {
+            let keep = live.contains(tid) && !timed.timer.thread_gone();
+            if !keep {
+                names.remove(tid);
+            }
+            keep
         });
-        self.refused.retain(|tid, _| live.contains(tid));
+        let armed = &self.armed;
+        self.refused.retain(|tid, refused| {
+            let keep = live.contains(tid);
+            if !keep && refused.sampled {
+                armed.forget_refused(*tid);
+            }
+            keep
+        });
         self.names.retain(|tid, _| live.contains(tid));
+        let mut new_threads = false;
         for &tid in &live {
             if self.timers.contains_key(&tid) || self.refused.contains_key(&tid) {
                 continue;
             }
-            // Marked first: from here its process-timer ticks are ignored.
-            if !self.armed.set_timed(tid, true) {
-                self.refuse(tid, "its id is beyond the kernel's pid_max".to_owned());
-                continue;
-            }
+            new_threads = true;
             match ThreadTimer::start(tid, self.period) {
                 Ok(timer) => {
-                    self.timers.insert(tid, timer);
+                    // A thread the first scan found ran before the sampler;
+                    // any later one started since the last scan, and ran
+                    // until now unsampled.
+                    if !first {
+                        self.unsampled(Missing::BeforeTimer, tid, timer.cpu_at_start());
+                    }
+                    self.timers.insert(
+                        tid,
+                        Timed {
+                            timer,
+                            delivered: 0,
+                        },
+                    );
                 }
                 Err(e) => {
-                    self.armed.set_timed(tid, false);
-                    self.refuse(tid, e.to_string());
+                    let cpu = thread_cpu_ns(Some(tid));
+                    if !first {
+                        self.unsampled(Missing::BeforeTimer, tid, cpu);
+                    }
+                    let sampled = self.armed.refuse(tid, cpu);
+                    self.refused.insert(
+                        tid,
+                        Refused {
+                            why: e.to_string(),
+                            sampled,
+                            cpu_seen: cpu,
+                        },
+                    );
                 }
             }
         }
+        self.count_refused();
+        self.process_timer_while_refused();
+        // New threads have new stacks for the unwinder to know.
+        crate::signals::refresh_unwinder(new_threads);
         let cost = started.elapsed();
         self.scan_every = (cost * 50).clamp(SCAN_MIN, SCAN_MAX);
         self.last_scan = Instant::now();
     }
 
-    /// Thread `tid` goes without a timer: the process-wide timer samples it,
-    /// from its CPU time now.
-    fn refuse(&mut self, tid: i32, why: String) {
-        self.armed.untimed_from(tid, thread_cpu_ns(Some(tid)));
-        self.refused.insert(tid, why);
+    /// Charge `cpu_ns` of thread `tid`'s CPU, which no timer sampled, to
+    /// every open window under `why`.
+    fn unsampled(&mut self, why: Missing, tid: i32, cpu_ns: u64) {
+        if cpu_ns == 0 || self.windows.is_empty() {
+            return;
+        }
+        let name = self
+            .names
+            .entry(tid)
+            .or_insert_with(|| thread_name(tid))
+            .clone();
+        for window in self.windows.iter_mut().filter(|w| w.owed.is_none()) {
+            *window.unsampled.entry((why, name.clone())).or_insert(0) += cpu_ns;
+        }
+    }
+
+    /// Charge the CPU the refused threads that no timer samples used since
+    /// their last reading.
+    fn count_refused(&mut self) {
+        let tids: Vec<i32> = self
+            .refused
+            .iter()
+            .filter(|(_, r)| !r.sampled)
+            .map(|(&tid, _)| tid)
+            .collect();
+        for tid in tids {
+            let now = thread_cpu_ns(Some(tid));
+            let Some(refused) = self.refused.get_mut(&tid) else {
+                continue;
+            };
+            let used = now.saturating_sub(refused.cpu_seen);
+            refused.cpu_seen = now.max(refused.cpu_seen);
+            self.unsampled(Missing::NoTimer, tid, used);
+        }
+    }
+
+    /// The process-wide timer runs while some refused thread needs it.
+    fn process_timer_while_refused(&mut self) {
+        let needed = self.refused.values().any(|r| r.sampled);
+        if !needed {
+            self.process_timer = None;
+        } else if self.process_timer.is_none() {
+            match ProcessTimer::start(self.period) {
+                Ok(timer) => self.process_timer = Some(timer),
+                Err(e) => self.process_timer_failed = Some(e.to_string()),
+            }
+        }
+    }
+
+    /// Per timed thread, its timer's expirations not yet delivered to a
+    /// handler (the buffer drained first).
+    fn undelivered(&self) -> HashMap<i32, u64> {
+        let timed = self.timers.iter().map(|(&tid, timed)| {
+            let due = timed.timer.expirations_at(thread_cpu_ns(Some(tid)));
+            (tid, due.saturating_sub(timed.delivered))
+        });
+        // A refused thread is owed the whole periods of its CPU that the
+        // process-wide timer's ticks have not counted yet.
+        let refused = self.refused.keys().filter_map(|&tid| {
+            let accounted = self.armed.refused_accounted(tid)?;
+            let cpu = thread_cpu_ns(Some(tid));
+            Some((tid, cpu.saturating_sub(accounted) / self.period_ns))
+        });
+        timed.chain(refused).filter(|&(_, n)| n > 0).collect()
     }
 
     /// Move every recorded tick into the windows open at its time.
     fn drain(&mut self) {
-        let (armed, windows, names) = (&self.armed, &mut self.windows, &mut self.names);
+        let (armed, windows, names, timers) = (
+            &self.armed,
+            &mut self.windows,
+            &mut self.names,
+            &mut self.timers,
+        );
         armed.drain(|tick| {
+            if let Some(timed) = timers.get_mut(&tick.tid) {
+                timed.delivered += u64::from(tick.weight);
+            }
             let key = key_of(tick, names);
             for window in windows.iter_mut().filter(|w| w.start <= tick.time) {
-                window.add(key.clone(), u64::from(tick.weight));
+                let weight = match window.owed.as_mut() {
+                    None => u64::from(tick.weight),
+                    // Closed: only what the kernel owed it, late.
+                    Some(owed) => match owed.get_mut(&tick.tid) {
+                        Some(n) => {
+                            let late = (*n).min(u64::from(tick.weight));
+                            *n -= late;
+                            late
+                        }
+                        None => 0,
+                    },
+                };
+                if weight > 0 {
+                    window.add(key.clone(), weight);
+                }
             }
         });
         let lost = self.armed.lost();
@@ -344,10 +596,18 @@ impl Running {
                 Arc::from(""),
                 Labels::none(),
             );
-            for window in windows.iter_mut() {
+            for window in windows.iter_mut().filter(|w| w.owed.is_none()) {
                 window.add(key.clone(), new_losses);
             }
         }
+    }
+
+    /// The open or closing window `id`.
+    fn window(&mut self, id: u64) -> Result<&mut Window, Error> {
+        self.windows
+            .iter_mut()
+            .find(|w| w.id == id)
+            .ok_or_else(gone_window)
     }
 
     /// The sampler's own counts, for the profile's comments.
@@ -362,29 +622,29 @@ impl Running {
                 self.armed.bytes() / 1024
             ),
             format!(
-                "signal handler: {mean_ns} ns per recorded tick (mean of {ticks} since the sampler started)"
+                "signal handler: {mean_ns} ns per recorded tick (mean of {ticks} since the sampler started; median about {} ns); unwind tables copied from libraries: {} KiB",
+                self.armed.handler_median_ns(),
+                crate::signals::code::copied_bytes() / 1024
             ),
         ];
-        if !crate::signals::lock_free_lookup() {
-            notes.push(format!(
-                "stacks were not unwound: this C library has no lock-free unwind-table lookup (glibc < 2.35), so each tick holds its pc and {}",
-                Missing::OldGlibc.name()
-            ));
-        }
         if !self.refused.is_empty() {
-            let mut why: Vec<&str> = self.refused.values().map(String::as_str).collect();
+            let mut why: Vec<&str> = self.refused.values().map(|r| r.why.as_str()).collect();
             why.sort_unstable();
             why.dedup();
+            let sampled = self.refused.values().filter(|r| r.sampled).count();
             notes.push(format!(
-                "{} threads had no timer of their own ({}) and were sampled by the process-wide timer",
+                "{} threads had no timer of their own ({}): {sampled} were sampled by the process-wide timer, the CPU of the others counts under {}",
                 self.refused.len(),
-                why.join("; ")
+                why.join("; "),
+                Missing::NoTimer.name()
             ));
         }
-        let full = self.armed.untimed_full();
-        if full > 0 {
+        if let Some(why) = &self.process_timer_failed {
+            notes.push(format!("the process-wide timer could not start: {why}"));
+        }
+        if let Some(why) = &self.listing_failed {
             notes.push(format!(
-                "{full} ticks of threads without a timer found their table full and weigh one period each"
+                "the last listing of the threads failed ({why}): the timers were kept as they were"
             ));
         }
         if self.lost_seen > 0 {
@@ -413,12 +673,75 @@ impl Window {
         } else if self.ticks.len() < MAX_KEYS {
             self.ticks.insert(key, ticks);
         } else {
+            // One sample for all of them: neither thread nor labels, so the
+            // overflow cannot itself grow with them.
             let overflow: Key = (
                 Box::new([Missing::TooManyStacks.pc()]),
-                key.1.clone(),
-                key.2.clone(),
+                Arc::from(""),
+                Labels::none(),
             );
             *self.ticks.entry(overflow).or_insert(0) += ticks;
+        }
+    }
+
+    /// At the close: add what the timers could not sample, so the window's
+    /// samples add up to the CPU the kernel counted for the process while it
+    /// was open, and say how much of it is which.
+    fn close(&mut self, names: &mut HashMap<i32, Arc<str>>, period_ns: u64) {
+        let mut added: Vec<(Missing, u64)> = Vec::new();
+        let mut in_flight: HashMap<Arc<str>, u64> = HashMap::new();
+        for (tid, owed) in self.owed.take().unwrap_or_default() {
+            if owed > 0 {
+                let name = names.entry(tid).or_insert_with(|| thread_name(tid)).clone();
+                *in_flight.entry(name).or_insert(0) += owed;
+            }
+        }
+        let sampled: u64 = self.ticks.values().sum();
+        for (name, ticks) in in_flight {
+            self.add_missing(Missing::TickInFlight, name, ticks, &mut added);
+        }
+        for ((why, name), ns) in std::mem::take(&mut self.unsampled) {
+            let ticks = (ns + period_ns / 2) / period_ns;
+            self.add_missing(why, name, ticks, &mut added);
+        }
+        let accounted: u64 = self.ticks.values().sum();
+        let used_ns = self
+            .process_cpu_at_end
+            .saturating_sub(self.process_cpu_at_start);
+        let used = (used_ns + period_ns / 2) / period_ns;
+        self.add_missing(
+            Missing::ThreadsGone,
+            Arc::from(""),
+            used.saturating_sub(accounted),
+            &mut added,
+        );
+        let mut parts: Vec<String> = added
+            .iter()
+            .map(|(why, ticks)| format!("{ticks} under {}", why.name()))
+            .collect();
+        if parts.is_empty() {
+            parts.push("none".to_owned());
+        }
+        self.notes.push(format!(
+            "every tick counted: the process used {used} periods of CPU while the window was open; {sampled} were sampled with their stacks, and of the rest {}",
+            parts.join(", ")
+        ));
+    }
+
+    fn add_missing(
+        &mut self,
+        why: Missing,
+        thread: Arc<str>,
+        ticks: u64,
+        added: &mut Vec<(Missing, u64)>,
+    ) {
+        if ticks == 0 {
+            return;
+        }
+        self.add((Box::new([why.pc()]), thread, Labels::none()), ticks);
+        match added.iter_mut().find(|(w, _)| *w == why) {
+            Some((_, n)) => *n += ticks,
+            None => added.push((why, ticks)),
         }
     }
 }
@@ -434,15 +757,7 @@ fn key_of(tick: &Tick<'_>, names: &mut HashMap<i32, Arc<str>>) -> Key {
             .map(|(i, &pc)| if i == 0 { pc } else { pc.saturating_sub(1) })
             .filter(|&pc| pc != 0),
     );
-    let missing = match tick.outcome {
-        Outcome::Whole => None,
-        Outcome::Truncated => Some(Missing::Truncated),
-        Outcome::InUnwinder => Some(Missing::InUnwinder),
-        Outcome::InLoader => Some(Missing::InLoader),
-        Outcome::NoLockFreeLookup => Some(Missing::OldGlibc),
-        Outcome::SignalFrame => Some(Missing::SignalFrame),
-    };
-    pcs.extend(missing.map(Missing::pc));
+    pcs.extend(missing_for(tick.outcome).map(Missing::pc));
     let name = names
         .entry(tick.tid)
         .or_insert_with(|| thread_name(tick.tid))
@@ -452,6 +767,20 @@ fn key_of(tick: &Tick<'_>, names: &mut HashMap<i32, Arc<str>>) -> Key {
         name,
         Labels::from_set(tick.labels.clone()),
     )
+}
+
+/// The frame that says why a walk stopped short, if it did.
+fn missing_for(outcome: Outcome) -> Option<Missing> {
+    match outcome {
+        Outcome::Whole => None,
+        Outcome::Truncated => Some(Missing::Truncated),
+        Outcome::Busy => Some(Missing::UnwinderBusy),
+        Outcome::UnknownStack => Some(Missing::UnknownStack),
+        Outcome::UnknownCode => Some(Missing::UnknownCode),
+        Outcome::OutsideStack => Some(Missing::OutsideStack),
+        Outcome::NoProgress => Some(Missing::NoProgress),
+        Outcome::Unsupported => Some(Missing::Unsupported),
+    }
 }
 
 /// A thread's name (`comm`), or its id when it has none or is gone.
@@ -515,12 +844,19 @@ mod tests {
         x
     }
 
-    /// The only unit test that runs the sampler. While the manager cannot
+    /// The unit tests that run the sampler run one at a time.
+    fn one_sampler_test_at_a_time() -> MutexGuard<'static, ()> {
+        static ONE: Mutex<()> = Mutex::new(());
+        ONE.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// While the manager cannot
     /// drain, two busy threads at 1000 Hz fill the buffer: the ticks that
     /// found it full are one sample under [`Missing::BufferFull`], and the
     /// totals still count every tick.
     #[test]
     fn ticks_that_find_the_buffer_full_are_counted_under_a_named_frame() {
+        let _one = one_sampler_test_at_a_time();
         // The burners exist before the sampler starts, so each gets its own
         // timer (up to one signal per kernel tick each); they burn once the
         // manager is held.
@@ -608,6 +944,54 @@ mod tests {
         );
     }
 
+    /// A child forked while the sampler runs inherits its state but not its
+    /// timers, its manager or its other threads: it must neither delete
+    /// timers of its own (ids start again in a new process) nor take the
+    /// parent's windows for its own; it profiles itself.
+    #[test]
+    fn a_child_forked_while_the_sampler_runs_keeps_its_timers_and_samples_itself() {
+        let _one = one_sampler_test_at_a_time();
+        let parent = subscribe(1000, 4).expect("the parent's sampler");
+        let status = crate::signals::fork::in_a_child(|| {
+            let own = crate::signals::fork::OwnTimer::new();
+            let Ok(window) = subscribe(100, 1) else {
+                return 10;
+            };
+            let burner = std::thread::spawn(|| burn_while_the_manager_is_held(40));
+            let _ = burner.join();
+            let Ok(window) = window.finish() else {
+                return 11;
+            };
+            let sampled: u64 = window
+                .ticks
+                .iter()
+                .filter(|((pcs, _, _), _)| Missing::at(pcs[0]).is_none())
+                .map(|(_, n)| n)
+                .sum();
+            // The child's sampler stops when its window closes; its timer
+            // and the child's own must both have been its to delete or keep.
+            std::thread::sleep(Duration::from_millis(100));
+            match (own.exists(), sampled) {
+                (false, _) => 12,
+                (true, 0) => 13,
+                _ => 0,
+            }
+        });
+        drop(parent.finish());
+        // The manager stops the idle sampler at its next round: the next
+        // test starts its own.
+        let stopping = Instant::now();
+        while sampler().is_some() && stopping.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            status,
+            Some(0),
+            "10: the parent's sampler refused the child; 11: its window was lost; \
+             12: the child's own timer was deleted; 13: the child sampled nothing"
+        );
+    }
+
     /// A window at 100 Hz with nothing in it yet.
     fn empty_window() -> Window {
         Window {
@@ -619,6 +1003,11 @@ mod tests {
             notes: Vec::new(),
             label_sets: HashSet::new(),
             duration: Duration::ZERO,
+            undelivered_at_start: HashMap::new(),
+            unsampled: HashMap::new(),
+            process_cpu_at_start: 0,
+            process_cpu_at_end: 0,
+            owed: None,
         }
     }
 
@@ -649,9 +1038,11 @@ mod tests {
             window.add((Box::new([i + 100]), thread.clone(), Labels::none()), 2);
         }
         assert_eq!(window.ticks.len(), MAX_KEYS + 1);
+        // Neither thread nor labels: the overflow is one sample however
+        // many threads and label sets overflow.
         let overflow = (
             Box::new([Missing::TooManyStacks.pc()]) as Box<[u64]>,
-            thread,
+            Arc::from(""),
             Labels::none(),
         );
         assert_eq!(window.ticks.get(&overflow), Some(&20));
