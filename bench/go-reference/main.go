@@ -1,5 +1,6 @@
 // The Go reference for cargo xtask bench: the same hello handler as
-// bench-server, with net/http/pprof mounted, on 127.0.0.1.
+// bench-server (or, with -files DIR, a file server like its --files), with
+// net/http/pprof mounted, on 127.0.0.1.
 //
 // With -accuracy N it instead burns CPU on two threads in a 3:1 ratio for
 // N seconds while runtime/pprof profiles them into -out, and prints what
@@ -90,13 +91,18 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:6070", "listen address")
 	seconds := flag.Int("accuracy", 0, "burn 3:1 for this many seconds under runtime/pprof instead of serving")
 	out := flag.String("out", "go-accuracy.pb.gz", "where -accuracy writes its profile")
+	files := flag.String("files", "", "serve this directory's files at / (http.FileServer) instead of hello")
 	flag.Parse()
 	if *seconds > 0 {
 		accuracy(*seconds, *out)
 		return
 	}
-	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("hello\n"))
-	})
+	if *files != "" {
+		http.Handle("/", http.FileServer(http.Dir(*files)))
+	} else {
+		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte("hello\n"))
+		})
+	}
 	log.Fatal(http.ListenAndServe(*addr, nil))
 }

@@ -286,9 +286,14 @@ impl Server {
     }
 
     fn start_go(binary: &str, port: u16) -> Result<Self, String> {
+        Self::start_go_with(binary, port, &[])
+    }
+
+    fn start_go_with(binary: &str, port: u16, args: &[&str]) -> Result<Self, String> {
         let addr = format!("127.0.0.1:{port}");
         let child = pinned("0", binary)
             .args(["-addr", &addr])
+            .args(args)
             .spawn()
             .map_err(|e| format!("{binary}: {e}"))?;
         Self::ready(child, addr)
@@ -604,14 +609,14 @@ fn cpu_total(
     Ok(values_of(&out.stdout))
 }
 
-/// `wrk` for `seconds` on core 1: total requests served.
-fn wrk_requests(addr: &str, seconds: u64) -> Result<f64, String> {
+/// `wrk` on `path` for `seconds` on core 1: total requests served.
+fn wrk_requests(addr: &str, path: &str, seconds: u64) -> Result<f64, String> {
     let out = pinned("1", "wrk")
         .args([
             "-t1",
             "-c16",
             &format!("-d{seconds}s"),
-            &format!("http://{addr}/"),
+            &format!("http://{addr}{path}"),
         ])
         .output()
         .map_err(|e| format!("wrk: {e}"))?;
@@ -622,24 +627,40 @@ fn wrk_requests(addr: &str, seconds: u64) -> Result<f64, String> {
         .ok_or_else(|| format!("no request count in wrk output:\n{text}"))
 }
 
+/// What one captured-share measurement found (medians over its rounds).
+struct Captured {
+    /// Profile CPU over the kernel's.
+    share: f64,
+    /// The same, without the samples that hold no stack (the frames that
+    /// say why: ticks the kernel delivered late, threads without a timer).
+    with_stacks: f64,
+    profile_s: f64,
+    kernel_s: f64,
+}
+
 /// Profile CPU over the kernel's count for the process, over one profile's
-/// window, the hello handler under wrk.
+/// window at `hz`, with `path` under wrk.
 fn captured_share(
     subject: &Subject<'_>,
     server: &str,
     target: &str,
+    (path, hz): (&str, u32),
     window: u64,
     rounds: usize,
-) -> Result<(f64, f64, f64), String> {
-    let mut shares = Vec::new();
+) -> Result<Captured, String> {
+    let (mut shares, mut with_stacks) = (Vec::new(), Vec::new());
     let (mut kernel_s, mut profile_s) = (0.0, 0.0);
     for round in 0..rounds {
         let s = (subject.start)(7201)?;
         let addr = s.addr.clone();
-        let load = std::thread::spawn(move || wrk_requests(&addr, window + 4));
+        let load_path = path.to_owned();
+        let load = std::thread::spawn(move || wrk_requests(&addr, &load_path, window + 4));
         std::thread::sleep(Duration::from_millis(1500));
         let (t0, started) = (crate::procfs::cpu_seconds(s.pid()), Instant::now());
-        let (status, body, _) = get(&s.addr, &format!("/debug/pprof/profile?seconds={window}"))?;
+        let (status, body, _) = get(
+            &s.addr,
+            &format!("/debug/pprof/profile?seconds={window}&hz={hz}"),
+        )?;
         let (t1, elapsed) = (crate::procfs::cpu_seconds(s.pid()), started.elapsed());
         let _ = load.join();
         if status != 200 {
@@ -647,10 +668,11 @@ fn captured_share(
         }
         let file = format!("{target}/bench-captured-{}-{round}.pb.gz", subject.name);
         std::fs::write(&file, &body).map_err(|e| format!("{file}: {e}"))?;
-        let total: f64 = cpu_total(server, &file, &[])?
-            .get("cpu.total_s")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+        let seconds = cpu_total(server, &file, &["pprof_core::_LostStack_"])?;
+        let of =
+            |key: &str| -> f64 { seconds.get(key).and_then(|v| v.parse().ok()).unwrap_or(0.0) };
+        let total = of("cpu.total_s");
+        let without_stack = of("cpu.pprof_core::_LostStack__s");
         // The request's wall time includes building the report after the
         // window: scale the kernel's count to the window.
         #[allow(clippy::cast_precision_loss)]
@@ -658,8 +680,18 @@ fn captured_share(
         kernel_s = kernel;
         profile_s = total;
         shares.push(if kernel > 0.0 { total / kernel } else { 0.0 });
+        with_stacks.push(if kernel > 0.0 {
+            (total - without_stack) / kernel
+        } else {
+            0.0
+        });
     }
-    Ok((median(shares), profile_s, kernel_s))
+    Ok(Captured {
+        share: median(shares),
+        with_stacks: median(with_stacks),
+        profile_s,
+        kernel_s,
+    })
 }
 
 /// Anonymous memory a CPU profile leaves behind, as
@@ -688,7 +720,7 @@ fn cpu_per_request(
     let (mut plain, mut profiled, mut overheads) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let s = (subject.start)(7203)?;
-        wrk_requests(&s.addr, 1)?;
+        wrk_requests(&s.addr, "/", 1)?;
         let (mut a, mut b) = (0.0, 0.0);
         let order = if round % 2 == 0 {
             [false, true]
@@ -704,7 +736,7 @@ fn cpu_per_request(
                 handle
             });
             let t0 = crate::procfs::cpu_seconds(s.pid());
-            let requests = wrk_requests(&s.addr, seconds)?;
+            let requests = wrk_requests(&s.addr, "/", seconds)?;
             let per_10k = (crate::procfs::cpu_seconds(s.pid()) - t0) / requests.max(1.0) * 10_000.0;
             if let Some(handle) = profile {
                 let (status, _, _) = handle.join().map_err(|_| "profile thread panicked")??;
@@ -729,6 +761,92 @@ fn cpu_per_request(
         low,
         high,
     ))
+}
+
+/// A static-file service (axum `ServeDir` behind `LabelRequests`, tokio's
+/// blocking pool reading the files: threads that run in short bursts, the
+/// app of issue 19's point 11a) next to Go's `http.FileServer`: captured
+/// share at 100 and 250 Hz, the debug build (as that app ran) and the
+/// release build.
+fn files_captured_share(
+    server: &str,
+    go: Option<&str>,
+    target: &str,
+    (window, rounds): (u64, usize),
+    row: &dyn Fn(&str, Vec<String>),
+) -> Result<(), String> {
+    let dir = format!("{target}/bench-files");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{dir}: {e}"))?;
+    // A 27 KB page, as in the report.
+    let page: Vec<u8> = (0..27_000u32)
+        .map(|i| b"abcdefghij\n"[(i % 11) as usize])
+        .collect();
+    std::fs::write(format!("{dir}/c2.html"), page).map_err(|e| format!("{dir}: {e}"))?;
+    let status = super::cargo()
+        .args(["build", "-p", "bench-server"])
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !status.success() {
+        return Err("building bench-server (debug) failed".into());
+    }
+    let debug = format!("{target}/debug/bench-server");
+    let start_with = |binary: String| {
+        let dir = dir.clone();
+        move |port: u16| {
+            Server::start(
+                &binary,
+                &["serve", "--framework", "axum", "--pprof", "--files", &dir],
+                port,
+                false,
+            )
+        }
+    };
+    let debug_start = start_with(debug);
+    let release_start = start_with(server.to_owned());
+    let go_start = |port: u16| match go {
+        Some(go) => Server::start_go_with(go, port, &["-files", &dir]),
+        None => Err("go is not installed".to_owned()),
+    };
+    for hz in [100, 250] {
+        let mut cells = Vec::new();
+        for (name, start) in [
+            (
+                "files-debug",
+                &debug_start as &dyn Fn(u16) -> Result<Server, String>,
+            ),
+            ("files-release", &release_start),
+        ] {
+            let subject = Subject { name, start };
+            let c = captured_share(&subject, server, target, ("/c2.html", hz), window, rounds)?;
+            cells.push(format!(
+                "{name}: {:.3} ({:.2} s of {:.2} s), {:.3} with stacks",
+                c.share, c.profile_s, c.kernel_s, c.with_stacks
+            ));
+        }
+        let ours = cells.join("; ");
+        let theirs = if go.is_some() && hz == 100 {
+            let subject = Subject {
+                name: "files-go",
+                start: &go_start,
+            };
+            let c = captured_share(&subject, server, target, ("/c2.html", hz), window, rounds)?;
+            format!(
+                "{:.3} ({:.2} s of {:.2} s)",
+                c.share, c.profile_s, c.kernel_s
+            )
+        } else if go.is_some() {
+            "n/a (Go's route takes no hz)".to_owned()
+        } else {
+            "skipped: go not installed".to_owned()
+        };
+        row(
+            &format!(
+                "(a) captured share, static files (ServeDir behind LabelRequests; Go: http.FileServer) at {hz} Hz, {window} s window under wrk (median of {rounds})"
+            ),
+            vec![ours, theirs],
+        );
+    }
+    Ok(())
 }
 
 /// The CPU sampler next to Go's, in one run: captured share, the 3:1
@@ -784,8 +902,11 @@ fn cpu_sampler(server: &str, go: Option<&str>, target: &str, quick: bool) -> Res
     };
     let mut cells = Vec::new();
     for s in &subjects {
-        let (share, profile, kernel) = captured_share(s, server, target, window, share_rounds)?;
-        cells.push(format!("{share:.3} ({profile:.2} s of {kernel:.2} s)"));
+        let c = captured_share(s, server, target, ("/", 100), window, share_rounds)?;
+        cells.push(format!(
+            "{:.3} ({:.2} s of {:.2} s; {:.3} with stacks)",
+            c.share, c.profile_s, c.kernel_s, c.with_stacks
+        ));
     }
     row(
         &format!(
@@ -793,6 +914,7 @@ fn cpu_sampler(server: &str, go: Option<&str>, target: &str, quick: bool) -> Res
         ),
         cells,
     );
+    files_captured_share(server, go, target, (window, share_rounds), &row)?;
 
     let ours_split = Command::new(server)
         .args(["accuracy", "--seconds", &split.to_string()])
@@ -865,7 +987,7 @@ fn cpu_sampler(server: &str, go: Option<&str>, target: &str, quick: bool) -> Res
     );
 
     let mut costs = Vec::new();
-    for depth in [10, 40] {
+    for depth in [10, 40, 100] {
         let out = Command::new(server)
             .args([
                 "handler-cost",
@@ -877,13 +999,15 @@ fn cpu_sampler(server: &str, go: Option<&str>, target: &str, quick: bool) -> Res
             .env("_RJEM_MALLOC_CONF", "prof:false")
             .output()
             .map_err(|e| format!("{server}: {e}"))?;
+        let v = values_of(&out.stdout);
         costs.push(format!(
-            "{} ns at {depth} frames",
-            get_v(&values_of(&out.stdout), "handler.ns_per_tick")
+            "{} ns at {depth} frames (mean {})",
+            get_v(&v, "handler.median_ns_per_tick"),
+            get_v(&v, "handler.ns_per_tick")
         ));
     }
     row(
-        "(e) signal handler per recorded tick (claim, unwind, publish)",
+        "(e) signal handler per recorded tick (claim, unwind, publish): median, mean",
         vec![costs.join(", "), "n/a".into()],
     );
 

@@ -224,15 +224,24 @@ pub(crate) fn vdso_bytes() -> Option<Vec<u8>> {
     Some(unsafe { std::slice::from_raw_parts(at as *const u8, len) }.to_vec())
 }
 
-/// `file` mapped read-only (pages come from the page cache on demand and
-/// are not anonymous memory).
+/// `file` mapped read-only and private (pages come from the page cache on
+/// demand and are not anonymous memory).
+///
+/// A mapped file cut short by someone else raises `SIGBUS` where it is
+/// read past its new end, whatever the mapping's flags. The files mapped
+/// here are the images' and their debug files: the kernel refuses writes
+/// to the running executable (`ETXTBSY`); a library cut short in place
+/// would fault the process in its own next call into it; and the
+/// symbolizer checks each file's size and modification time before every
+/// lookup, dropping a changed file's mapping, so only a debug file cut
+/// short during one lookup can still fault it. Replacing a file by a rename,
+/// as package managers and installers do, leaves our mapping intact.
 pub(crate) fn map_file(file: &File) -> io::Result<Mmap> {
-    // SAFETY: the mapping is private and read-only, and we only map the
-    // files of loaded images and their debug files, which nobody rewrites
-    // in place while a process runs them (replacing them by a rename, as
-    // installers do, leaves our mapping intact). Every reader of the bytes
-    // (`object`, `gimli`) bounds-checks and treats them as untrusted input.
-    unsafe { Mmap::map(file) }
+    // SAFETY: as above: a private, read-only mapping of a file we opened,
+    // whose bytes every reader (`object`, `gimli`) bounds-checks and treats
+    // as untrusted input; the symbolizer revalidates the file before each
+    // lookup (`symbols/modules.rs`).
+    unsafe { memmap2::MmapOptions::new().map_copy_read_only(file) }
 }
 
 #[cfg(test)]

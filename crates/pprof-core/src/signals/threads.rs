@@ -30,6 +30,10 @@ use crate::error::Error;
 use super::labels::LabelSet;
 use super::unwind::{MAX_FRAMES, Outcome};
 
+/// How long a dump waits for a group of signalled threads to answer before
+/// it signals the next group.
+const GROUP_WAIT: Duration = Duration::from_millis(2);
+
 /// A slot's life: free → waiting (the dumper signalled its thread) →
 /// writing (the handler claimed it) → done (the dumper reads it), or
 /// waiting → abandoned (the dumper gave up).
@@ -337,32 +341,42 @@ fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<C
     }
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
-    for (tid, slot) in &mut assigned {
-        let Some(s) = slot else { continue };
-        // SAFETY: tgkill only sends a signal; a handler for it is installed
-        // (so it cannot kill the thread) and the target is one of our
-        // threads (or gone, which tgkill reports).
-        let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, *tid, signal) };
-        if sent != 0
-            && s.word
-                .compare_exchange(
-                    word(*tid, WAITING),
-                    word(0, FREE),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            *slot = None;
-        }
-    }
-
-    let deadline = Instant::now() + timeout;
     let pending = |assigned: &[(i32, Option<&Slot>)]| {
         assigned
             .iter()
             .any(|(_, s)| s.is_some_and(|s| matches!(s.state(), WAITING | WRITING)))
     };
+    // Signalled all at once, every thread would walk at once and find the
+    // unwinder's workspaces taken: a group at a time, each given a moment
+    // to answer before the next is sent (those that do not, answer later).
+    let group = super::workspace::capacity();
+    for batch in assigned.chunks_mut(group) {
+        for (tid, slot) in batch.iter_mut() {
+            let Some(s) = slot else { continue };
+            // SAFETY: tgkill only sends a signal; a handler for it is
+            // installed (so it cannot kill the thread) and the target is one
+            // of our threads (or gone, which tgkill reports).
+            let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, *tid, signal) };
+            if sent != 0
+                && s.word
+                    .compare_exchange(
+                        word(*tid, WAITING),
+                        word(0, FREE),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                *slot = None;
+            }
+        }
+        let sent = Instant::now();
+        while pending(batch) && sent.elapsed() < GROUP_WAIT {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    let deadline = Instant::now() + timeout;
     while pending(&assigned) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(100));
     }

@@ -23,6 +23,9 @@ use framehop::{CacheNative, MustNotAllocateDuringUnwind};
 /// The unwinder's cache of rules, allocation-free in use.
 pub(super) type Cache = CacheNative<MustNotAllocateDuringUnwind>;
 
+/// How many times a walk that finds every workspace taken tries again.
+const SPINS: usize = 256;
+
 /// Bytes of each workspace's stack (touched pages only become memory).
 const STACK_BYTES: usize = 256 << 10;
 
@@ -46,13 +49,18 @@ unsafe impl Sync for Pool {}
 /// freed, so a late handler never meets freed memory.
 static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
 
-/// Make the pool, once, outside any handler: one workspace per two
-/// threads that can run at once, at least 4 and at most 32.
+/// Workspaces in the pool: two per thread that can run at once, at least
+/// 8 and at most 32.
+pub(super) fn capacity() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+    (cpus * 2).clamp(8, 32)
+}
+
+/// Make the pool, once, outside any handler.
 pub(super) fn prepare() {
     static MADE: OnceLock<()> = OnceLock::new();
     MADE.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-        let spaces = (0..(cpus * 2).clamp(4, 32))
+        let spaces = (0..capacity())
             .map(|_| Workspace {
                 busy: AtomicBool::new(false),
                 cache: UnsafeCell::new(Cache::new_in()),
@@ -72,10 +80,23 @@ pub(super) fn with_workspace<R>(walk: impl FnOnce(&mut Cache) -> R) -> Option<R>
     // SAFETY: the pool is leaked once made, so a non-null pointer is valid
     // for the rest of the process.
     let pool = unsafe { pool.as_ref() }?;
-    let space = pool.spaces.iter().find(|s| {
-        s.busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+    let claim = || {
+        pool.spaces.iter().find(|s| {
+            s.busy
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        })
+    };
+    // Every workspace taken: the walks holding them take microseconds, so
+    // try again a little while; never long (the holder may be this very
+    // thread, interrupted in a walk of its own).
+    let space = claim().or_else(|| {
+        (0..SPINS).find_map(|_| {
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+            claim()
+        })
     })?;
     // SAFETY: we claimed this workspace: nobody else touches its cache until
     // we store `false` below.

@@ -187,22 +187,40 @@ impl Symbolizer {
         crate::jemalloc::unsampled(|| {
             let resolved = self.lookup(&missing);
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if cache.frames.len() + resolved.len() > MAX_CACHED_ADDRESSES
-                || cache.bytes > MAX_CACHED_BYTES
-            {
-                cache.clear();
-            }
+            // Checked at each insert, so no batch leaves it over its bounds:
+            // full, it starts again; a batch bigger than the bounds is
+            // answered whole but cached only until they are reached again.
+            let mut emptied = false;
             for (pc, raw) in resolved {
-                let frames: Arc<[Frame]> = raw
-                    .iter()
-                    .map(|named| Frame {
-                        name: cache.intern(&named.name),
-                        system_name: cache.intern(&named.system),
-                        file: cache.intern(&named.file),
-                        line: named.line,
-                    })
-                    .collect();
-                cache.insert(pc, frames.clone());
+                let has_room = |cache: &Cache| {
+                    cache.frames.len() < MAX_CACHED_ADDRESSES && cache.bytes < MAX_CACHED_BYTES
+                };
+                if !has_room(&cache) && !emptied {
+                    cache.clear();
+                    emptied = true;
+                }
+                let frames: Arc<[Frame]> = if has_room(&cache) {
+                    let frames: Arc<[Frame]> = raw
+                        .iter()
+                        .map(|named| Frame {
+                            name: cache.intern(&named.name),
+                            system_name: cache.intern(&named.system),
+                            file: cache.intern(&named.file),
+                            line: named.line,
+                        })
+                        .collect();
+                    cache.insert(pc, frames.clone());
+                    frames
+                } else {
+                    raw.iter()
+                        .map(|named| Frame {
+                            name: named.name.as_str().into(),
+                            system_name: named.system.as_str().into(),
+                            file: named.file.as_str().into(),
+                            line: named.line,
+                        })
+                        .collect()
+                };
                 out.insert(pc, frames);
             }
         });
@@ -252,7 +270,9 @@ impl Symbolizer {
         let mut images = self.images.lock().unwrap_or_else(PoisonError::into_inner);
         images.used = Some(Instant::now());
         match &images.table {
-            Some(table) if table.covers(pcs) || !table.is_stale() => table.clone(),
+            Some(table) if (table.covers(pcs) || !table.is_stale()) && !table.files_changed() => {
+                table.clone()
+            }
             _ => {
                 let table = Arc::new(Table::load());
                 images.table = Some(table.clone());
@@ -293,6 +313,32 @@ mod tests {
             true
         });
         std::hint::black_box(pc - 1)
+    }
+
+    #[test]
+    fn a_batch_bigger_than_the_cache_leaves_it_within_its_bounds() {
+        // A symbolizer of its own: the process-wide one serves other tests.
+        let own = Symbolizer {
+            cache: Mutex::new(Cache::default()),
+            images: Mutex::new(Images::default()),
+        };
+        // Addresses in no image resolve to nothing, quickly, and are cached
+        // like any other.
+        let batch = (0..(MAX_CACHED_ADDRESSES as u64 + 5_000)).map(|i| 0x1000 + i);
+        let answered = own.resolve_all(batch);
+        assert_eq!(
+            answered.len(),
+            MAX_CACHED_ADDRESSES + 5_000,
+            "every address answered"
+        );
+        assert!(
+            own.cached_addresses() <= MAX_CACHED_ADDRESSES,
+            "{} cached",
+            own.cached_addresses()
+        );
+        let more = own.resolve_all((0..10u64).map(|i| 0x10_0000_0000 + i));
+        assert_eq!(more.len(), 10);
+        assert!(own.cached_addresses() <= MAX_CACHED_ADDRESSES);
     }
 
     #[inline(never)]

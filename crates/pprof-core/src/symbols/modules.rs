@@ -61,6 +61,15 @@ impl Table {
         loader_generation() != self.generation
     }
 
+    /// Whether a file this table mapped has changed since (cut short or
+    /// rewritten in place): the table must not be read again.
+    pub(super) fn files_changed(&self) -> bool {
+        self.modules.iter().filter_map(OnceLock::get).any(|m| {
+            !m.file.as_ref().is_none_or(Data::unchanged)
+                || !m.debug.as_ref().is_none_or(Data::unchanged)
+        })
+    }
+
     fn image_of(&self, pc: u64) -> Option<usize> {
         self.images
             .iter()
@@ -105,15 +114,58 @@ impl Table {
 
 /// An image's bytes: a read-only file mapping, or a copy (the vDSO).
 enum Data {
-    Mapped(memmap2::Mmap),
+    Mapped(Mapped),
     Owned(Vec<u8>),
+}
+
+/// A mapped file and what it was when mapped: read again before each
+/// lookup, a file changed since (cut short in place, rewritten) is never
+/// read through the old mapping.
+struct Mapped {
+    map: memmap2::Mmap,
+    file: File,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Mapped {
+    fn new(file: File) -> Option<Self> {
+        let meta = file.metadata().ok()?;
+        let map = map_file(&file).ok()?;
+        Some(Self {
+            map,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            file,
+        })
+    }
+
+    /// Whether the file is still as it was when mapped.
+    fn unchanged(&self) -> bool {
+        self.file
+            .metadata()
+            .is_ok_and(|meta| meta.len() == self.len && meta.modified().ok() == self.modified)
+    }
+}
+
+impl Data {
+    fn mapped(file: File) -> Option<Self> {
+        Mapped::new(file).map(Data::Mapped)
+    }
+
+    fn unchanged(&self) -> bool {
+        match self {
+            Data::Mapped(mapped) => mapped.unchanged(),
+            Data::Owned(_) => true,
+        }
+    }
 }
 
 impl std::ops::Deref for Data {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Data::Mapped(map) => map,
+            Data::Mapped(mapped) => &mapped.map,
             Data::Owned(bytes) => bytes,
         }
     }
@@ -200,7 +252,7 @@ fn open_image(image: &Image, is_main: bool, running_id: &[u8]) -> Option<(Data, 
         // The main program: the kernel keeps the inode it runs.
         let path = std::fs::read_link("/proc/self/exe").unwrap_or_default();
         let file = File::open("/proc/self/exe").ok()?;
-        return Some((Data::Mapped(map_file(&file).ok()?), path));
+        return Some((Data::mapped(file)?, path));
     }
     if image.name.is_empty() {
         return None;
@@ -208,25 +260,28 @@ fn open_image(image: &Image, is_main: bool, running_id: &[u8]) -> Option<(Data, 
     let path = PathBuf::from(&image.name);
     let entries = maps_entries(image);
     if let Ok(file) = File::open(&path)
-        && let Ok(map) = map_file(&file)
+        && let Some(data) = Data::mapped(file)
     {
-        let same = match ElfFile::parse(&map).and_then(|elf| elf.build_id()) {
+        let Data::Mapped(mapped) = &data else {
+            return None;
+        };
+        let same = match ElfFile::parse(&mapped.map).and_then(|elf| elf.build_id()) {
             Some(on_disk) if !running_id.is_empty() => on_disk == running_id,
-            _ => file.metadata().is_ok_and(|meta| {
+            _ => mapped.file.metadata().is_ok_and(|meta| {
                 entries
                     .iter()
                     .any(|e| e.inode == meta.ino() && e.dev == meta.dev())
             }),
         };
         if same {
-            return Some((Data::Mapped(map), path));
+            return Some((data, path));
         }
     }
     // The path holds another file now; the kernel may let us open the
     // mapped one (it needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE).
     entries.iter().find_map(|e| {
         let file = File::open(format!("/proc/self/map_files/{:x}-{:x}", e.start, e.end)).ok()?;
-        Some((Data::Mapped(map_file(&file).ok()?), path.clone()))
+        Some((Data::mapped(file)?, path.clone()))
     })
 }
 
@@ -265,14 +320,13 @@ fn open_debug_file(running_id: &[u8], debuglink: Option<&[u8]>, path: &Path) -> 
         if candidate == path {
             return None;
         }
-        let file = File::open(&candidate).ok()?;
-        let map = map_file(&file).ok()?;
-        let elf = ElfFile::parse(&map)?;
+        let data = Data::mapped(File::open(&candidate).ok()?)?;
+        let elf = ElfFile::parse(&data)?;
         let matches = match elf.build_id() {
             Some(id) => running_id.is_empty() || id == running_id,
             None => running_id.is_empty(),
         };
-        (matches && elf.has_dwarf()).then_some(Data::Mapped(map))
+        (matches && elf.has_dwarf()).then_some(data)
     })
 }
 
@@ -306,4 +360,29 @@ fn maps_entries(image: &Image) -> Vec<MapsEntry> {
             (inode != 0 && image_holds(image, entry.start, entry.end)).then_some(entry)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapped_file_cut_short_or_rewritten_is_seen_as_changed() {
+        let dir = std::env::temp_dir().join(format!("pprof-core-mapped-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("file");
+        std::fs::write(&path, vec![7u8; 64 << 10]).expect("write");
+        let data = Data::mapped(File::open(&path).expect("open")).expect("mapped");
+        assert!(data.unchanged());
+        assert_eq!(data.len(), 64 << 10);
+        // Cut short in place (as `cp` onto it does first).
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(4096))
+            .expect("truncate");
+        assert!(!data.unchanged(), "a file cut short must not be read again");
+        assert!(Data::Owned(vec![1, 2, 3]).unchanged());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
