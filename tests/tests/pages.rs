@@ -533,3 +533,90 @@ fn a_delta_diff_counts_down_then_compares_two_snapshots() {
     );
     assert!(html.contains("before (1 s earlier)"), "{html}");
 }
+
+/// POST `body` as a saved profile (`application/octet-stream`) to `page`.
+fn post_raw(addr: SocketAddr, page: &str, body: &[u8]) -> Response {
+    request_with_headers(
+        addr,
+        "POST",
+        &format!("/debug/pprof/ui/{page}?profile=goroutine"),
+        &[("content-type", "application/octet-stream")],
+        body,
+    )
+}
+
+/// Issue 20's uploads that ask for far more than they weigh: each is a
+/// `400` page that says what is too large, answered before the work (a
+/// few kilobytes that asked for 10¹² frames once killed the service),
+/// and the service keeps serving.
+#[test]
+fn uploads_that_ask_too_much_are_400_pages_and_the_service_keeps_serving() {
+    use pprof_tests::hostile;
+    let cases = [
+        (
+            "point 1: a location of 10⁶ lines named 10⁶ times",
+            hostile::location_named_many_times(1_000_000, 1_000_000),
+            "records, more than the",
+        ),
+        (
+            "a location of 10³ lines named 10⁶ times",
+            hostile::location_named_many_times(1_000, 1_000_000),
+            "frames deep, more than the",
+        ),
+        (
+            "point 2: one sample 10⁶ frames deep",
+            hostile::deep_sample(1_000_000),
+            "one sample is 1000000 frames deep, more than the",
+        ),
+        (
+            "600 samples 4,000 frames deep",
+            hostile::distinct_deep_stacks(600, 4_000),
+            "2400000 frames in all, more than the",
+        ),
+        (
+            "point 3: 10⁶ empty labels in one sample",
+            hostile::nested_labels(1_000_000),
+            "records, more than the",
+        ),
+    ];
+    for (what, body, _) in &cases {
+        assert!(body.len() < 600 << 10, "{what}: {} bytes", body.len());
+    }
+    for (adapter, addr) in servers() {
+        for (what, body, says) in &cases {
+            for page in ["flamegraph", "top", "diff"] {
+                let what = format!("{adapter:?} {page}: {what}");
+                let r = post_raw(*addr, page, body);
+                assert_page(&r, 400, &what);
+                assert_eq!(r.header("x-go-pprof"), Some("1"), "{what}");
+                let message = error_message(&r);
+                assert!(
+                    message.starts_with("the uploaded file is not a usable profile: ")
+                        && message.contains(says),
+                    "{what}: {message}"
+                );
+            }
+        }
+        assert_page(
+            &get(*addr, "/debug/pprof/ui/top?profile=goroutine"),
+            200,
+            &format!("{adapter:?} still serving"),
+        );
+    }
+}
+
+/// Issue 20, point 5: values at `i64::MAX` (their sums overflow) and line
+/// numbers at the extremes draw a page; nothing panics.
+#[test]
+fn extreme_values_draw_a_page() {
+    let body = pprof_tests::hostile::extreme_values();
+    for (adapter, addr) in servers() {
+        for page in ["flamegraph", "top", "diff"] {
+            let what = format!("{adapter:?} {page}");
+            let r = post_raw(*addr, page, &body);
+            assert_page(&r, 200, &what);
+            let html = r.text();
+            assert!(html.contains("main"), "{what}: {html}");
+        }
+    }
+}

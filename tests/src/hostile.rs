@@ -1,0 +1,136 @@
+//! Uploads built to hurt a page (issue 20): each a small gzipped
+//! profile.proto that asks for far more work or memory than its size, made
+//! here by code so no test carries a binary blob. The same functions give
+//! the bench its worst upload accepted under the limits.
+
+use std::io::Write;
+
+use pprof_core::proto::{Function, Label, Line, Location, Profile, Sample, ValueType};
+use prost::Message;
+
+/// Gzip `raw` as `go tool pprof` saves a profile.
+pub fn gzip(raw: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let _ = gz.write_all(raw);
+    gz.finish().unwrap_or_default()
+}
+
+/// A profile with one sample type (`goroutine/count`, as a goroutine page diffs it) and the given
+/// functions (`names`, id = position + 1, each its own location with one
+/// line), samples left to the caller.
+fn base(names: &[String]) -> Profile {
+    let mut p = Profile {
+        string_table: vec![String::new(), "goroutine".into(), "count".into()],
+        sample_type: vec![ValueType { ty: 1, unit: 2 }],
+        ..Default::default()
+    };
+    for (i, name) in names.iter().enumerate() {
+        let id = i as u64 + 1;
+        p.string_table.push(name.clone());
+        let name = p.string_table.len() as i64 - 1;
+        p.function.push(Function {
+            id,
+            name,
+            system_name: name,
+            filename: 0,
+            start_line: 0,
+        });
+        p.location.push(Location {
+            id,
+            line: vec![Line {
+                function_id: id,
+                line: 1,
+            }],
+            ..Default::default()
+        });
+    }
+    p
+}
+
+/// Issue 20, point 1: one empty function, one location with `lines` empty
+/// lines (each names that function), one sample naming that location
+/// `repeats` times. At 10⁶ × 10⁶ it is about 3 KB gzipped and asks a page
+/// for 10¹² frames.
+pub fn location_named_many_times(lines: usize, repeats: usize) -> Vec<u8> {
+    let p = Profile {
+        string_table: vec![String::new(), "goroutine".into(), "count".into()],
+        sample_type: vec![ValueType { ty: 1, unit: 2 }],
+        function: vec![Function::default()],
+        location: vec![Location {
+            id: 1,
+            line: vec![Line::default(); lines],
+            ..Default::default()
+        }],
+        sample: vec![Sample {
+            location_id: vec![1; repeats],
+            value: vec![1],
+            label: vec![],
+        }],
+        ..Default::default()
+    };
+    gzip(&p.encode_to_vec())
+}
+
+/// Issue 20, point 2: one sample `depth` frames deep, all one function
+/// (about 1 KB gzipped at 10⁶).
+pub fn deep_sample(depth: usize) -> Vec<u8> {
+    let mut p = base(&["deep::recurse".to_owned()]);
+    p.sample.push(Sample {
+        location_id: vec![1; depth],
+        value: vec![1],
+        label: vec![],
+    });
+    gzip(&p.encode_to_vec())
+}
+
+/// Issue 20, point 3: one sample carrying `labels` empty labels: two
+/// bytes each on the wire, some thirty decoded.
+pub fn nested_labels(labels: usize) -> Vec<u8> {
+    let mut p = base(&["labelled".to_owned()]);
+    p.sample.push(Sample {
+        location_id: vec![1],
+        value: vec![1],
+        label: vec![Label::default(); labels],
+    });
+    gzip(&p.encode_to_vec())
+}
+
+/// Issue 20, point 5: samples valued `i64::MAX` (and one `i64::MIN`),
+/// under one root, so every sum over them overflows.
+pub fn extreme_values() -> Vec<u8> {
+    let names: Vec<String> = ["main", "a", "b", "c"].map(str::to_owned).to_vec();
+    let mut p = base(&names);
+    for (leaf, value) in [(2, i64::MAX), (3, i64::MAX), (4, i64::MAX), (4, i64::MIN)] {
+        p.sample.push(Sample {
+            location_id: vec![leaf, 1],
+            value: vec![value],
+            label: vec![],
+        });
+    }
+    // Line numbers at the extremes too (the table names the line with most value).
+    p.location[1].line[0].line = i64::MIN;
+    p.location[2].line[0].line = i64::MAX;
+    gzip(&p.encode_to_vec())
+}
+
+/// `samples` samples each `depth` frames deep, every stack its own path
+/// from the root (sample `i` starts with function `i`, then runs down one
+/// shared chain of `depth - 1` functions): as many distinct frames as a
+/// flame graph can be asked for, at `samples × depth` frames in all.
+pub fn distinct_deep_stacks(samples: usize, depth: usize) -> Vec<u8> {
+    let chain = depth.saturating_sub(1);
+    let mut names: Vec<String> = (0..chain).map(|i| format!("app::chain::f{i}")).collect();
+    names.extend((0..samples).map(|i| format!("app::root{i}")));
+    let mut p = base(&names);
+    for i in 0..samples {
+        // Leaf first: the chain, then this sample's own root.
+        let mut location_id: Vec<u64> = (1..=chain as u64).rev().collect();
+        location_id.push((chain + i) as u64 + 1);
+        p.sample.push(Sample {
+            location_id,
+            value: vec![1 + i as i64 % 97],
+            label: vec![],
+        });
+    }
+    gzip(&p.encode_to_vec())
+}
