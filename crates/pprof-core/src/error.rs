@@ -144,8 +144,18 @@ pub enum Error {
     },
     /// An uploaded profile could not be read; the text says why.
     InvalidUpload(String),
-    /// Another uploaded profile is being read in this process.
+    /// Another uploaded profile is being decoded or drawn in this process.
     UploadBusy,
+    /// As many uploads as the server receives at once are arriving.
+    UploadsArriving {
+        /// How many may arrive at once.
+        limit: usize,
+    },
+    /// An upload did not arrive whole within the server's deadline.
+    UploadTooSlow {
+        /// The deadline, in seconds.
+        seconds: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -257,9 +267,17 @@ impl fmt::Display for Error {
                 "the uploaded profile decompresses to more than the limit of {limit} bytes"
             ),
             Self::InvalidUpload(why) => write!(f, "the uploaded file is not a usable profile: {why}"),
-            Self::UploadBusy => {
-                f.write_str("another uploaded profile is being read; try again in a moment")
-            }
+            Self::UploadBusy => f.write_str(
+                "another uploaded profile is being read or drawn; try again in a moment",
+            ),
+            Self::UploadsArriving { limit } => write!(
+                f,
+                "Could not receive the upload: {limit} are arriving, the server's limit; try again in a moment"
+            ),
+            Self::UploadTooSlow { seconds } => write!(
+                f,
+                "the upload did not arrive within {seconds} s, the server's limit; send it again from nearer"
+            ),
         }
     }
 }
@@ -352,6 +370,8 @@ pub(crate) mod tests {
         },
         Error::InvalidUpload(_) => Error::InvalidUpload("bad".into()),
         Error::UploadBusy => Error::UploadBusy,
+        Error::UploadsArriving { .. } => Error::UploadsArriving { limit: 4 },
+        Error::UploadTooSlow { .. } => Error::UploadTooSlow { seconds: 30 },
     }
 
     #[test]
