@@ -74,6 +74,19 @@ pub enum Error {
     MissingToken,
     /// The request's bearer token is not the configured one.
     WrongToken,
+    /// The loopback guard is on and the request names another host than
+    /// this one's loopback names or a configured one (DNS rebinding).
+    HostNotAllowed {
+        /// The host the request named (shortened), empty when none.
+        host: String,
+    },
+    /// A page of another web site made this request through a browser
+    /// (a POST from it, or an image, frame or fetch of a route).
+    CrossSite {
+        /// What the browser said about it (`Sec-Fetch-Site: cross-site, …`
+        /// or `Origin: …`), shortened.
+        seen: String,
+    },
     /// The configured access predicate turned the request down.
     Denied,
     /// The routes are switched off at run time (see [`Switch`](crate::Switch)).
@@ -216,6 +229,14 @@ impl fmt::Display for Error {
                 "pprof endpoints need an Authorization: Bearer token; none was given",
             ),
             Self::WrongToken => f.write_str("the bearer token is not valid for pprof endpoints"),
+            Self::HostNotAllowed { host } => write!(
+                f,
+                "pprof endpoints answer loopback clients that name this host localhost, 127.0.0.1 or [::1] (or a name set with Config::allow_host); this request names the host {host:?}"
+            ),
+            Self::CrossSite { seen } => write!(
+                f,
+                "pprof endpoints refuse requests that a page of another site makes through a browser ({seen}); open the routes and pages directly"
+            ),
             Self::Denied => f.write_str("the server's access policy denies this pprof request"),
             Self::SwitchedOff => f.write_str("pprof endpoints are switched off on this server"),
             Self::HeapDumpBusy => f.write_str(
@@ -337,6 +358,12 @@ pub(crate) mod tests {
         Error::PeerUnknown => Error::PeerUnknown,
         Error::MissingToken => Error::MissingToken,
         Error::WrongToken => Error::WrongToken,
+        Error::HostNotAllowed { .. } => Error::HostNotAllowed {
+            host: "evil.example:6060".into(),
+        },
+        Error::CrossSite { .. } => Error::CrossSite {
+            seen: "Sec-Fetch-Site: cross-site, Sec-Fetch-Dest: empty".into(),
+        },
         Error::Denied => Error::Denied,
         Error::SwitchedOff => Error::SwitchedOff,
         Error::HeapDumpBusy => Error::HeapDumpBusy,

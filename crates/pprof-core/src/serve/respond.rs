@@ -216,9 +216,12 @@ impl Error {
             | Self::UploadsArriving { .. } => StatusCode::CONFLICT,
             Self::UploadTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::MissingToken => StatusCode::UNAUTHORIZED,
-            Self::PeerNotLoopback | Self::PeerUnknown | Self::WrongToken | Self::Denied => {
-                StatusCode::FORBIDDEN
-            }
+            Self::PeerNotLoopback
+            | Self::PeerUnknown
+            | Self::WrongToken
+            | Self::Denied
+            | Self::HostNotAllowed { .. }
+            | Self::CrossSite { .. } => StatusCode::FORBIDDEN,
             Self::SwitchedOff | Self::UnknownPage(_) => StatusCode::NOT_FOUND,
             Self::HeapProfilingDisabled | Self::FeatureDisabled { .. } | Self::TraceUnsupported => {
                 StatusCode::NOT_IMPLEMENTED
