@@ -4,8 +4,11 @@
 //! widest frame of its flame graph outside its own callers and heads its
 //! top table; clicking a frame zooms; search highlights and says the share;
 //! hovering shows function, file:line and value; diffs colour growth;
-//! names that are markup stay text; a screenshot of each page lands in
-//! `target/tmp/ui-screenshots/`.
+//! names that are markup stay text; the pages' scripts run under their
+//! nonce policy while a script injected into them does not; a form
+//! another site's page submits is refused, and a page reached by a
+//! loopback name under `loopback_only` works; a screenshot of each page
+//! lands in `target/tmp/ui-screenshots/`.
 //!
 //! Needs `chromium` and `chromium-driver` (Debian): under `CI=true` these
 //! tests fail without them; elsewhere they are skipped with a loud message.
@@ -16,8 +19,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pprof_core::Config;
 use pprof_tests::browser::Browser;
-use pprof_tests::{cpu_profiler_lock, get, practice};
+use pprof_tests::{Adapter, cpu_profiler_lock, get, practice};
 use prost::Message;
 use serde_json::json;
 
@@ -165,6 +169,7 @@ fn the_pages_in_a_real_browser() {
     );
     assert_eq!(links, json!(7), "a flame graph link per profile");
     browser.screenshot(&dir, "index");
+    only_its_own_scripts_run(&browser, addr, "index");
 
     let _cpu = cpu_profiler_lock();
     for (name, extra, planted) in PLANTED {
@@ -174,6 +179,7 @@ fn the_pages_in_a_real_browser() {
             working_page_counts_down(&browser);
         }
         wait_done(&browser, &what);
+        only_its_own_scripts_run(&browser, addr, &what);
         let all = frames(&browser);
         let mine = assert_widest(&all, planted, &what);
         browser.screenshot(&dir, &format!("flamegraph-{name}"));
@@ -276,12 +282,114 @@ fn the_pages_in_a_real_browser() {
 
     diffs(&browser, addr, &dir);
     markup_stays_text(&browser, addr);
+    another_sites_form_is_refused(&browser, addr);
+    loopback_names_under_loopback_only(&browser, &dir);
     render_time(&browser, addr, &dir);
     eprintln!(
         "browser: every page checked in {:.1} s; screenshots in {}",
         started.elapsed().as_secs_f64(),
         dir.display()
     );
+}
+
+/// The page's policy (its response's `Content-Security-Policy`, asked
+/// again here) runs scripts and styles by nonce, not `'unsafe-inline'`,
+/// and frames it nowhere; a script put into the page without the nonce
+/// (as markup that slipped past escaping would be) does not run. (The
+/// pages' own scripts ran: the caller waited for what they draw.)
+fn only_its_own_scripts_run(browser: &Browser, addr: SocketAddr, what: &str) {
+    let path = browser.run("return location.pathname + location.search", &[]);
+    let again = get(addr, path.as_str().unwrap_or_default());
+    let policy = again.header("content-security-policy").unwrap_or_default();
+    assert!(
+        policy.contains("'nonce-") && !policy.contains("unsafe-inline"),
+        "{what}: {policy}"
+    );
+    assert!(
+        policy.contains("frame-ancestors 'none'"),
+        "{what}: {policy}"
+    );
+    let injected = browser.run(
+        "var s = document.createElement('script');
+         s.textContent = 'window.INJECTED = 1;';
+         document.body.appendChild(s);
+         return window.INJECTED === 1;",
+        &[],
+    );
+    assert_eq!(injected, json!(false), "{what}: an injected script ran");
+}
+
+/// A page of another origin (here a `data:` page, as a malicious site
+/// would be) submits a form that would hold the CPU profiler for 600 s:
+/// Chromium marks it cross-site and the answer is the refusal.
+fn another_sites_form_is_refused(browser: &Browser, addr: SocketAddr) {
+    let target = url(addr, "ui/diff?profile=profile&seconds=300");
+    browser.open(&format!(
+        "data:text/html,<form method=post enctype=text/plain action='{target}'><input name=seconds value=300></form>"
+    ));
+    browser.wait_for(
+        "return document.forms.length === 1",
+        Duration::from_secs(30),
+    );
+    browser.run("document.forms[0].submit();", &[]);
+    let text = browser.wait_for(
+        "return location.protocol === 'http:' && document.body && document.body.innerText",
+        Duration::from_secs(30),
+    );
+    assert!(
+        text.as_str()
+            .unwrap_or_default()
+            .contains("refuse requests that a page of another site makes"),
+        "{text}"
+    );
+    // Nothing started: the index counts no CPU profile running.
+    let index = get(addr, "/debug/pprof/").text();
+    assert!(
+        index.contains("<tr><td>0</td><td><a href='profile?debug=1'>"),
+        "{index}"
+    );
+}
+
+/// Under `loopback_only`, the browser reaches the pages by 127.0.0.1 and
+/// by `localhost` (it sends those names as `Host`), and a page's own
+/// upload form still works.
+fn loopback_names_under_loopback_only(browser: &Browser, dir: &Path) {
+    let addr = Adapter::Axum.start_with(Config::default().loopback_only(true));
+    for host in ["127.0.0.1", "localhost"] {
+        let page = format!(
+            "http://{host}:{}/debug/pprof/ui/flamegraph?profile=goroutine",
+            addr.port()
+        );
+        browser.open(&page);
+        wait_done(browser, &format!("loopback_only, {host}"));
+        only_its_own_scripts_run(browser, addr, host);
+    }
+    let file = save(
+        &synthetic(&[&["app::leaf", "app::main"][..]], |_| 3),
+        "loopback-only.pb.gz",
+    );
+    browser.run("document.querySelector('details.open').open = true;", &[]);
+    browser.type_into(
+        &browser.find("details.open input[type=file]"),
+        &file.display().to_string(),
+    );
+    browser.run(
+        "window.UI_READY = 0; document.querySelector('details.open form').submit();",
+        &[],
+    );
+    browser.wait_for(
+        "return document.getElementById('frames') && window.UI_READY",
+        PAGE_WAIT,
+    );
+    let heading = browser.run("return document.querySelector('h1').textContent", &[]);
+    assert!(
+        heading
+            .as_str()
+            .unwrap_or_default()
+            .contains("saved profile"),
+        "{heading}"
+    );
+    browser.screenshot(dir, "loopback-only-saved-profile");
 }
 
 /// The CPU page before its profile is done: it says so and counts down.

@@ -34,13 +34,42 @@ fn assert_page(r: &Response, status: u16, what: &str) {
         "{what}"
     );
     assert_eq!(r.header("cache-control"), Some("no-store"), "{what}");
-    let policy = r.header("content-security-policy").unwrap_or_default();
-    assert!(policy.starts_with("default-src 'none'"), "{what}: {policy}");
     let html = r.text();
+    assert_nonce_policy(r, &html, what);
     assert!(html.starts_with("<!DOCTYPE html>"), "{what}");
+    assert!(!html.contains("javascript:"), "{what}: a javascript: URL");
     // One response per page: nothing to load from anywhere.
     for external in ["<link", " src=", "<iframe", "<img", "@import", "url(http"] {
         assert!(!html.contains(external), "{what}: has {external}");
+    }
+}
+
+/// An HTML answer's policy: nothing but its own nonce's scripts and
+/// styles (never `'unsafe-inline'`), never framed; and every script and
+/// style of the HTML carries that nonce.
+fn assert_nonce_policy(r: &Response, html: &str, what: &str) {
+    let policy = r.header("content-security-policy").unwrap_or_default();
+    assert!(policy.starts_with("default-src 'none'"), "{what}: {policy}");
+    assert!(
+        policy.contains("frame-ancestors 'none'"),
+        "{what}: {policy}"
+    );
+    assert!(!policy.contains("unsafe-inline"), "{what}: {policy}");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"), "{what}");
+    let nonce = policy
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("{what}: no nonce in {policy}"));
+    assert!(nonce.len() >= 32, "{what}: a short nonce {nonce}");
+    for tag in ["<script", "<style"] {
+        for element in html.split(tag).skip(1) {
+            let head = element.split('>').next().unwrap_or_default();
+            assert!(
+                head.contains(&format!("nonce=\"{nonce}\"")),
+                "{what}: {tag}{head}> lacks the nonce"
+            );
+        }
     }
 }
 
@@ -142,6 +171,13 @@ fn the_index_links_every_profile_to_its_pages() {
             assert!(html.contains(&format!("<a href='{name}?debug=1'>{name}</a></td><td>")));
         }
         assert!(!html.contains("ui/flamegraph?profile=cmdline"));
+        let again = get(*addr, "/debug/pprof/");
+        assert_nonce_policy(&again, &again.text(), &format!("{adapter:?} index"));
+        // A new nonce for each answer.
+        assert_ne!(
+            again.header("content-security-policy"),
+            get(*addr, "/debug/pprof/").header("content-security-policy")
+        );
     }
 }
 
