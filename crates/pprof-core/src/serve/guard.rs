@@ -72,10 +72,8 @@ fn check_host(config: &Config, parts: &Parts) -> Result<(), Error> {
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
     });
-    let host = named
-        .and_then(|h| h.parse::<http::uri::Authority>().ok())
-        .map(|a| a.host().trim_end_matches('.').to_owned());
-    let allowed = host.as_deref().is_some_and(|host| {
+    let host = named.and_then(host_name);
+    let allowed = host.is_some_and(|host| {
         LOOPBACK_NAMES
             .iter()
             .copied()
@@ -88,6 +86,21 @@ fn check_host(config: &Config, parts: &Parts) -> Result<(), Error> {
     Err(Error::HostNotAllowed {
         host: shorten(named.unwrap_or_default()),
     })
+}
+
+/// The name in a `Host` value (`name`, `name:port`, `[v6]:port`): without
+/// its port and a final dot; `None` when it is empty or the port is not a
+/// number.
+fn host_name(value: &str) -> Option<&str> {
+    let name = match value.rsplit_once(':') {
+        // `[::1]` alone splits inside the brackets: no port there.
+        Some((name, port)) if !name.starts_with('[') || name.ends_with(']') => {
+            port.bytes().all(|b| b.is_ascii_digit()).then_some(name)?
+        }
+        _ => value,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    (!name.is_empty()).then_some(name)
 }
 
 /// What a browser says about where a request comes from, checked as Go's

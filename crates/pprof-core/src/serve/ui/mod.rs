@@ -727,6 +727,64 @@ impl futures_core::Stream for Once {
     }
 }
 
+/// Every page of an uploaded `file` as the handler draws it (the flame
+/// graph, the top table, a diff against itself) with `query`'s
+/// parameters: for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn draw_upload(config: &Config, query: &str, file: &[u8]) -> Result<Vec<String>, Error> {
+    let stacks = Stacks::from_proto(&format::decode(file, config.max_upload_decoded_bytes)?)?;
+    let cancel = Cancel::default();
+    let mut pages = Vec::new();
+    for page in [Page::Flamegraph, Page::Top, Page::Diff] {
+        let params = Params::new("", &format!("profile=goroutine&{query}"));
+        let asked = parse(config, page.path(), &params)?;
+        let drawing = Drawing {
+            asked: &asked,
+            nonce: "fuzz",
+            cancel: &cancel,
+        };
+        pages.push(match page {
+            Page::Diff => drawing.diff(&stacks, &stacks, "it", "itself")?,
+            _ => drawing.view(&stacks, "saved profile")?,
+        });
+    }
+    Ok(pages)
+}
+
+/// Read an upload's body as the handler does: its file's size and the
+/// form's other fields. For the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn read_form<B>(
+    config: &Config,
+    parts: &http::request::Parts,
+    body: B,
+) -> Result<(usize, String), Error>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let upload = read_upload(config, parts, Some(body)).await?;
+    Ok((upload.file.len(), upload.fields))
+}
+
+/// What a parsed page request must respect: for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn assert_within_limits(config: &Config, asked: &PageRequest) {
+    if let Some(seconds) = asked.seconds {
+        assert!(
+            !seconds.is_zero() && seconds <= config.max_duration,
+            "{seconds:?}"
+        );
+    }
+    assert!((config.min_hz..=config.max_hz).contains(&asked.hz));
+    for pattern in [&asked.focus, &asked.ignore].into_iter().flatten() {
+        assert!(pattern.0.as_str().len() <= MAX_PATTERN);
+    }
+    if let Some(index) = &asked.sample_index {
+        assert!(model::type_index(&declared_types(asked.profile.0), None, Some(index)).is_ok());
+    }
+}
+
 /// The index page's links from a profile's row to its pages.
 pub(super) fn index_links(name: &str) -> String {
     let q = |page: &str| html::href(&format!("ui/{page}"), &[("profile", name)]);
