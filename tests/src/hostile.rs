@@ -134,3 +134,36 @@ pub fn distinct_deep_stacks(samples: usize, depth: usize) -> Vec<u8> {
     }
     gzip(&p.encode_to_vec())
 }
+
+/// `samples` samples two frames deep, over `leaves` leaf functions and as
+/// many roots as it takes, each (root, leaf) pair once: the widest
+/// profile the limits let through (a sample is a record, a frame a
+/// number on the wire).
+pub fn wide_stacks(samples: usize, leaves: usize) -> Vec<u8> {
+    let leaves = leaves.max(1);
+    let roots = samples.div_ceil(leaves);
+    let mut names: Vec<String> = (0..leaves).map(|i| format!("app::leaf{i}")).collect();
+    names.extend((0..roots).map(|i| format!("app::root{i}")));
+    let mut p = base(&names);
+    for i in 0..samples {
+        let (leaf, root) = (i % leaves, leaves + i / leaves);
+        p.sample.push(Sample {
+            location_id: vec![leaf as u64 + 1, root as u64 + 1],
+            value: vec![1 + i as i64 % 13],
+            label: vec![],
+        });
+    }
+    gzip(&p.encode_to_vec())
+}
+
+/// One stack whose function is named `bytes` bytes long: the largest
+/// string the decoded limit lets through, shown cut short.
+pub fn long_name(bytes: usize) -> Vec<u8> {
+    let mut p = base(&["x".repeat(bytes)]);
+    p.sample.push(Sample {
+        location_id: vec![1],
+        value: vec![1],
+        label: vec![],
+    });
+    gzip(&p.encode_to_vec())
+}
