@@ -1,7 +1,8 @@
 //! Uploads built to hurt a page (issue 20): each a small gzipped
 //! profile.proto that asks for far more work or memory than its size, made
 //! here by code so no test carries a binary blob. The same functions give
-//! the bench its worst upload accepted under the limits.
+//! the bench its worst upload accepted under the limits, and the browser
+//! test its profiles of many stacks ([`named_stacks`]).
 
 use std::io::Write;
 
@@ -15,36 +16,70 @@ pub fn gzip(raw: &[u8]) -> Vec<u8> {
     gz.finish().unwrap_or_default()
 }
 
-/// A profile with one sample type (`goroutine/count`, as a goroutine page diffs it) and the given
-/// functions (`names`, id = position + 1, each its own location with one
-/// line), samples left to the caller.
-fn base(names: &[String]) -> Profile {
-    let mut p = Profile {
+/// An empty profile with one sample type (`goroutine/count`, as a
+/// goroutine page diffs it).
+fn empty() -> Profile {
+    Profile {
         string_table: vec![String::new(), "goroutine".into(), "count".into()],
         sample_type: vec![ValueType { ty: 1, unit: 2 }],
         ..Default::default()
-    };
-    for (i, name) in names.iter().enumerate() {
-        let id = i as u64 + 1;
-        p.string_table.push(name.clone());
-        let name = p.string_table.len() as i64 - 1;
-        p.function.push(Function {
-            id,
-            name,
-            system_name: name,
-            filename: 0,
-            start_line: 0,
-        });
-        p.location.push(Location {
-            id,
-            line: vec![Line {
-                function_id: id,
-                line: 1,
-            }],
-            ..Default::default()
-        });
+    }
+}
+
+/// Add a function named `name` and a location of one line in it, both
+/// with the id the function's position gives; that id.
+fn add_function(p: &mut Profile, name: &str) -> u64 {
+    let id = p.function.len() as u64 + 1;
+    p.string_table.push(name.to_owned());
+    let name = p.string_table.len() as i64 - 1;
+    p.function.push(Function {
+        id,
+        name,
+        system_name: name,
+        filename: 0,
+        start_line: 0,
+    });
+    p.location.push(Location {
+        id,
+        line: vec![Line {
+            function_id: id,
+            line: 0,
+        }],
+        ..Default::default()
+    });
+    id
+}
+
+/// [`empty`] with the given functions (`names`, id = position + 1), samples
+/// left to the caller.
+fn base(names: &[String]) -> Profile {
+    let mut p = empty();
+    for name in names {
+        add_function(&mut p, name);
     }
     p
+}
+
+/// A gzipped goroutine profile of `stacks` (names leaf first), stack `i`
+/// sampled `value(i)` times; each name one function.
+pub fn named_stacks(stacks: &[&[&str]], value: impl Fn(usize) -> i64) -> Vec<u8> {
+    let mut p = empty();
+    let mut ids: std::collections::HashMap<&str, u64> = Default::default();
+    for (i, stack) in stacks.iter().enumerate() {
+        let location_id = stack
+            .iter()
+            .map(|name| {
+                *ids.entry(name)
+                    .or_insert_with(|| add_function(&mut p, name))
+            })
+            .collect();
+        p.sample.push(Sample {
+            location_id,
+            value: vec![value(i)],
+            label: vec![],
+        });
+    }
+    gzip(&p.encode_to_vec())
 }
 
 /// Issue 20, point 1: one empty function, one location with `lines` empty
@@ -53,8 +88,6 @@ fn base(names: &[String]) -> Profile {
 /// for 10¹² frames.
 pub fn location_named_many_times(lines: usize, repeats: usize) -> Vec<u8> {
     let p = Profile {
-        string_table: vec![String::new(), "goroutine".into(), "count".into()],
-        sample_type: vec![ValueType { ty: 1, unit: 2 }],
         function: vec![Function::default()],
         location: vec![Location {
             id: 1,
@@ -66,7 +99,7 @@ pub fn location_named_many_times(lines: usize, repeats: usize) -> Vec<u8> {
             value: vec![1],
             label: vec![],
         }],
-        ..Default::default()
+        ..empty()
     };
     gzip(&p.encode_to_vec())
 }

@@ -14,7 +14,6 @@
 //! tests fail without them; elsewhere they are skipped with a loud message.
 //! One test function, so one browser and one practice zoo serve them all.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,7 +21,6 @@ use std::time::Duration;
 use pprof_core::Config;
 use pprof_tests::browser::Browser;
 use pprof_tests::{Adapter, cpu_profiler_lock, get, practice};
-use prost::Message;
 use serde_json::json;
 
 pprof_core::jemalloc_heap_profiling!();
@@ -365,22 +363,10 @@ fn loopback_names_under_loopback_only(browser: &Browser, dir: &Path) {
         only_its_own_scripts_run(browser, addr, host);
     }
     let file = save(
-        &synthetic(&[&["app::leaf", "app::main"][..]], |_| 3),
+        &pprof_tests::hostile::named_stacks(&[&["app::leaf", "app::main"][..]], |_| 3),
         "loopback-only.pb.gz",
     );
-    browser.run("document.querySelector('details.open').open = true;", &[]);
-    browser.type_into(
-        &browser.find("details.open input[type=file]"),
-        &file.display().to_string(),
-    );
-    browser.run(
-        "window.UI_READY = 0; document.querySelector('details.open form').submit();",
-        &[],
-    );
-    browser.wait_for(
-        "return document.getElementById('frames') && window.UI_READY",
-        PAGE_WAIT,
-    );
+    submit_saved(browser, &file);
     let heading = browser.run("return document.querySelector('h1').textContent", &[]);
     assert!(
         heading
@@ -483,7 +469,10 @@ fn diffs(browser: &Browser, addr: SocketAddr, dir: &Path) {
 /// show as text and no element comes of them.
 fn markup_stays_text(browser: &Browser, addr: SocketAddr) {
     let names = ["<img src=x onerror=alert(1)>", "Holder<Vec<u8>>::hold"];
-    let file = save(&synthetic(&[&names[..]], |_| 1), "markup.pb.gz");
+    let file = save(
+        &pprof_tests::hostile::named_stacks(&[&names[..]], |_| 1),
+        "markup.pb.gz",
+    );
     open_saved(browser, addr, "goroutine", &file);
     let seen = browser.run(
         "return [document.querySelectorAll('#graph img, main img').length,
@@ -530,7 +519,10 @@ fn render_time(browser: &Browser, addr: SocketAddr, dir: &Path) {
     // Weights 1 to 100, spread over the stacks: some stacks are wide, most
     // are a fraction of a pixel (as in a real profile).
     let weight = |i: usize| 1 + (i as i64 * 7919) % 100;
-    let file = save(&synthetic(&slices, weight), "ten-thousand-stacks.pb.gz");
+    let file = save(
+        &pprof_tests::hostile::named_stacks(&slices, weight),
+        "ten-thousand-stacks.pb.gz",
+    );
     for run in 1..=3 {
         open_saved(browser, addr, "goroutine", &file);
         let timing = browser.run(
@@ -562,6 +554,12 @@ fn render_time(browser: &Browser, addr: SocketAddr, dir: &Path) {
 fn open_saved(browser: &Browser, addr: SocketAddr, name: &str, file: &Path) {
     browser.open(&url(addr, &format!("ui/flamegraph?profile={name}")));
     wait_done(browser, "before opening a saved profile");
+    submit_saved(browser, file);
+}
+
+/// Send `file` through the open page's "Open a saved profile" form and
+/// wait for its flame graph.
+fn submit_saved(browser: &Browser, file: &Path) {
     browser.run("document.querySelector('details.open').open = true;", &[]);
     browser.type_into(
         &browser.find("details.open input[type=file]"),
@@ -581,51 +579,4 @@ fn save(bytes: &[u8], name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::write(&path, bytes).expect("save profile");
     path
-}
-
-/// A gzipped goroutine profile.proto of `stacks` (names leaf first), stack
-/// `i` sampled `value(i)` times.
-fn synthetic(stacks: &[&[&str]], value: impl Fn(usize) -> i64) -> Vec<u8> {
-    use pprof_core::proto::{Function, Line, Location, Profile, Sample, ValueType};
-    let mut p = Profile {
-        string_table: vec![String::new(), "goroutine".into(), "count".into()],
-        sample_type: vec![ValueType { ty: 1, unit: 2 }],
-        ..Default::default()
-    };
-    let mut ids: std::collections::HashMap<String, u64> = Default::default();
-    for (i, stack) in stacks.iter().enumerate() {
-        let mut location_id = Vec::with_capacity(stack.len());
-        for name in *stack {
-            let next = ids.len() as u64 + 1;
-            let id = *ids.entry((*name).to_owned()).or_insert(next);
-            if id == next {
-                p.string_table.push((*name).to_owned());
-                let s = p.string_table.len() as i64 - 1;
-                p.function.push(Function {
-                    id,
-                    name: s,
-                    system_name: s,
-                    filename: 0,
-                    start_line: 0,
-                });
-                p.location.push(Location {
-                    id,
-                    line: vec![Line {
-                        function_id: id,
-                        line: 0,
-                    }],
-                    ..Default::default()
-                });
-            }
-            location_id.push(id);
-        }
-        p.sample.push(Sample {
-            location_id,
-            value: vec![value(i)],
-            label: vec![],
-        });
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let _ = gz.write_all(&p.encode_to_vec());
-    gz.finish().unwrap_or_default()
 }

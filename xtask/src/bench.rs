@@ -28,15 +28,7 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
         }
     };
     require("wrk", &["--version"], "apt-get install -y wrk")?;
-    let status = super::cargo()
-        .args(["build", "--release", "-p", "bench-server"])
-        .status()
-        .map_err(|e| format!("cargo: {e}"))?;
-    if !status.success() {
-        return Err("building bench-server failed".into());
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let server = format!("{target}/release/bench-server");
+    let (server, target) = build_bench_server()?;
     let go_server = build_go_reference(&target)?;
 
     println!(
@@ -500,6 +492,12 @@ fn endpoint_costs(server: &str, quick: bool) -> Result<(), String> {
 /// `cargo xtask bench --uploads-only`: the release bench server, then
 /// [`upload_pages`] alone.
 pub(crate) fn uploads_only(quick: bool) -> Result<(), String> {
+    let (server, target) = build_bench_server()?;
+    upload_pages(&server, &target, quick)
+}
+
+/// Build the release bench server: its path, and the target directory.
+fn build_bench_server() -> Result<(String, String), String> {
     let status = super::cargo()
         .args(["build", "--release", "-p", "bench-server"])
         .status()
@@ -508,7 +506,7 @@ pub(crate) fn uploads_only(quick: bool) -> Result<(), String> {
         return Err("building bench-server failed".into());
     }
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    upload_pages(&format!("{target}/release/bench-server"), &target, quick)
+    Ok((format!("{target}/release/bench-server"), target))
 }
 
 /// The worst uploads a page accepts under its limits (and two it
