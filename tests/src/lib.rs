@@ -13,6 +13,7 @@ use prost::Message;
 pub use pprof_core::proto::Profile;
 
 pub mod browser;
+pub mod hostile;
 
 /// The practice zoo, shrunk to test sizes, and its server, started once per
 /// test binary; its address. (The binary must install jemalloc with

@@ -4,21 +4,23 @@
 //! widest frame of its flame graph outside its own callers and heads its
 //! top table; clicking a frame zooms; search highlights and says the share;
 //! hovering shows function, file:line and value; diffs colour growth;
-//! names that are markup stay text; a screenshot of each page lands in
-//! `target/tmp/ui-screenshots/`.
+//! names that are markup stay text; the pages' scripts run under their
+//! nonce policy while a script injected into them does not; a form
+//! another site's page submits is refused, and a page reached by a
+//! loopback name under `loopback_only` works; a screenshot of each page
+//! lands in `target/tmp/ui-screenshots/`.
 //!
 //! Needs `chromium` and `chromium-driver` (Debian): under `CI=true` these
 //! tests fail without them; elsewhere they are skipped with a loud message.
 //! One test function, so one browser and one practice zoo serve them all.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pprof_core::Config;
 use pprof_tests::browser::Browser;
-use pprof_tests::{cpu_profiler_lock, get, practice};
-use prost::Message;
+use pprof_tests::{Adapter, cpu_profiler_lock, get, practice};
 use serde_json::json;
 
 pprof_core::jemalloc_heap_profiling!();
@@ -165,6 +167,7 @@ fn the_pages_in_a_real_browser() {
     );
     assert_eq!(links, json!(7), "a flame graph link per profile");
     browser.screenshot(&dir, "index");
+    only_its_own_scripts_run(&browser, addr, "index");
 
     let _cpu = cpu_profiler_lock();
     for (name, extra, planted) in PLANTED {
@@ -174,6 +177,7 @@ fn the_pages_in_a_real_browser() {
             working_page_counts_down(&browser);
         }
         wait_done(&browser, &what);
+        only_its_own_scripts_run(&browser, addr, &what);
         let all = frames(&browser);
         let mine = assert_widest(&all, planted, &what);
         browser.screenshot(&dir, &format!("flamegraph-{name}"));
@@ -276,12 +280,102 @@ fn the_pages_in_a_real_browser() {
 
     diffs(&browser, addr, &dir);
     markup_stays_text(&browser, addr);
+    another_sites_form_is_refused(&browser, addr);
+    loopback_names_under_loopback_only(&browser, &dir);
     render_time(&browser, addr, &dir);
     eprintln!(
         "browser: every page checked in {:.1} s; screenshots in {}",
         started.elapsed().as_secs_f64(),
         dir.display()
     );
+}
+
+/// The page's policy (its response's `Content-Security-Policy`, asked
+/// again here) runs scripts and styles by nonce, not `'unsafe-inline'`,
+/// and frames it nowhere; a script put into the page without the nonce
+/// (as markup that slipped past escaping would be) does not run. (The
+/// pages' own scripts ran: the caller waited for what they draw.)
+fn only_its_own_scripts_run(browser: &Browser, addr: SocketAddr, what: &str) {
+    let path = browser.run("return location.pathname + location.search", &[]);
+    let again = get(addr, path.as_str().unwrap_or_default());
+    let policy = again.header("content-security-policy").unwrap_or_default();
+    assert!(
+        policy.contains("'nonce-") && !policy.contains("unsafe-inline"),
+        "{what}: {policy}"
+    );
+    assert!(
+        policy.contains("frame-ancestors 'none'"),
+        "{what}: {policy}"
+    );
+    let injected = browser.run(
+        "var s = document.createElement('script');
+         s.textContent = 'window.INJECTED = 1;';
+         document.body.appendChild(s);
+         return window.INJECTED === 1;",
+        &[],
+    );
+    assert_eq!(injected, json!(false), "{what}: an injected script ran");
+}
+
+/// A page of another origin (here a `data:` page, as a malicious site
+/// would be) submits a form that would hold the CPU profiler for 600 s:
+/// Chromium marks it cross-site and the answer is the refusal.
+fn another_sites_form_is_refused(browser: &Browser, addr: SocketAddr) {
+    let target = url(addr, "ui/diff?profile=profile&seconds=300");
+    browser.open(&format!(
+        "data:text/html,<form method=post enctype=text/plain action='{target}'><input name=seconds value=300></form>"
+    ));
+    browser.wait_for(
+        "return document.forms.length === 1",
+        Duration::from_secs(30),
+    );
+    browser.run("document.forms[0].submit();", &[]);
+    let text = browser.wait_for(
+        "return location.protocol === 'http:' && document.body && document.body.innerText",
+        Duration::from_secs(30),
+    );
+    assert!(
+        text.as_str()
+            .unwrap_or_default()
+            .contains("refuse requests that a page of another site makes"),
+        "{text}"
+    );
+    // Nothing started: the index counts no CPU profile running.
+    let index = get(addr, "/debug/pprof/").text();
+    assert!(
+        index.contains("<tr><td>0</td><td><a href='profile?debug=1'>"),
+        "{index}"
+    );
+}
+
+/// Under `loopback_only`, the browser reaches the pages by 127.0.0.1 and
+/// by `localhost` (it sends those names as `Host`), and a page's own
+/// upload form still works.
+fn loopback_names_under_loopback_only(browser: &Browser, dir: &Path) {
+    let addr = Adapter::Axum.start_with(Config::default().loopback_only(true));
+    for host in ["127.0.0.1", "localhost"] {
+        let page = format!(
+            "http://{host}:{}/debug/pprof/ui/flamegraph?profile=goroutine",
+            addr.port()
+        );
+        browser.open(&page);
+        wait_done(browser, &format!("loopback_only, {host}"));
+        only_its_own_scripts_run(browser, addr, host);
+    }
+    let file = save(
+        &pprof_tests::hostile::named_stacks(&[&["app::leaf", "app::main"][..]], |_| 3),
+        "loopback-only.pb.gz",
+    );
+    submit_saved(browser, &file);
+    let heading = browser.run("return document.querySelector('h1').textContent", &[]);
+    assert!(
+        heading
+            .as_str()
+            .unwrap_or_default()
+            .contains("saved profile"),
+        "{heading}"
+    );
+    browser.screenshot(dir, "loopback-only-saved-profile");
 }
 
 /// The CPU page before its profile is done: it says so and counts down.
@@ -375,7 +469,10 @@ fn diffs(browser: &Browser, addr: SocketAddr, dir: &Path) {
 /// show as text and no element comes of them.
 fn markup_stays_text(browser: &Browser, addr: SocketAddr) {
     let names = ["<img src=x onerror=alert(1)>", "Holder<Vec<u8>>::hold"];
-    let file = save(&synthetic(&[&names[..]], |_| 1), "markup.pb.gz");
+    let file = save(
+        &pprof_tests::hostile::named_stacks(&[&names[..]], |_| 1),
+        "markup.pb.gz",
+    );
     open_saved(browser, addr, "goroutine", &file);
     let seen = browser.run(
         "return [document.querySelectorAll('#graph img, main img').length,
@@ -422,7 +519,10 @@ fn render_time(browser: &Browser, addr: SocketAddr, dir: &Path) {
     // Weights 1 to 100, spread over the stacks: some stacks are wide, most
     // are a fraction of a pixel (as in a real profile).
     let weight = |i: usize| 1 + (i as i64 * 7919) % 100;
-    let file = save(&synthetic(&slices, weight), "ten-thousand-stacks.pb.gz");
+    let file = save(
+        &pprof_tests::hostile::named_stacks(&slices, weight),
+        "ten-thousand-stacks.pb.gz",
+    );
     for run in 1..=3 {
         open_saved(browser, addr, "goroutine", &file);
         let timing = browser.run(
@@ -454,6 +554,12 @@ fn render_time(browser: &Browser, addr: SocketAddr, dir: &Path) {
 fn open_saved(browser: &Browser, addr: SocketAddr, name: &str, file: &Path) {
     browser.open(&url(addr, &format!("ui/flamegraph?profile={name}")));
     wait_done(browser, "before opening a saved profile");
+    submit_saved(browser, file);
+}
+
+/// Send `file` through the open page's "Open a saved profile" form and
+/// wait for its flame graph.
+fn submit_saved(browser: &Browser, file: &Path) {
     browser.run("document.querySelector('details.open').open = true;", &[]);
     browser.type_into(
         &browser.find("details.open input[type=file]"),
@@ -473,51 +579,4 @@ fn save(bytes: &[u8], name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::write(&path, bytes).expect("save profile");
     path
-}
-
-/// A gzipped goroutine profile.proto of `stacks` (names leaf first), stack
-/// `i` sampled `value(i)` times.
-fn synthetic(stacks: &[&[&str]], value: impl Fn(usize) -> i64) -> Vec<u8> {
-    use pprof_core::proto::{Function, Line, Location, Profile, Sample, ValueType};
-    let mut p = Profile {
-        string_table: vec![String::new(), "goroutine".into(), "count".into()],
-        sample_type: vec![ValueType { ty: 1, unit: 2 }],
-        ..Default::default()
-    };
-    let mut ids: std::collections::HashMap<String, u64> = Default::default();
-    for (i, stack) in stacks.iter().enumerate() {
-        let mut location_id = Vec::with_capacity(stack.len());
-        for name in *stack {
-            let next = ids.len() as u64 + 1;
-            let id = *ids.entry((*name).to_owned()).or_insert(next);
-            if id == next {
-                p.string_table.push((*name).to_owned());
-                let s = p.string_table.len() as i64 - 1;
-                p.function.push(Function {
-                    id,
-                    name: s,
-                    system_name: s,
-                    filename: 0,
-                    start_line: 0,
-                });
-                p.location.push(Location {
-                    id,
-                    line: vec![Line {
-                        function_id: id,
-                        line: 0,
-                    }],
-                    ..Default::default()
-                });
-            }
-            location_id.push(id);
-        }
-        p.sample.push(Sample {
-            location_id,
-            value: vec![value(i)],
-            label: vec![],
-        });
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let _ = gz.write_all(&p.encode_to_vec());
-    gz.finish().unwrap_or_default()
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pprof_core::{Config, Switch};
-use pprof_tests::{Adapter, Response, assert_go_error, get, request_with_headers};
+use pprof_tests::{Adapter, Response, assert_go_error, get, request, request_with_headers};
 
 fn with(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
     request_with_headers(addr, method, target, headers, b"")
@@ -178,5 +178,187 @@ fn switch_turns_every_route_off_and_on_without_a_restart() {
             200,
             "{what} on again"
         );
+    }
+}
+
+/// A saved profile of one stack, as a page's upload.
+fn saved_profile() -> Vec<u8> {
+    pprof_tests::hostile::distinct_deep_stacks(1, 3)
+}
+
+/// `GET target` naming `host` in its `Host` header.
+fn get_as(addr: SocketAddr, host: &str, target: &str) -> Response {
+    let raw = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    pprof_tests::exchange(addr, raw.as_bytes()).expect("an answer")
+}
+
+/// Issue 20, point 4: a page of another site in a developer's browser
+/// cannot POST to the routes (an upload, a CPU profile by form, a symbol
+/// lookup) nor make the browser load them (an image, a frame, a fetch);
+/// the pages' own requests, a person following a link, and clients that
+/// are not browsers (curl, go tool pprof: neither header) are served.
+#[test]
+fn requests_another_site_makes_are_refused_before_any_work() {
+    let upload = "/debug/pprof/ui/flamegraph?profile=goroutine";
+    let octets = ("Content-Type", "application/octet-stream");
+    let refused = "refuse requests that a page of another site makes";
+    for adapter in Adapter::ALL {
+        let addr = adapter.start(None);
+        let ours = format!("http://{addr}");
+        let what = |case: &str| format!("{adapter:?}: {case}");
+        for (case, headers) in [
+            (
+                "fetch from another site",
+                vec![
+                    ("Sec-Fetch-Site", "cross-site"),
+                    ("Origin", "https://evil.example"),
+                ],
+            ),
+            (
+                "same site, other origin",
+                vec![("Sec-Fetch-Site", "same-site")],
+            ),
+            (
+                "an old browser's Origin",
+                vec![("Origin", "https://evil.example")],
+            ),
+            ("a sandboxed frame", vec![("Origin", "null")]),
+        ] {
+            let mut headers = headers;
+            headers.push(octets);
+            let r = request_with_headers(addr, "POST", upload, &headers, &saved_profile());
+            assert_go_error(&r, 403, refused, &what(case));
+        }
+        // A text/plain form that would hold the CPU profiler for 600 s.
+        let started = Instant::now();
+        let r = request_with_headers(
+            addr,
+            "POST",
+            "/debug/pprof/ui/diff?profile=profile&seconds=300",
+            &[
+                ("Sec-Fetch-Site", "cross-site"),
+                ("Content-Type", "text/plain"),
+            ],
+            b"seconds=300",
+        );
+        assert_go_error(&r, 403, refused, &what("a cross-site text/plain form"));
+        let r = request_with_headers(
+            addr,
+            "POST",
+            "/debug/pprof/profile",
+            &[
+                ("Origin", "https://evil.example"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            b"seconds=300",
+        );
+        assert_go_error(&r, 403, refused, &what("a cross-site CPU profile form"));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "answered at once"
+        );
+        let r = request_with_headers(
+            addr,
+            "POST",
+            "/debug/pprof/symbol",
+            &[("Sec-Fetch-Site", "cross-site")],
+            b"0x1",
+        );
+        assert_go_error(&r, 403, refused, &what("a cross-site symbol lookup"));
+        // Loads another site's page makes: an image, a frame.
+        for (dest, mode) in [
+            ("image", "no-cors"),
+            ("iframe", "navigate"),
+            ("empty", "cors"),
+        ] {
+            let r = with(
+                addr,
+                "GET",
+                "/debug/pprof/goroutine",
+                &[
+                    ("Sec-Fetch-Site", "cross-site"),
+                    ("Sec-Fetch-Mode", mode),
+                    ("Sec-Fetch-Dest", dest),
+                ],
+            );
+            assert_go_error(&r, 403, refused, &what(&format!("a cross-site {dest}")));
+        }
+
+        // Served: the pages' own requests, a link followed, other clients.
+        for (case, headers) in [
+            (
+                "the page's own form",
+                vec![("Sec-Fetch-Site", "same-origin"), ("Origin", ours.as_str())],
+            ),
+            (
+                "typed into the address bar",
+                vec![("Sec-Fetch-Site", "none")],
+            ),
+            ("an old browser's own page", vec![("Origin", ours.as_str())]),
+            ("curl", vec![]),
+        ] {
+            let mut headers = headers;
+            headers.push(octets);
+            let r = request_with_headers(addr, "POST", upload, &headers, &saved_profile());
+            assert_eq!(r.status, 200, "{}: {}", what(case), r.text());
+            assert!(r.text().contains("saved profile"), "{}", what(case));
+        }
+        let r = with(
+            addr,
+            "GET",
+            "/debug/pprof/goroutine?debug=1",
+            &[
+                ("Sec-Fetch-Site", "cross-site"),
+                ("Sec-Fetch-Mode", "navigate"),
+                ("Sec-Fetch-Dest", "document"),
+            ],
+        );
+        assert_eq!(r.status, 200, "{}", what("a link from another site"));
+        let r = request(addr, "POST", "/debug/pprof/symbol", b"0x1");
+        assert_eq!(r.status, 200, "{}", what("go tool pprof's symbol lookup"));
+    }
+}
+
+/// Issue 20, point 4: with `loopback_only`, a request must name this host
+/// as loopback clients do (`localhost`, `127.0.0.1`, `[::1]`) or by a
+/// configured name: a page whose name an attacker rebinds to 127.0.0.1
+/// cannot read the routes. Without the guard, any name is served.
+#[test]
+fn with_loopback_only_a_request_must_name_this_host() {
+    for adapter in Adapter::ALL {
+        let config = Config::default()
+            .loopback_only(true)
+            .allow_host("pprof.internal");
+        let addr = adapter.start_with(config);
+        let port = addr.port();
+        for host in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("LocalHost:{port}"),
+            format!("[::1]:{port}"),
+            "localhost".to_owned(),
+            format!("pprof.internal:{port}"),
+        ] {
+            let r = get_as(addr, &host, "/debug/pprof/cmdline");
+            assert_eq!(r.status, 200, "{adapter:?} Host: {host}: {}", r.text());
+        }
+        for host in [
+            format!("evil.example:{port}"),
+            format!("localhost.evil.example:{port}"),
+            format!("127.0.0.2:{port}"),
+            format!("pprof.internal.evil:{port}"),
+        ] {
+            for target in ["/debug/pprof/cmdline", "/debug/pprof/heap", "/debug/pprof/"] {
+                assert_go_error(
+                    &get_as(addr, &host, target),
+                    403,
+                    "this request names the host",
+                    &format!("{adapter:?} Host: {host} {target}"),
+                );
+            }
+        }
+        let open = adapter.start(None);
+        let r = get_as(open, "evil.example", "/debug/pprof/cmdline");
+        assert_eq!(r.status, 200, "{adapter:?}: no guard, no Host check");
     }
 }

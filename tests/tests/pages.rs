@@ -34,13 +34,42 @@ fn assert_page(r: &Response, status: u16, what: &str) {
         "{what}"
     );
     assert_eq!(r.header("cache-control"), Some("no-store"), "{what}");
-    let policy = r.header("content-security-policy").unwrap_or_default();
-    assert!(policy.starts_with("default-src 'none'"), "{what}: {policy}");
     let html = r.text();
+    assert_nonce_policy(r, &html, what);
     assert!(html.starts_with("<!DOCTYPE html>"), "{what}");
+    assert!(!html.contains("javascript:"), "{what}: a javascript: URL");
     // One response per page: nothing to load from anywhere.
     for external in ["<link", " src=", "<iframe", "<img", "@import", "url(http"] {
         assert!(!html.contains(external), "{what}: has {external}");
+    }
+}
+
+/// An HTML answer's policy: nothing but its own nonce's scripts and
+/// styles (never `'unsafe-inline'`), never framed; and every script and
+/// style of the HTML carries that nonce.
+fn assert_nonce_policy(r: &Response, html: &str, what: &str) {
+    let policy = r.header("content-security-policy").unwrap_or_default();
+    assert!(policy.starts_with("default-src 'none'"), "{what}: {policy}");
+    assert!(
+        policy.contains("frame-ancestors 'none'"),
+        "{what}: {policy}"
+    );
+    assert!(!policy.contains("unsafe-inline"), "{what}: {policy}");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"), "{what}");
+    let nonce = policy
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("{what}: no nonce in {policy}"));
+    assert!(nonce.len() >= 32, "{what}: a short nonce {nonce}");
+    for tag in ["<script", "<style"] {
+        for element in html.split(tag).skip(1) {
+            let head = element.split('>').next().unwrap_or_default();
+            assert!(
+                head.contains(&format!("nonce=\"{nonce}\"")),
+                "{what}: {tag}{head}> lacks the nonce"
+            );
+        }
     }
 }
 
@@ -142,6 +171,13 @@ fn the_index_links_every_profile_to_its_pages() {
             assert!(html.contains(&format!("<a href='{name}?debug=1'>{name}</a></td><td>")));
         }
         assert!(!html.contains("ui/flamegraph?profile=cmdline"));
+        let again = get(*addr, "/debug/pprof/");
+        assert_nonce_policy(&again, &again.text(), &format!("{adapter:?} index"));
+        // A new nonce for each answer.
+        assert_ne!(
+            again.header("content-security-policy"),
+            get(*addr, "/debug/pprof/").header("content-security-policy")
+        );
     }
 }
 
@@ -532,4 +568,91 @@ fn a_delta_diff_counts_down_then_compares_two_snapshots() {
         "{html}"
     );
     assert!(html.contains("before (1 s earlier)"), "{html}");
+}
+
+/// POST `body` as a saved profile (`application/octet-stream`) to `page`.
+fn post_raw(addr: SocketAddr, page: &str, body: &[u8]) -> Response {
+    request_with_headers(
+        addr,
+        "POST",
+        &format!("/debug/pprof/ui/{page}?profile=goroutine"),
+        &[("content-type", "application/octet-stream")],
+        body,
+    )
+}
+
+/// Issue 20's uploads that ask for far more than they weigh: each is a
+/// `400` page that says what is too large, answered before the work (a
+/// few kilobytes that asked for 10¹² frames once killed the service),
+/// and the service keeps serving.
+#[test]
+fn uploads_that_ask_too_much_are_400_pages_and_the_service_keeps_serving() {
+    use pprof_tests::hostile;
+    let cases = [
+        (
+            "point 1: a location of 10⁶ lines named 10⁶ times",
+            hostile::location_named_many_times(1_000_000, 1_000_000),
+            "records, more than the",
+        ),
+        (
+            "a location of 10³ lines named 10⁶ times",
+            hostile::location_named_many_times(1_000, 1_000_000),
+            "frames deep, more than the",
+        ),
+        (
+            "point 2: one sample 10⁶ frames deep",
+            hostile::deep_sample(1_000_000),
+            "one sample is 1000000 frames deep, more than the",
+        ),
+        (
+            "600 samples 4,000 frames deep",
+            hostile::distinct_deep_stacks(600, 4_000),
+            "2400000 frames in all, more than the",
+        ),
+        (
+            "point 3: 10⁶ empty labels in one sample",
+            hostile::nested_labels(1_000_000),
+            "records, more than the",
+        ),
+    ];
+    for (what, body, _) in &cases {
+        assert!(body.len() < 600 << 10, "{what}: {} bytes", body.len());
+    }
+    for (adapter, addr) in servers() {
+        for (what, body, says) in &cases {
+            for page in ["flamegraph", "top", "diff"] {
+                let what = format!("{adapter:?} {page}: {what}");
+                let r = post_raw(*addr, page, body);
+                assert_page(&r, 400, &what);
+                assert_eq!(r.header("x-go-pprof"), Some("1"), "{what}");
+                let message = error_message(&r);
+                assert!(
+                    message.starts_with("the uploaded file is not a usable profile: ")
+                        && message.contains(says),
+                    "{what}: {message}"
+                );
+            }
+        }
+        assert_page(
+            &get(*addr, "/debug/pprof/ui/top?profile=goroutine"),
+            200,
+            &format!("{adapter:?} still serving"),
+        );
+    }
+}
+
+/// Issue 20, point 5: values at `i64::MAX` (their sums overflow) and line
+/// numbers at the extremes draw a page; nothing panics.
+#[test]
+fn extreme_values_draw_a_page() {
+    let body = pprof_tests::hostile::extreme_values();
+    for (adapter, addr) in servers() {
+        for page in ["flamegraph", "top", "diff"] {
+            let what = format!("{adapter:?} {page}");
+            let r = post_raw(*addr, page, &body);
+            assert_page(&r, 200, &what);
+            let html = r.text();
+            assert!(html.contains("main"), "{what}: {html}");
+        }
+    }
 }

@@ -28,15 +28,7 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
         }
     };
     require("wrk", &["--version"], "apt-get install -y wrk")?;
-    let status = super::cargo()
-        .args(["build", "--release", "-p", "bench-server"])
-        .status()
-        .map_err(|e| format!("cargo: {e}"))?;
-    if !status.success() {
-        return Err("building bench-server failed".into());
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let server = format!("{target}/release/bench-server");
+    let (server, target) = build_bench_server()?;
     let go_server = build_go_reference(&target)?;
 
     println!(
@@ -181,6 +173,7 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
     )?;
 
     endpoint_costs(&server, quick)?;
+    upload_pages(&server, &target, quick)?;
     super::symbols::run(&super::symbols::build(&target, quick)?, quick)?;
     thread_dumps(&server, quick)?;
     accuracy(&server, plan.accuracy_seconds)?;
@@ -499,6 +492,112 @@ fn endpoint_costs(server: &str, quick: bool) -> Result<(), String> {
     );
     println!("| symbolization cache entries (addresses) | {cached} |");
     Ok(())
+}
+
+/// `cargo xtask bench --uploads-only`: the release bench server, then
+/// [`upload_pages`] alone.
+pub(crate) fn uploads_only(quick: bool) -> Result<(), String> {
+    let (server, target) = build_bench_server()?;
+    upload_pages(&server, &target, quick)
+}
+
+/// Build the release bench server: its path, and the target directory.
+fn build_bench_server() -> Result<(String, String), String> {
+    let status = super::cargo()
+        .args(["build", "--release", "-p", "bench-server"])
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !status.success() {
+        return Err("building bench-server failed".into());
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    Ok((format!("{target}/release/bench-server"), target))
+}
+
+/// The worst uploads a page accepts under its limits (and two it
+/// refuses), each posted to a freshly started release server: the
+/// answer's status, the time from sending the upload to the page's last
+/// byte, and the server's peak resident memory (`VmHWM`) against what it
+/// held idle before.
+fn upload_pages(server: &str, target: &str, quick: bool) -> Result<(), String> {
+    let dir = std::path::Path::new(target).join("bench-uploads");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let status = Command::new(server)
+        .args(["uploads", &dir.display().to_string()])
+        .status()
+        .map_err(|e| format!("{server}: {e}"))?;
+    if !status.success() {
+        return Err("bench-server uploads failed".into());
+    }
+    let all = [
+        "deepest",
+        "widest",
+        "labels",
+        "longest-name",
+        "refused-point-1",
+        "refused-point-2",
+    ];
+    let (names, pages): (&[&str], &[&str]) = if quick {
+        (&["deepest", "refused-point-1"], &["flamegraph"])
+    } else {
+        (&all, &["flamegraph", "top"])
+    };
+    println!(
+        "\n| upload (release, axum) | gzipped | decoded | page | status | time to page | peak RSS | idle RSS before |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for name in names {
+        let body =
+            std::fs::read(dir.join(format!("{name}.pb.gz"))).map_err(|e| format!("{name}: {e}"))?;
+        let decoded = {
+            use std::io::Read;
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(body.as_slice())
+                .read_to_end(&mut raw)
+                .map_err(|e| format!("{name}: {e}"))?;
+            raw.len()
+        };
+        for page in pages {
+            let s = Server::start(
+                server,
+                &["serve", "--framework", "axum", "--pprof"],
+                7109,
+                false,
+            )?;
+            std::thread::sleep(Duration::from_millis(300));
+            let idle = crate::procfs::rss_mib(s.pid());
+            let target = format!("/debug/pprof/ui/{page}?profile=goroutine");
+            let (status, took) = post_octets(&s.addr, &target, &body)?;
+            let peak = crate::procfs::peak_rss_mib(s.pid());
+            println!(
+                "| {name} | {:.1} KiB | {:.1} MiB | {page} | {status} | {:.0} ms | {peak:.1} MiB | {idle:.1} MiB |",
+                body.len() as f64 / 1024.0,
+                decoded as f64 / 1048576.0,
+                millis(took)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// POST `body` as `application/octet-stream`: the status and the time to
+/// the answer's last byte.
+fn post_octets(addr: &str, target: &str, body: &[u8]) -> Result<(u16, Duration), String> {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let (status, _) = crate::http::split_response(&raw);
+    Ok((status, started.elapsed()))
 }
 
 /// `/goroutine` with 10, 100 and 500 extra threads alive, in process.

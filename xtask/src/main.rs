@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str =
     "usage: cargo xtask ci [--no-lint] | cargo xtask practice | cargo xtask bench [--quick]
        cargo xtask bench --symbols-only [--quick] [--binary PATH]...
+       cargo xtask bench --uploads-only [--quick]
        cargo xtask fuzz [--seconds N] | cargo xtask soak [--profiles N] | cargo xtask proto
 
   ci         cargo fmt --check, cargo clippy (warnings are errors), cargo test --workspace,
@@ -28,6 +29,8 @@ const USAGE: &str =
   --symbols-only  only the first symbolization's memory and time, each case in a fresh
              process, on the given binaries (default: release builds of the bench server,
              the axum example and the practice program)
+  --uploads-only  only the pages' worst accepted uploads (and two refused ones): status,
+             time to the page, the server's peak RSS
   practice   start the practice zoo on 127.0.0.1:6060 and run go tool pprof -top on each
              profile: CPU (10 s), heap, allocs, goroutine, mutex, block
   fuzz       every cargo-fuzz target in fuzz/ for N seconds each (default 60; needs
@@ -58,6 +61,10 @@ fn main() -> ExitCode {
             };
             report("bench", binaries.and_then(|b| symbols::run(&b, quick)))
         }
+        Some("bench") if args.iter().any(|a| a == "--uploads-only") => report(
+            "bench",
+            bench::uploads_only(args.iter().any(|a| a == "--quick")),
+        ),
         Some("bench") => match bench::run(args.iter().any(|a| a == "--quick")) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

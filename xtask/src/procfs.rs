@@ -17,6 +17,12 @@ pub(crate) fn rss_mib(pid: u32) -> f64 {
     status_kib(pid, "VmRSS") as f64 / 1024.0
 }
 
+/// The most memory `pid` has had resident since it started (its high-water
+/// mark), MiB.
+pub(crate) fn peak_rss_mib(pid: u32) -> f64 {
+    status_kib(pid, "VmHWM") as f64 / 1024.0
+}
+
 /// Anonymous resident memory of `pid`, KiB.
 pub(crate) fn rss_anon_kib(pid: u32) -> u64 {
     status_kib(pid, "RssAnon")

@@ -33,6 +33,9 @@
 //! `sampler-memory --threads N [--seconds S] [--hz H]`: N threads burn CPU
 //! while one profile runs in process; prints RssAnon before, at its peak
 //! while profiling (read every 100 ms), and after.
+//!
+//! `uploads DIR`: writes the uploads the bench posts to a page (issue 20):
+//! the worst ones accepted under the limits, and two the limits refuse.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -51,12 +54,45 @@ fn main() {
         Some("cpu-total") => cpu_total(),
         Some("handler-cost") => handler_cost(),
         Some("sampler-memory") => sampler_memory(),
+        Some("uploads") => uploads(),
         _ => {
             eprintln!(
-                "usage: bench-server serve --framework axum|actix|warp [--pprof] [--addr A] | accuracy [--seconds N] | threads [--counts 10,100,500] [--rounds N] | cpu-total FILE [FUNCTION...] | handler-cost --depth N [--seconds S] | sampler-memory --threads N [--seconds S] [--hz H]"
+                "usage: bench-server serve --framework axum|actix|warp [--pprof] [--addr A] | accuracy [--seconds N] | threads [--counts 10,100,500] [--rounds N] | cpu-total FILE [FUNCTION...] | handler-cost --depth N [--seconds S] | sampler-memory --threads N [--seconds S] [--hz H] | uploads DIR"
             );
             std::process::exit(2);
         }
+    }
+}
+
+/// Write the uploads of the bench's page case into the directory named
+/// after `uploads`, one file each, named for what it is.
+fn uploads() {
+    use pprof_tests::hostile;
+    let dir = std::path::PathBuf::from(std::env::args().nth(2).unwrap_or_else(|| ".".into()));
+    let files = [
+        // At the frame bounds: 488 samples 4,096 deep (1,998,848 frames),
+        // every frame its own node of the flame graph's tree.
+        ("deepest", hostile::distinct_deep_stacks(488, 4096)),
+        // 990,000 samples two deep (near the record bound), 990,000
+        // distinct stacks.
+        ("widest", hostile::wide_stacks(990_000, 1000)),
+        // Near the record bound inside one sample.
+        ("labels", hostile::nested_labels(999_000)),
+        // A 30 MiB function name, under the 32 MiB decoded bound.
+        ("longest-name", hostile::long_name(30 << 20)),
+        // Refused: issue 20's 10^12 frames, and its sample 10^6 deep.
+        (
+            "refused-point-1",
+            hostile::location_named_many_times(1_000_000, 1_000_000),
+        ),
+        ("refused-point-2", hostile::deep_sample(1_000_000)),
+    ];
+    for (name, bytes) in files {
+        let path = dir.join(format!("{name}.pb.gz"));
+        std::fs::write(&path, bytes).unwrap_or_else(|e| {
+            eprintln!("bench-server: {}: {e}", path.display());
+            std::process::exit(1);
+        });
     }
 }
 

@@ -46,6 +46,7 @@ pub struct Config {
     pub(crate) max_upload_bytes: usize,
     pub(crate) max_upload_decoded_bytes: usize,
     pub(crate) loopback_only: bool,
+    pub(crate) allowed_hosts: Vec<String>,
     pub(crate) bearer_token: Option<Arc<str>>,
     pub(crate) allow: Option<Predicate>,
     pub(crate) switch: Option<Switch>,
@@ -71,6 +72,7 @@ impl fmt::Debug for Config {
             .field("task_dump_timeout", &self.task_dump_timeout)
             .field("max_cpu_profiles", &self.max_cpu_profiles)
             .field("loopback_only", &self.loopback_only)
+            .field("allowed_hosts", &self.allowed_hosts)
             // Never print the secret itself.
             .field(
                 "bearer_token",
@@ -102,6 +104,7 @@ impl Default for Config {
             max_upload_bytes: 8 * 1024 * 1024,
             max_upload_decoded_bytes: 32 * 1024 * 1024,
             loopback_only: false,
+            allowed_hosts: Vec::new(),
             bearer_token: None,
             allow: None,
             switch: None,
@@ -243,8 +246,30 @@ impl Config {
     /// (`127.0.0.0/8`, `::1`, `::ffff:127.0.0.1`). Others get `403`. The
     /// peer comes from the [`PeerAddr`](crate::PeerAddr) request extension;
     /// when the server supplied none the request is denied too (fail closed).
+    ///
+    /// A loopback peer must also name this host as loopback clients do
+    /// (`Host: localhost`, `127.0.0.1` or `[::1]`, any port) or by a name
+    /// given to [`allow_host`](Config::allow_host): a web page whose own
+    /// name an attacker points at 127.0.0.1 (DNS rebinding) sends its own
+    /// name and is refused (`403`).
     pub fn loopback_only(mut self, on: bool) -> Self {
         self.loopback_only = on;
+        self
+    }
+
+    /// One more name (without the port) that [`loopback_only`](Config::loopback_only)
+    /// accepts in a request's `Host`, besides `localhost`, `127.0.0.1`
+    /// and `[::1]`: an alias in `/etc/hosts`, or the name a proxy on this
+    /// host forwards (compared without regard to case; call again for more).
+    ///
+    /// ```
+    /// let config = pprof_core::Config::default()
+    ///     .loopback_only(true)
+    ///     .allow_host("pprof.internal");
+    /// # drop(config);
+    /// ```
+    pub fn allow_host(mut self, name: impl Into<String>) -> Self {
+        self.allowed_hosts.push(name.into());
         self
     }
 

@@ -74,6 +74,19 @@ pub enum Error {
     MissingToken,
     /// The request's bearer token is not the configured one.
     WrongToken,
+    /// The loopback guard is on and the request names another host than
+    /// this one's loopback names or a configured one (DNS rebinding).
+    HostNotAllowed {
+        /// The host the request named (shortened), empty when none.
+        host: String,
+    },
+    /// A page of another web site made this request through a browser
+    /// (a POST from it, or an image, frame or fetch of a route).
+    CrossSite {
+        /// What the browser said about it (`Sec-Fetch-Site: cross-site, …`
+        /// or `Origin: …`), shortened.
+        seen: String,
+    },
     /// The configured access predicate turned the request down.
     Denied,
     /// The routes are switched off at run time (see [`Switch`](crate::Switch)).
@@ -144,8 +157,18 @@ pub enum Error {
     },
     /// An uploaded profile could not be read; the text says why.
     InvalidUpload(String),
-    /// Another uploaded profile is being read in this process.
+    /// Another uploaded profile is being decoded or drawn in this process.
     UploadBusy,
+    /// As many uploads as the server receives at once are arriving.
+    UploadsArriving {
+        /// How many may arrive at once.
+        limit: usize,
+    },
+    /// An upload did not arrive whole within the server's deadline.
+    UploadTooSlow {
+        /// The deadline, in seconds.
+        seconds: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -206,6 +229,14 @@ impl fmt::Display for Error {
                 "pprof endpoints need an Authorization: Bearer token; none was given",
             ),
             Self::WrongToken => f.write_str("the bearer token is not valid for pprof endpoints"),
+            Self::HostNotAllowed { host } => write!(
+                f,
+                "pprof endpoints answer loopback clients that name this host localhost, 127.0.0.1 or [::1] (or a name set with Config::allow_host); this request names the host {host:?}"
+            ),
+            Self::CrossSite { seen } => write!(
+                f,
+                "pprof endpoints refuse requests that a page of another site makes through a browser ({seen}); open the routes and pages directly"
+            ),
             Self::Denied => f.write_str("the server's access policy denies this pprof request"),
             Self::SwitchedOff => f.write_str("pprof endpoints are switched off on this server"),
             Self::HeapDumpBusy => f.write_str(
@@ -257,9 +288,17 @@ impl fmt::Display for Error {
                 "the uploaded profile decompresses to more than the limit of {limit} bytes"
             ),
             Self::InvalidUpload(why) => write!(f, "the uploaded file is not a usable profile: {why}"),
-            Self::UploadBusy => {
-                f.write_str("another uploaded profile is being read; try again in a moment")
-            }
+            Self::UploadBusy => f.write_str(
+                "another uploaded profile is being read or drawn; try again in a moment",
+            ),
+            Self::UploadsArriving { limit } => write!(
+                f,
+                "Could not receive the upload: {limit} are arriving, the server's limit; try again in a moment"
+            ),
+            Self::UploadTooSlow { seconds } => write!(
+                f,
+                "the upload did not arrive within {seconds} s, the server's limit; send it again from nearer"
+            ),
         }
     }
 }
@@ -319,6 +358,12 @@ pub(crate) mod tests {
         Error::PeerUnknown => Error::PeerUnknown,
         Error::MissingToken => Error::MissingToken,
         Error::WrongToken => Error::WrongToken,
+        Error::HostNotAllowed { .. } => Error::HostNotAllowed {
+            host: "evil.example:6060".into(),
+        },
+        Error::CrossSite { .. } => Error::CrossSite {
+            seen: "Sec-Fetch-Site: cross-site, Sec-Fetch-Dest: empty".into(),
+        },
         Error::Denied => Error::Denied,
         Error::SwitchedOff => Error::SwitchedOff,
         Error::HeapDumpBusy => Error::HeapDumpBusy,
@@ -352,6 +397,8 @@ pub(crate) mod tests {
         },
         Error::InvalidUpload(_) => Error::InvalidUpload("bad".into()),
         Error::UploadBusy => Error::UploadBusy,
+        Error::UploadsArriving { .. } => Error::UploadsArriving { limit: 4 },
+        Error::UploadTooSlow { .. } => Error::UploadTooSlow { seconds: 30 },
     }
 
     #[test]

@@ -12,10 +12,19 @@ use prost::Message;
 
 use crate::error::Error;
 
-/// Records (samples, locations, functions, strings, mappings) an uploaded
-/// profile may hold in all. A real profile of 10,000 stacks has some
-/// 100,000; each record costs some tens of bytes once decoded.
-const MAX_RECORDS: usize = 2_000_000;
+/// Records an uploaded profile may hold in all, counted at every level:
+/// samples and the labels inside them, locations and their lines,
+/// functions, mappings, sample types, strings. A real profile of 10,000
+/// stacks has some 100,000; each costs 16 to 100 bytes once decoded (an
+/// empty label is two bytes on the wire and 32 decoded), so the bound
+/// keeps the decoded records under about 100 MiB.
+const MAX_RECORDS: usize = 1_000_000;
+
+/// Numbers in the samples' packed lists (location ids and values, and
+/// comments) an uploaded profile may hold: one byte on the wire, eight
+/// decoded. Four million is 32 MiB decoded, and more than a page draws
+/// (every location id is at least one frame).
+const MAX_NUMBERS: usize = 4_000_000;
 
 /// Decode a profile.proto, gzipped (as Go serves it) or not. `max_decoded`
 /// bounds the gunzipped size.
@@ -47,39 +56,104 @@ pub(crate) fn decode(bytes: &[u8], max_decoded: usize) -> Result<protos::Profile
     if raw.is_empty() {
         return Err(Error::InvalidUpload("it is empty".to_owned()));
     }
-    let records = count_records(&raw)?;
-    if records > MAX_RECORDS {
+    let mut counted = Counted::default();
+    count(&raw, Part::Profile, &mut counted)?;
+    if counted.records > MAX_RECORDS {
         return Err(Error::InvalidUpload(format!(
-            "it holds {records} records, more than the {MAX_RECORDS} a page reads"
+            "it holds {} records, more than the {MAX_RECORDS} a page reads",
+            counted.records
+        )));
+    }
+    if counted.numbers > MAX_NUMBERS {
+        return Err(Error::InvalidUpload(format!(
+            "it holds {} numbers in its samples' lists, more than the {MAX_NUMBERS} a page reads",
+            counted.numbers
         )));
     }
     protos::Profile::decode(raw.as_slice())
         .map_err(|e| Error::InvalidUpload(format!("it is not a profile.proto ({e})")))
 }
 
-/// The number of top-level length-delimited records, checking the wire
+/// What a profile.proto holds, counted on the wire.
+#[derive(Debug, Default)]
+struct Counted {
+    /// Length-delimited records at every level.
+    records: usize,
+    /// Entries of the repeated number fields.
+    numbers: usize,
+}
+
+/// The messages of profile.proto whose records are counted inside them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Profile,
+    Sample,
+    Location,
+    /// Labels, lines, functions, mappings, sample types: numbers only.
+    Leaf,
+}
+
+impl Part {
+    /// What the length-delimited `field` of this part holds: a message
+    /// to count inside, or `None` for bytes (strings, unknown fields).
+    fn nested(self, field: u64) -> Option<Part> {
+        match (self, field) {
+            (Self::Profile, 2) => Some(Self::Sample),
+            (Self::Profile, 4) => Some(Self::Location),
+            // Sample types, mappings, functions; labels; lines.
+            (Self::Profile, 1 | 3 | 5) | (Self::Sample, 3) | (Self::Location, 4) => {
+                Some(Self::Leaf)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `field` is a repeated number (packed, or one per key):
+    /// a sample's location ids and values, the profile's comments.
+    fn repeated_number(self, field: u64) -> bool {
+        matches!((self, field), (Self::Sample, 1 | 2) | (Self::Profile, 13))
+    }
+}
+
+/// Count the records and numbers of `raw`, a `part`, checking the wire
 /// format on the way (without decoding anything).
-fn count_records(mut raw: &[u8]) -> Result<usize, Error> {
+fn count(mut raw: &[u8], part: Part, counted: &mut Counted) -> Result<(), Error> {
     let bad = |what: &str| Error::InvalidUpload(format!("it is not a profile.proto ({what})"));
-    let mut records = 0usize;
     while !raw.is_empty() {
         let key = varint(&mut raw).ok_or_else(|| bad("a field key is cut off"))?;
+        let field = key >> 3;
         match key & 7 {
             0 => {
                 varint(&mut raw).ok_or_else(|| bad("a number is cut off"))?;
+                counted.numbers += usize::from(part.repeated_number(field));
             }
             1 => raw = raw.get(8..).ok_or_else(|| bad("a fixed64 is cut off"))?,
             2 => {
                 let len = varint(&mut raw).ok_or_else(|| bad("a length is cut off"))?;
                 let len = usize::try_from(len).map_err(|_| bad("a length is too large"))?;
-                raw = raw.get(len..).ok_or_else(|| bad("a record is cut off"))?;
-                records += 1;
+                let inner = raw.get(..len).ok_or_else(|| bad("a record is cut off"))?;
+                raw = &raw[len..];
+                if part.repeated_number(field) {
+                    // Packed: one number per byte that ends a varint.
+                    if inner.last().is_some_and(|b| b & 0x80 != 0) {
+                        return Err(bad("a packed number is cut off"));
+                    }
+                    counted.numbers += inner.iter().filter(|b| **b & 0x80 == 0).count();
+                    continue;
+                }
+                counted.records += 1;
+                match part.nested(field) {
+                    Some(inner_part @ (Part::Sample | Part::Location)) => {
+                        count(inner, inner_part, counted)?;
+                    }
+                    Some(Part::Leaf | Part::Profile) | None => {}
+                }
             }
             5 => raw = raw.get(4..).ok_or_else(|| bad("a fixed32 is cut off"))?,
             _ => return Err(bad("an unknown wire type")),
         }
     }
-    Ok(records)
+    Ok(())
 }
 
 /// One base-128 varint off the front of `raw`.
@@ -148,6 +222,61 @@ mod tests {
             Err(Error::InvalidUpload(why)) => assert!(why.contains("records"), "{why}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// `bytes` as field `field` of a message: key, length, bytes.
+    fn record(field: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(field << 3) | 2];
+        let mut len = bytes.len();
+        while len >= 0x80 {
+            out.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn records_inside_a_sample_count_toward_the_bound() {
+        // One sample of empty labels: one top-level record, yet each label
+        // is a record of its own once decoded.
+        let labels: Vec<u8> = std::iter::repeat_n([0x1au8, 0x00], MAX_RECORDS)
+            .flatten()
+            .collect();
+        let raw = record(2, &labels);
+        match decode(&gzip(&raw), 64 << 20) {
+            Err(Error::InvalidUpload(why)) => {
+                assert!(why.contains("1000001 records, more than the"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // And lines inside a location.
+        let lines: Vec<u8> = std::iter::repeat_n([0x22u8, 0x00], MAX_RECORDS)
+            .flatten()
+            .collect();
+        let raw = record(4, &lines);
+        assert!(
+            matches!(decode(&gzip(&raw), 64 << 20), Err(Error::InvalidUpload(why)) if why.contains("records"))
+        );
+    }
+
+    #[test]
+    fn a_samples_packed_numbers_count_toward_their_bound() {
+        let ids = vec![1u8; MAX_NUMBERS + 1];
+        let raw = record(2, &record(1, &ids));
+        match decode(&gzip(&raw), 64 << 20) {
+            Err(Error::InvalidUpload(why)) => assert!(why.contains("4000001 numbers"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Within the bound it decodes, one location id per byte.
+        let raw = record(2, &record(1, &[1, 2, 0x80, 0x01]));
+        let profile = decode(&raw, 1 << 20).expect("decodes");
+        assert_eq!(profile.sample[0].location_id, [1, 2, 128]);
+        let cut = record(2, &record(1, &[1, 0x80]));
+        assert!(
+            matches!(decode(&cut, 1 << 20), Err(Error::InvalidUpload(why)) if why.contains("cut off"))
+        );
     }
 
     #[test]

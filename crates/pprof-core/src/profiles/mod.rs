@@ -169,6 +169,12 @@ impl Slot {
             .map_err(|_| self.busy.clone())
     }
 
+    /// How many more requests it would let in now (tests).
+    #[cfg(test)]
+    pub(crate) fn free(&self) -> usize {
+        self.permits.available_permits()
+    }
+
     /// The slot once it is free: for work already admitted (the second
     /// snapshot of a delta profile).
     pub(crate) async fn claim(&'static self) -> Permit {

@@ -1,9 +1,11 @@
 //! Who may ask: the access guards every request passes before any work is
-//! done (no body read, no profile started).
+//! done (no body read, no profile started), and the rules that keep a web
+//! page of another site, open in a developer's browser, from using the
+//! routes through it (cross-site requests, DNS rebinding).
 
 use std::net::SocketAddr;
 
-use http::{header, request::Parts};
+use http::{Method, header, request::Parts};
 
 use crate::{Config, Error};
 
@@ -23,7 +25,8 @@ use crate::{Config, Error};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// Apply the guards in order: peer, token, predicate, switch.
+/// Apply the guards in order: peer and host name (with `loopback_only`),
+/// the request's site, token, predicate, switch.
 pub(crate) fn check(config: &Config, parts: &Parts) -> Result<(), Error> {
     if config.loopback_only {
         let peer = parts
@@ -33,7 +36,9 @@ pub(crate) fn check(config: &Config, parts: &Parts) -> Result<(), Error> {
         if !peer.0.ip().to_canonical().is_loopback() {
             return Err(Error::PeerNotLoopback);
         }
+        check_host(config, parts)?;
     }
+    check_site(parts)?;
     if let Some(expected) = &config.bearer_token {
         let given = bearer(parts).ok_or(Error::MissingToken)?;
         if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
@@ -51,6 +56,104 @@ pub(crate) fn check(config: &Config, parts: &Parts) -> Result<(), Error> {
         return Err(Error::SwitchedOff);
     }
     Ok(())
+}
+
+/// The names a loopback client reaches this host by.
+const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+/// A loopback peer must name this host as loopback clients do, or by a
+/// name the service configured ([`Config::allow_host`]): a browser that
+/// loaded `http://evil.example:6060/` and had that name rebound to
+/// 127.0.0.1 is a loopback peer, but it says `Host: evil.example:6060`.
+fn check_host(config: &Config, parts: &Parts) -> Result<(), Error> {
+    let named = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    });
+    let host = named.and_then(host_name);
+    let allowed = host.is_some_and(|host| {
+        LOOPBACK_NAMES
+            .iter()
+            .copied()
+            .chain(config.allowed_hosts.iter().map(String::as_str))
+            .any(|name| name.eq_ignore_ascii_case(host))
+    });
+    if allowed {
+        return Ok(());
+    }
+    Err(Error::HostNotAllowed {
+        host: shorten(named.unwrap_or_default()),
+    })
+}
+
+/// The name in a `Host` value (`name`, `name:port`, `[v6]:port`): without
+/// its port and a final dot; `None` when it is empty or the port is not a
+/// number.
+fn host_name(value: &str) -> Option<&str> {
+    let name = match value.rsplit_once(':') {
+        // `[::1]` alone splits inside the brackets: no port there.
+        Some((name, port)) if !name.starts_with('[') || name.ends_with(']') => {
+            port.bytes().all(|b| b.is_ascii_digit()).then_some(name)?
+        }
+        _ => value,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    (!name.is_empty()).then_some(name)
+}
+
+/// What a browser says about where a request comes from, checked as Go's
+/// `http.CrossOriginProtection` does: `Sec-Fetch-Site` when it is there
+/// (every current browser sends it), else `Origin` against `Host`; a
+/// request with neither is not from a browser (curl, `go tool pprof`, a
+/// scraper) and passes. A POST (or any method but GET and HEAD) must come
+/// from this origin or from the person (`none`: typed, bookmarked); a GET
+/// from another site must be the person following a link (a top-level
+/// navigation), never an image, a frame, a script or a fetch that a page
+/// made, each of which could start a profile in the developer's name.
+fn check_site(parts: &Parts) -> Result<(), Error> {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let safe = parts.method == Method::GET || parts.method == Method::HEAD;
+    if let Some(site) = header("sec-fetch-site") {
+        if site == "same-origin" || site == "none" {
+            return Ok(());
+        }
+        let followed = header("sec-fetch-mode") == Some("navigate")
+            && header("sec-fetch-dest").is_none_or(|d| d == "document");
+        if safe && followed {
+            return Ok(());
+        }
+        let dest = header("sec-fetch-dest").unwrap_or("?");
+        return Err(Error::CrossSite {
+            seen: shorten(&format!("Sec-Fetch-Site: {site}, Sec-Fetch-Dest: {dest}")),
+        });
+    }
+    let Some(origin) = header("origin") else {
+        return Ok(());
+    };
+    if safe {
+        return Ok(());
+    }
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| header("host"));
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    match (origin_host, host) {
+        (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => Ok(()),
+        _ => Err(Error::CrossSite {
+            seen: shorten(&format!("Origin: {origin}")),
+        }),
+    }
+}
+
+/// At most 100 characters of what a client sent, for a message.
+fn shorten(text: &str) -> String {
+    text.chars().take(100).collect()
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme
@@ -111,17 +214,121 @@ mod tests {
     #[test]
     fn loopback_guard_fails_closed() {
         let config = Config::default().loopback_only(true);
-        assert_eq!(check(&config, &parts(&[], Some("127.0.0.1:1"))), Ok(()));
-        assert_eq!(check(&config, &parts(&[], Some("[::1]:1"))), Ok(()));
+        let host = [("host", "localhost:6060")];
+        assert_eq!(check(&config, &parts(&host, Some("127.0.0.1:1"))), Ok(()));
+        assert_eq!(check(&config, &parts(&host, Some("[::1]:1"))), Ok(()));
         assert_eq!(
-            check(&config, &parts(&[], Some("[::ffff:127.0.0.1]:1"))),
+            check(&config, &parts(&host, Some("[::ffff:127.0.0.1]:1"))),
             Ok(())
         );
         assert_eq!(
-            check(&config, &parts(&[], Some("10.0.0.1:1"))),
+            check(&config, &parts(&host, Some("10.0.0.1:1"))),
             Err(Error::PeerNotLoopback)
         );
-        assert_eq!(check(&config, &parts(&[], None)), Err(Error::PeerUnknown));
+        assert_eq!(check(&config, &parts(&host, None)), Err(Error::PeerUnknown));
+    }
+
+    fn post(headers: &[(&str, &str)]) -> Parts {
+        let mut request = http::Request::post("/debug/pprof/ui/top?profile=heap");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.body(()).unwrap_or_default().into_parts().0
+    }
+
+    #[test]
+    fn posts_come_from_this_origin_or_no_browser() {
+        let config = Config::default();
+        let site = |headers: &[(&str, &str)]| check(&config, &post(headers));
+        assert_eq!(site(&[]), Ok(()));
+        assert_eq!(site(&[("sec-fetch-site", "same-origin")]), Ok(()));
+        assert_eq!(site(&[("sec-fetch-site", "none")]), Ok(()));
+        assert_eq!(
+            site(&[
+                ("host", "127.0.0.1:6060"),
+                ("origin", "http://127.0.0.1:6060")
+            ]),
+            Ok(())
+        );
+        for refused in [
+            &[("sec-fetch-site", "cross-site")][..],
+            &[("sec-fetch-site", "same-site")],
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("sec-fetch-mode", "navigate"),
+            ],
+            &[
+                ("host", "127.0.0.1:6060"),
+                ("origin", "http://evil.example"),
+            ],
+            &[
+                ("host", "127.0.0.1:6060"),
+                ("origin", "http://127.0.0.1:6061"),
+            ],
+            &[("host", "127.0.0.1:6060"), ("origin", "null")],
+            &[("origin", "http://127.0.0.1:6060")],
+        ] {
+            assert!(
+                matches!(site(refused), Err(Error::CrossSite { .. })),
+                "{refused:?}"
+            );
+        }
+        // A GET from another site: a link followed, not a page's image.
+        let followed = parts(
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+            ],
+            None,
+        );
+        assert_eq!(check(&config, &followed), Ok(()));
+        let image = parts(
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("sec-fetch-dest", "image"),
+            ],
+            None,
+        );
+        assert!(matches!(
+            check(&config, &image),
+            Err(Error::CrossSite { .. })
+        ));
+    }
+
+    #[test]
+    fn loopback_requests_name_this_host() {
+        let config = Config::default()
+            .loopback_only(true)
+            .allow_host("Pprof.Internal");
+        let named = |host: &str| check(&config, &parts(&[("host", host)], Some("127.0.0.1:1")));
+        for host in [
+            "localhost",
+            "localhost:6060",
+            "LOCALHOST.",
+            "127.0.0.1:6060",
+            "[::1]:6060",
+            "pprof.internal:80",
+        ] {
+            assert_eq!(named(host), Ok(()), "{host}");
+        }
+        for host in [
+            "evil.example:6060",
+            "127.0.0.2",
+            "[::2]:6060",
+            "",
+            "localhost.evil",
+        ] {
+            assert!(
+                matches!(named(host), Err(Error::HostNotAllowed { .. })),
+                "{host}"
+            );
+        }
+        // No Host at all: refused (fails closed, like an unknown peer).
+        assert!(matches!(
+            check(&config, &parts(&[], Some("127.0.0.1:1"))),
+            Err(Error::HostNotAllowed { .. })
+        ));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::respond::Reply;
+use super::respond::{Nonce, Reply};
 use crate::Error;
 use crate::profiles::{PROFILES, blocking};
 
@@ -79,17 +79,23 @@ pub(super) async fn page(prefix: &str, notice: Option<&str>) -> Result<Reply, Er
         links: p.about().index_links,
         pages: true,
     }));
-    Ok(Reply::Html(html(prefix, notice, entries)))
+    let nonce = Nonce::fresh();
+    Ok(Reply::Html {
+        html: html(prefix, notice, entries, &nonce),
+        nonce,
+    })
 }
 
-/// Rows sorted by name; links are relative so the page works under any mount.
-fn html(prefix: &str, notice: Option<&str>, mut entries: Vec<Entry>) -> String {
+/// Rows sorted by name; links are relative so the page works under any
+/// mount; its one style carries the response's nonce.
+fn html(prefix: &str, notice: Option<&str>, mut entries: Vec<Entry>, nonce: &Nonce) -> String {
     entries.sort_by_key(|e| e.name);
     let title = escape(&format!("{prefix}/"));
     let mut out = String::new();
     let _ = write!(
         out,
-        "<html>\n<head>\n<title>{title}</title>\n<style>\n.profile-name{{\n\tdisplay:inline-block;\n\twidth:6rem;\n}}\n</style>\n</head>\n<body>\n{title}\n<br>\n"
+        "<html>\n<head>\n<title>{title}</title>\n<style nonce=\"{}\">\n.profile-name{{\n\tdisplay:inline-block;\n\twidth:6rem;\n}}\n</style>\n</head>\n<body>\n{title}\n<br>\n",
+        nonce.as_str()
     );
     if let Some(notice) = notice {
         let _ = writeln!(out, "<p class=notice><b>Note:</b> {}</p>", escape(notice));
@@ -181,6 +187,7 @@ mod tests {
                     pages: false,
                 },
             ],
+            &Nonce::fresh(),
         );
         assert!(page.contains("<title>/debug/pprof/</title>"));
         let alpha = page.find("href='alpha?debug=1'").unwrap_or(usize::MAX);

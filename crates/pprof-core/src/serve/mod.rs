@@ -166,6 +166,8 @@ impl Pprof {
                 index::page(&self.config.prefix, notice.map(|n| n.0)).await
             }
             Route::Cmdline => Ok(Reply::Text(symbol::cmdline())),
+            // HEAD: the headers of a symbol answer; no lookup.
+            Route::Symbol if parsed.head_only => Ok(Reply::Text(String::new())),
             Route::Symbol => {
                 symbol::answer(&parts.method, parts.uri.query(), body, &self.config).await
             }

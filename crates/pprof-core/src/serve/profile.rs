@@ -445,6 +445,17 @@ mod tests {
             body,
             "Could not look up symbols: 2 lookups are in progress, the server's limit; try again\n"
         );
+        // HEAD runs no lookup (issue 20, point 8): it is answered while
+        // both places are taken, with a text answer's headers.
+        let head = http::Request::head("/debug/pprof/symbol?0x1+0x2")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        let response = pprof.handle(head).await;
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(body_of(response).await, (StatusCode::OK, Bytes::new()));
         drop(held);
         assert_eq!(post("0x1").await.0, StatusCode::OK);
     }

@@ -12,13 +12,19 @@ use crate::{Error, format};
 /// What a route produced, before headers are decided.
 #[derive(Debug, Clone)]
 pub(super) enum Reply {
-    Html(String),
-    /// A page for people (`ui/`): HTML with this status, allowed no
-    /// external fetch by its `Content-Security-Policy`.
+    /// The index: HTML whose one style carries `nonce`.
+    Html {
+        html: String,
+        nonce: Nonce,
+    },
+    /// A page for people (`ui/`): HTML with this status, its scripts and
+    /// styles carrying `nonce`, allowed nothing else and no external fetch
+    /// by its `Content-Security-Policy`.
     #[cfg_attr(not(feature = "ui"), allow(dead_code))]
     Page {
         status: StatusCode,
         html: String,
+        nonce: Nonce,
     },
     Text(String),
     /// A gzipped profile.proto, served as an attachment named `filename`.
@@ -35,10 +41,59 @@ pub(super) enum Reply {
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// A fresh, unguessable value for one response's `Content-Security-Policy`:
+/// only the scripts and styles that carry it run, so markup that slipped
+/// into a page unescaped (from a function name, say) could not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Nonce(String);
+
+impl Nonce {
+    /// 128 bits from the kernel's random source, as hex.
+    pub(super) fn fresh() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        use std::io::Read;
+        let mut bytes = [0u8; 16];
+        let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+        if read.is_err() {
+            // No /dev/urandom (a bare chroot): the standard library's own
+            // per-process random keys, through SipHash, twice.
+            for half in bytes.chunks_mut(8) {
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_u128(
+                    std::time::UNIX_EPOCH
+                        .elapsed()
+                        .unwrap_or_default()
+                        .as_nanos(),
+                );
+                half.copy_from_slice(&hasher.finish().to_le_bytes());
+            }
+        }
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The index loads nothing and runs no script; its style carries the nonce.
+fn index_policy(nonce: &Nonce) -> String {
+    format!(
+        "default-src 'none'; style-src 'nonce-{}'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        nonce.0
+    )
+}
+
 /// Pages carry their scripts and styles inline and load nothing: the
-/// browser is told to refuse any other source, and to send forms and
-/// requests (a page posting itself back) only here.
-const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'";
+/// browser is told to run only those with this response's nonce, to refuse
+/// any other source, to send forms and requests (a page posting itself
+/// back) only here, and never to show the page in a frame.
+fn page_policy(nonce: &Nonce) -> String {
+    format!(
+        "default-src 'none'; script-src 'nonce-{0}'; style-src 'nonce-{0}'; img-src data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        nonce.0
+    )
+}
 
 impl Reply {
     /// Text answers longer than `max` are refused (see [`format::cap`]).
@@ -51,15 +106,22 @@ impl Reply {
 
     pub(super) fn into_response(self) -> Response<ResponseBody> {
         let (builder, body) = match self {
-            Self::Html(html) => (
-                base(StatusCode::OK, "text/html; charset=utf-8"),
-                html.into(),
-            ),
-            Self::Page { status, html } => (
-                base(status, "text/html; charset=utf-8")
-                    .header(header::CONTENT_SECURITY_POLICY, PAGE_POLICY),
-                html.into(),
-            ),
+            Self::Html { html, nonce } => {
+                (html_base(StatusCode::OK, index_policy(&nonce)), html.into())
+            }
+            Self::Page {
+                status,
+                html,
+                nonce,
+            } => {
+                let mut builder = html_base(status, page_policy(&nonce));
+                // An error page is an error (go tool pprof shows its text
+                // only with this header; people see the page).
+                if !status.is_success() {
+                    builder = builder.header("x-go-pprof", "1");
+                }
+                (builder, html.into())
+            }
             Self::Text(text) => (base(StatusCode::OK, TEXT), text.into()),
             Self::Profile { filename, body } => (attachment(&filename), body),
             Self::ProfileHead { filename } => (attachment(&filename), Vec::new()),
@@ -83,6 +145,17 @@ fn base(status: StatusCode, content_type: &'static str) -> http::response::Build
         .header(header::CONTENT_TYPE, content_type)
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .header(header::CACHE_CONTROL, "no-store")
+}
+
+/// An HTML answer under `policy`, never framed (older browsers read
+/// `X-Frame-Options`, newer ones the policy's `frame-ancestors`).
+fn html_base(status: StatusCode, policy: String) -> http::response::Builder {
+    let policy = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(
+        "default-src 'none'; frame-ancestors 'none'",
+    ));
+    base(status, "text/html; charset=utf-8")
+        .header(header::CONTENT_SECURITY_POLICY, policy)
+        .header(header::X_FRAME_OPTIONS, "DENY")
 }
 
 fn attachment(filename: &str) -> http::response::Builder {
@@ -139,11 +212,16 @@ impl Error {
             | Self::SymbolLookupsBusy { .. }
             | Self::CpuRateBusy { .. }
             | Self::SignalTaken { .. }
-            | Self::UploadBusy => StatusCode::CONFLICT,
+            | Self::UploadBusy
+            | Self::UploadsArriving { .. } => StatusCode::CONFLICT,
+            Self::UploadTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::MissingToken => StatusCode::UNAUTHORIZED,
-            Self::PeerNotLoopback | Self::PeerUnknown | Self::WrongToken | Self::Denied => {
-                StatusCode::FORBIDDEN
-            }
+            Self::PeerNotLoopback
+            | Self::PeerUnknown
+            | Self::WrongToken
+            | Self::Denied
+            | Self::HostNotAllowed { .. }
+            | Self::CrossSite { .. } => StatusCode::FORBIDDEN,
             Self::SwitchedOff | Self::UnknownPage(_) => StatusCode::NOT_FOUND,
             Self::HeapProfilingDisabled | Self::FeatureDisabled { .. } | Self::TraceUnsupported => {
                 StatusCode::NOT_IMPLEMENTED

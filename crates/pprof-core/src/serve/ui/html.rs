@@ -2,8 +2,10 @@
 //! flame graph, top and diff bodies, the "working" and "choose" pages and
 //! the error page. Every name, label and parameter is escaped here; the
 //! scripts and styles are inline, so a page is one response and fetches
-//! nothing.
+//! nothing, and each carries the response's nonce (its
+//! `Content-Security-Policy` runs no other script or style).
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use super::top::Top;
@@ -23,6 +25,24 @@ pub(super) fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// The longest name or file a page shows, in bytes: longer ones (a C++
+/// template, or a hostile upload's megabyte of text) are shortened, so
+/// what a page writes per frame or row stays small.
+const MAX_SHOWN: usize = 1024;
+
+/// `s` as a page shows it: at most [`MAX_SHOWN`] bytes (cut at a
+/// character) and an ellipsis.
+pub(super) fn shown(s: &str) -> Cow<'_, str> {
+    if s.len() <= MAX_SHOWN {
+        return Cow::Borrowed(s);
+    }
+    let mut end = MAX_SHOWN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &s[..end]))
 }
 
 /// A value in its unit, as people read it: `11.6 MiB`, `3.33 s`, `1,234`.
@@ -90,6 +110,8 @@ pub(super) struct Shell<'a> {
     /// The sample types to offer and the one shown, when known.
     pub(super) types: &'a [(String, String)],
     pub(super) shown: Option<usize>,
+    /// The response's nonce, on every script and style.
+    pub(super) nonce: &'a str,
 }
 
 impl Shell<'_> {
@@ -140,9 +162,10 @@ impl Shell<'_> {
         let mut out = String::with_capacity(body.len() + 8192);
         let _ = write!(
             out,
-            "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n<title>{} · {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<header>\n<nav><a href='../'>index</a> › <b>{}</b>",
+            "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n<title>{} · {}</title>\n<style nonce=\"{}\">{STYLE}</style>\n</head>\n<body>\n<header>\n<nav><a href='../'>index</a> › <b>{}</b>",
             escape(name),
             escape(a.page.title()),
+            self.nonce,
             escape(name)
         );
         for page in [Page::Flamegraph, Page::Top, Page::Diff] {
@@ -158,8 +181,9 @@ impl Shell<'_> {
         self.controls(&mut out);
         let _ = write!(
             out,
-            "</header>\n<main>\n<h1>{}</h1>\n{body}\n</main>\n<script>{script}</script>\n</body>\n</html>\n",
-            escape(&self.heading)
+            "</header>\n<main>\n<h1>{}</h1>\n{body}\n</main>\n<script nonce=\"{}\">{script}</script>\n</body>\n</html>\n",
+            escape(&self.heading),
+            self.nonce
         );
         out
     }
@@ -234,7 +258,7 @@ pub(super) fn flame_body(summary: &str, svg: Option<&str>, legend: &str, unit: &
 
 /// The top table: flat, flat%, sum%, cum, cum%, sortable by any column;
 /// each function links to the flame graph focused on it.
-pub(super) fn top_table(top: &Top, unit: &str, focus_link: impl Fn(&str) -> String) -> String {
+pub(super) fn top_table(top: &Top<'_>, unit: &str, focus_link: impl Fn(&str) -> String) -> String {
     const MAX_ROWS: usize = 2000;
     let mut out = String::from(
         "<table id=top>\n<thead><tr><th data-type=num>flat</th><th data-type=num>flat%</th><th data-type=num>sum%</th><th data-type=num>cum</th><th data-type=num>cum%</th><th data-type=text>function</th><th data-type=text>file:line</th></tr></thead>\n<tbody>\n",
@@ -262,9 +286,9 @@ pub(super) fn top_table(top: &Top, unit: &str, focus_link: impl Fn(&str) -> Stri
             value(row.cum, unit),
             share(row.cum),
             percent(row.cum, top.total),
-            focus_link(&row.name),
-            escape(&row.name),
-            escape(&row.at)
+            focus_link(row.name),
+            escape(&shown(row.name)),
+            escape(&place(row.file, row.line))
         );
     }
     out.push_str("</tbody>\n</table>\n");
@@ -276,6 +300,16 @@ pub(super) fn top_table(top: &Top, unit: &str, focus_link: impl Fn(&str) -> Stri
         );
     }
     out
+}
+
+/// `file:line`, the file shortened as a page shows it; the file alone
+/// when the line is unknown, nothing when the file is.
+fn place(file: &str, line: i64) -> String {
+    match (file.is_empty(), line) {
+        (true, _) => String::new(),
+        (false, 0) => shown(file).into_owned(),
+        (false, line) => format!("{}:{line}", shown(file)),
+    }
 }
 
 /// The page shown while a profile is being taken: it counts down while
@@ -359,17 +393,25 @@ pub(super) fn open_saved(asked: &PageRequest) -> String {
     )
 }
 
-/// An error as a page: the status, what was wrong, and a way back.
-pub(super) fn error(status: http::StatusCode, message: &str) -> String {
+/// An error as a page: the status, what was wrong (one line), and a way
+/// back (to the previous page with scripts, else to the index).
+pub(super) fn error(status: http::StatusCode, message: &str, nonce: &str) -> String {
     format!(
-        "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n<title>{} {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<header><nav><a href='../'>index</a></nav></header>\n<main>\n<h1>{} {}</h1>\n<p class=error id=error>{}</p>\n<p><a href='javascript:history.back()'>back</a> · <a href='../'>the index</a></p>\n</main>\n</body>\n</html>\n",
+        "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n<title>{} {}</title>\n<style nonce=\"{nonce}\">{STYLE}</style>\n</head>\n<body>\n<header><nav><a href='../'>index</a></nav></header>\n<main>\n<h1>{} {}</h1>\n<p class=error id=error>{}</p>\n<p><a href='../' id=back>back</a> · <a href='../'>the index</a></p>\n</main>\n<script nonce=\"{nonce}\">{BACK}</script>\n</body>\n</html>\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
-        escape(message)
+        escape(&message.replace(['\r', '\n'], " "))
     )
 }
+
+/// The error page's "back": the previous page, when there is one.
+const BACK: &str = r#"
+document.getElementById('back').addEventListener('click', function(e) {
+  if (history.length > 1) { e.preventDefault(); history.back(); }
+});
+"#;
 
 /// The flame graph page's script: start inferno's, then add the search
 /// box and the hover card (function, file:line, value, share).
@@ -466,9 +508,20 @@ init();
 "#;
 
 /// Post the page's own address and put the answer in the page's place.
+/// The answer is written into this document, which keeps this response's
+/// policy: its scripts and styles carry the answer's own nonce (named in
+/// its `Content-Security-Policy`), so that one is swapped for this page's.
+/// A name in the answer cannot spell it (quotes are escaped, and the
+/// answer's nonce is new).
 const FETCH: &str = r#"
+var NONCE = document.currentScript.nonce;
 fetch(location.href, {method: 'POST', credentials: 'same-origin'})
-  .then(function(r) { return r.text(); })
+  .then(function(r) {
+    var theirs = ((r.headers.get('content-security-policy') || '').match(/'nonce-([0-9a-f]+)'/) || [])[1];
+    return r.text().then(function(html) {
+      return theirs ? html.split('nonce="' + theirs + '"').join('nonce="' + NONCE + '"') : html;
+    });
+  })
   .then(function(html) {
     clearInterval(window.COUNTDOWN);
     document.open();

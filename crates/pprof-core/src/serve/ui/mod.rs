@@ -16,7 +16,10 @@
 //! whose profile takes time answers `GET` at once with a page that counts
 //! down while it sends the same request as a `POST` (which does the work)
 //! and then shows that answer in its place. A bad parameter is a
-//! page that says which. Uploads are bounded, read and dropped.
+//! page that says which. Uploads are bounded, read and dropped: a few
+//! are received at once, each within a deadline, then one at a time is
+//! decoded and drawn, holding its slot until its page is done; a page
+//! whose client has gone stops drawing.
 
 mod flame;
 mod html;
@@ -37,9 +40,9 @@ use self::model::Stacks;
 use super::BoxError;
 use super::params::{Named, Params};
 use super::profile::{Collected, collect};
-use super::respond::Reply;
+use super::respond::{Nonce, Reply};
 use crate::format::{self, StackProfile};
-use crate::profiles::{self, Ask, PROFILES, Profile, Seconds, Slot, blocking};
+use crate::profiles::{self, Ask, Cancel, PROFILES, Permit, Profile, Seconds, Slot, blocking};
 use crate::{Config, Error};
 
 /// A page of `ui/`.
@@ -171,9 +174,28 @@ fn pattern(params: &Params, param: &'static str) -> Result<Option<Pattern>, Erro
         })
 }
 
-/// One uploaded profile is read at a time in the process; another
-/// meanwhile is refused (409), so uploads cannot pile up work.
+/// One uploaded profile is decoded and drawn at a time in the process,
+/// holding this slot from the moment its body has arrived until its page
+/// is done; another meanwhile is refused (409), so uploads cannot pile up
+/// work.
 static UPLOADS: Slot = Slot::new(Error::UploadBusy);
+
+/// How many uploads may be arriving at once (each buffers up to
+/// `Config::upload_limits`' bytes); one more is refused (409). A slow
+/// sender holds one of these places, never the slot that decodes and
+/// draws.
+const RECEIVING_AT_ONCE: usize = 4;
+
+static RECEIVING: Slot = Slot::limited(
+    RECEIVING_AT_ONCE,
+    Error::UploadsArriving {
+        limit: RECEIVING_AT_ONCE,
+    },
+);
+
+/// How long an upload may take to arrive: 8 MiB at 280 KiB/s. A sender
+/// slower than that is answered 408 and its place freed.
+const UPLOAD_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Answer a page request: the page, or an error as a page.
 pub(super) async fn serve<B>(
@@ -187,21 +209,24 @@ where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
-    match page(config, asked, parts, body, head_only).await {
+    let nonce = Nonce::fresh();
+    match page(config, asked, parts, body, head_only, &nonce).await {
         Ok(html) => Reply::Page {
             status: StatusCode::OK,
             html,
+            nonce,
         },
-        Err(error) => error_page(&error),
+        Err(error) => error_page(&error, nonce),
     }
 }
 
 /// An error as a page, with its status.
-fn error_page(error: &Error) -> Reply {
+fn error_page(error: &Error, nonce: Nonce) -> Reply {
     let status = error.status();
     Reply::Page {
         status,
-        html: html::error(status, &error.to_string()),
+        html: html::error(status, &error.to_string(), nonce.as_str()),
+        nonce,
     }
 }
 
@@ -212,12 +237,19 @@ struct Upload {
     fields: String,
 }
 
+/// An upload decoded, with the slot it holds until its page is drawn.
+struct Uploaded {
+    stacks: Stacks,
+    _drawing: Permit,
+}
+
 async fn page<B>(
     config: &Config,
     asked: Result<PageRequest, Error>,
     parts: &http::request::Parts,
     body: Option<B>,
     head_only: bool,
+    nonce: &Nonce,
 ) -> Result<String, Error>
 where
     B: http_body::Body,
@@ -227,16 +259,20 @@ where
     if head_only {
         return Ok(String::new());
     }
+    // Set when this request is dropped (its client went away): the
+    // blocking steps stop at their next check.
+    let cancel = Cancel::default();
+    let _cancel_when_gone = cancel.on_drop();
     let post = parts.method == Method::POST;
     // An upload is read and checked first, one at a time, before any
     // profile is taken: a bad file is refused at once.
     let upload = if post && is_upload(parts) {
-        Some(read_profile_upload(config, &mut asked, parts, body).await?)
+        Some(read_profile_upload(config, &mut asked, parts, body, &cancel).await?)
     } else {
         None
     };
     if upload.is_none() {
-        if let Some(interim) = interim_page(config, &asked, post) {
+        if let Some(interim) = interim_page(config, &asked, post, nonce) {
             return Ok(interim);
         }
     }
@@ -261,32 +297,49 @@ where
         let delta = asked.seconds.filter(|_| second);
         Some(collect(asked.profile.0, ask, delta).await?)
     };
-    blocking(move || draw(&asked, collected, upload)).await
+    let nonce = nonce.clone();
+    blocking(move || draw(&asked, collected, upload, &nonce, &cancel)).await
 }
 
-/// Read an uploaded profile (a baseline or a saved profile) and decode it
-/// off the workers; the form's own fields replace the query's in `asked`.
+/// Receive an uploaded profile (a baseline or a saved profile), then
+/// claim the upload slot and decode it off the workers; the form's own
+/// fields replace the query's in `asked`.
 async fn read_profile_upload<B>(
     config: &Config,
     asked: &mut PageRequest,
     parts: &http::request::Parts,
     body: Option<B>,
-) -> Result<Stacks, Error>
+    cancel: &Cancel,
+) -> Result<Uploaded, Error>
 where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
-    let reading = UPLOADS.try_claim()?;
-    let upload = read_upload(config, parts, body).await?;
+    let upload = {
+        let _arriving = RECEIVING.try_claim()?;
+        tokio::time::timeout(UPLOAD_DEADLINE, read_upload(config, parts, body))
+            .await
+            .map_err(|_| Error::UploadTooSlow {
+                seconds: UPLOAD_DEADLINE.as_secs(),
+            })??
+    };
     if !upload.fields.is_empty() {
         let params = Params::new(&upload.fields, parts.uri.query().unwrap_or_default());
         *asked = parse(config, asked.page.path(), &params)?;
     }
+    // Only now, with the whole body here, is the slot taken.
+    let drawing = UPLOADS.try_claim()?;
     let max_decoded = config.max_upload_decoded_bytes;
+    let cancel = cancel.clone();
     blocking(move || {
-        let _reading = reading;
+        cancel.check()?;
         let proto = format::decode(&upload.file, max_decoded)?;
-        Stacks::from_proto(&proto)
+        drop(upload);
+        cancel.check()?;
+        Ok(Uploaded {
+            stacks: Stacks::from_proto(&proto)?,
+            _drawing: drawing,
+        })
     })
     .await
 }
@@ -295,7 +348,7 @@ where
 /// seconds (a diff's gap, a CPU profile's length) when none was given, or,
 /// for a `GET` of a page that takes time, the countdown page that sends
 /// the same request as a `POST`.
-fn interim_page(config: &Config, asked: &PageRequest, post: bool) -> Option<String> {
+fn interim_page(config: &Config, asked: &PageRequest, post: bool, nonce: &Nonce) -> Option<String> {
     let types = declared_types(asked.profile.0);
     let name = asked.profile.0.name();
     let shell = |heading: String| Shell {
@@ -303,6 +356,7 @@ fn interim_page(config: &Config, asked: &PageRequest, post: bool) -> Option<Stri
         heading,
         types: &types,
         shown: None,
+        nonce: nonce.as_str(),
     };
     let max = config.max_duration.as_secs();
     let default = config
@@ -346,12 +400,19 @@ fn resolve(profile: &StackProfile) -> Result<Stacks, Error> {
         .map_err(|e| Error::Profiler(format!("our own profile did not resolve: {e}")))
 }
 
-/// Draw the page from what was collected and what was uploaded.
+/// Draw the page from what was collected and what was uploaded (holding
+/// the upload's slot until it is drawn); stops, with an error nobody
+/// reads, once `cancel` is set.
 fn draw(
     asked: &PageRequest,
     collected: Option<Collected>,
-    uploaded: Option<Stacks>,
+    uploaded: Option<Uploaded>,
+    nonce: &Nonce,
+    cancel: &Cancel,
 ) -> Result<String, Error> {
+    #[cfg(test)]
+    let _paused = tests::pause_drawing();
+    cancel.check()?;
     let (mut working, first, later) = match collected {
         Some(Collected {
             first,
@@ -360,14 +421,24 @@ fn draw(
         }) => (working, Some(first), later),
         None => (None, None, None),
     };
-    let page = match (asked.page, first, later, uploaded) {
+    let draw = Drawing {
+        asked,
+        nonce: nonce.as_str(),
+        cancel,
+    };
+    let page = match (
+        asked.page,
+        first,
+        later,
+        uploaded.as_ref().map(|u| &u.stacks),
+    ) {
         // A saved profile, viewed as it is.
-        (_, None, _, Some(saved)) => view(asked, &saved, "saved profile"),
+        (_, None, _, Some(saved)) => draw.view(saved, "saved profile"),
         // Now against a baseline.
         (Page::Diff, Some(now), _, Some(baseline)) => {
             let now = resolve(&now)?;
             drop(working.take());
-            diff(asked, &baseline, &now, "the uploaded baseline", "now")
+            draw.diff(baseline, &now, "the uploaded baseline", "now")
         }
         // Now against N seconds ago.
         (Page::Diff, Some(before), Some(after), None) => {
@@ -380,26 +451,34 @@ fn draw(
                 ("before", "after")
             };
             let was = format!("{was} ({seconds} s earlier)");
-            diff(asked, &before, &after, &was, is)
+            draw.diff(&before, &after, &was, is)
         }
         // A delta profile, as Go's `?seconds=N` serves it.
         (_, Some(before), Some(after), None) => {
             let delta = resolve(&before.delta_to(after))?;
             drop(working.take());
             let seconds = asked.seconds.unwrap_or_default().as_secs();
-            view(asked, &delta, &format!("delta over {seconds} s"))
+            draw.view(&delta, &format!("delta over {seconds} s"))
         }
         (_, Some(now), None, None) => {
             let now = resolve(&now)?;
             drop(working.take());
-            view(asked, &now, &snapshot_caption(asked))
+            draw.view(&now, &snapshot_caption(asked))
         }
         _ => Err(Error::Profiler(
             "nothing was collected for this page".to_owned(),
         )),
     };
     drop(working);
+    drop(uploaded);
     page
+}
+
+/// What drawing a page needs besides its profiles.
+struct Drawing<'a> {
+    asked: &'a PageRequest,
+    nonce: &'a str,
+    cancel: &'a Cancel,
 }
 
 /// What a page of one profile shows: a CPU profile's window, or "now".
@@ -420,131 +499,144 @@ fn ignore(asked: &PageRequest) -> Option<&Regex> {
     asked.ignore.as_ref().map(|p| &p.0)
 }
 
-/// The flame graph or top page of one profile.
-fn view(asked: &PageRequest, stacks: &Stacks, what: &str) -> Result<String, Error> {
-    let index = stacks.type_index(asked.sample_index.as_deref())?;
-    let keep = stacks.keep(focus(asked), ignore(asked));
-    let name = asked.profile.0.name();
-    let (kind, unit) = (&stacks.types[index].0, stacks.unit(index).to_owned());
-    let shell = Shell {
-        asked,
-        heading: format!("{name}: {} of {kind} ({what})", asked.page.title()),
-        types: &stacks.types,
-        shown: Some(index),
-    };
-    let table = top::top(&[(stacks, index, &keep, 1)]);
-    let kept = keep.iter().filter(|k| **k).count();
-    let mut summary = format!(
-        "Type: {} · total {} · {kept} of {} samples kept",
-        html::escape(kind),
-        html::value(table.total, &unit),
-        stacks.samples.len()
-    );
-    if stacks.duration_nanos > 0 {
-        summary.push_str(&format!(
-            " · duration {}",
-            html::value(stacks.duration_nanos, "nanoseconds")
-        ));
-    }
-    let (body, script) = match asked.page {
-        Page::Top => {
-            let link = |f: &str| focus_link(&shell, f);
-            (
-                format!(
-                    "<p class=summary>{summary}</p>\n{}{}",
-                    html::top_table(&table, &unit, link),
-                    html::open_saved(asked)
-                ),
-                html::SORT.to_owned(),
-            )
-        }
-        _ => {
-            let graph = Graph::Plain {
-                stacks,
-                index,
-                keep: &keep,
-            };
-            let title = format!("{name} · {kind}");
-            let svg = flame::svg(&graph, &title)?;
-            let script = if svg.is_some() {
-                html::flame_script()
-            } else {
-                String::new()
-            };
-            let body = html::flame_body(&summary, svg.as_deref(), "", &unit);
-            (format!("{body}\n{}", html::open_saved(asked)), script)
-        }
-    };
-    Ok(shell.page(&body, &script))
-}
-
 /// What a differential flame graph's colours mean.
 const DIFF_LEGEND: &str = "<p class=legend>Widths are now; colour is the change: <span class=grew>grew</span><span class=shrank>shrank</span> (stacks that vanished have no width: see the table).</p>\n";
 
-/// The diff page: `after` against `before`, as a differential flame graph
-/// (widths of `after`, red grew, blue shrank) and the change per function.
-fn diff(
-    asked: &PageRequest,
-    before: &Stacks,
-    after: &Stacks,
-    was: &str,
-    is: &str,
-) -> Result<String, Error> {
-    let after_index = after.type_index(asked.sample_index.as_deref())?;
-    let kind = after.types[after_index].0.clone();
-    let before_index = before.baseline_type_index(&kind)?;
-    let unit = after.unit(after_index).to_owned();
-    let (before_keep, after_keep) = (
-        before.keep(focus(asked), ignore(asked)),
-        after.keep(focus(asked), ignore(asked)),
-    );
-    let name = asked.profile.0.name();
-    let shell = Shell {
-        asked,
-        heading: format!("{name}: {kind}, {is} against {was}"),
-        types: &after.types,
-        shown: Some(after_index),
-    };
-    let was_total = before.total(before_index, &before_keep);
-    let is_total = after.total(after_index, &after_keep);
-    let summary = format!(
-        "Type: {} · {} {} → {} {} ({})",
-        html::escape(&kind),
-        html::escape(was),
-        html::value(was_total, &unit),
-        html::escape(is),
-        html::value(is_total, &unit),
-        html::value(is_total - was_total, &unit)
-    );
-    let graph = Graph::Diff {
-        before,
-        before_index,
-        before_keep: &before_keep,
-        after,
-        after_index,
-        after_keep: &after_keep,
-    };
-    let svg = flame::svg(&graph, &format!("{name} · {kind}: {is} against {was}"))?;
-    let changes = top::top(&[
-        (after, after_index, &after_keep, 1),
-        (before, before_index, &before_keep, -1),
-    ]);
-    let link = |f: &str| focus_link(&shell, f);
-    let body = format!(
-        "{}\n<h2>Change per function ({is} − {was})</h2>\n{}",
-        html::flame_body(&summary, svg.as_deref(), DIFF_LEGEND, &unit),
-        html::top_table(&changes, &unit, link)
-    );
-    let script = match svg {
-        Some(_) => format!("{}{}", html::flame_script(), html::SORT),
-        None => html::SORT.to_owned(),
-    };
-    Ok(shell.page(&body, &script))
+impl Drawing<'_> {
+    /// The flame graph or top page of one profile.
+    fn view(&self, stacks: &Stacks, what: &str) -> Result<String, Error> {
+        let asked = self.asked;
+        let index = stacks.type_index(asked.sample_index.as_deref())?;
+        let keep = stacks.keep(focus(asked), ignore(asked));
+        let name = asked.profile.0.name();
+        let (kind, unit) = (&stacks.types[index].0, stacks.unit(index).to_owned());
+        let shell = Shell {
+            asked,
+            heading: format!("{name}: {} of {kind} ({what})", asked.page.title()),
+            types: &stacks.types,
+            shown: Some(index),
+            nonce: self.nonce,
+        };
+        let table = top::top(&[(stacks, index, &keep, 1)], self.cancel)?;
+        let kept = keep.iter().filter(|k| **k).count();
+        let mut summary = format!(
+            "Type: {} · total {} · {kept} of {} samples kept",
+            html::escape(kind),
+            html::value(table.total, &unit),
+            stacks.samples.len()
+        );
+        if stacks.duration_nanos > 0 {
+            summary.push_str(&format!(
+                " · duration {}",
+                html::value(stacks.duration_nanos, "nanoseconds")
+            ));
+        }
+        let (body, script) = match asked.page {
+            Page::Top => {
+                let link = |f: &str| focus_link(&shell, f);
+                (
+                    format!(
+                        "<p class=summary>{summary}</p>\n{}{}",
+                        html::top_table(&table, &unit, link),
+                        html::open_saved(asked)
+                    ),
+                    html::SORT.to_owned(),
+                )
+            }
+            _ => {
+                let graph = Graph::Plain {
+                    stacks,
+                    index,
+                    keep: &keep,
+                };
+                let title = format!("{name} · {kind}");
+                let svg = flame::svg(&graph, &title, self.nonce, self.cancel)?;
+                let script = if svg.is_some() {
+                    html::flame_script()
+                } else {
+                    String::new()
+                };
+                let body = html::flame_body(&summary, svg.as_deref(), "", &unit);
+                (format!("{body}\n{}", html::open_saved(asked)), script)
+            }
+        };
+        Ok(shell.page(&body, &script))
+    }
+
+    /// The diff page: `after` against `before`, as a differential flame graph
+    /// (widths of `after`, red grew, blue shrank) and the change per function.
+    fn diff(&self, before: &Stacks, after: &Stacks, was: &str, is: &str) -> Result<String, Error> {
+        let asked = self.asked;
+        let after_index = after.type_index(asked.sample_index.as_deref())?;
+        let kind = after.types[after_index].0.clone();
+        let before_index = before.baseline_type_index(&kind)?;
+        let unit = after.unit(after_index).to_owned();
+        let (before_keep, after_keep) = (
+            before.keep(focus(asked), ignore(asked)),
+            after.keep(focus(asked), ignore(asked)),
+        );
+        let name = asked.profile.0.name();
+        let shell = Shell {
+            asked,
+            heading: format!("{name}: {kind}, {is} against {was}"),
+            types: &after.types,
+            shown: Some(after_index),
+            nonce: self.nonce,
+        };
+        let was_total = before.total(before_index, &before_keep);
+        let is_total = after.total(after_index, &after_keep);
+        let summary = format!(
+            "Type: {} · {} {} → {} {} ({})",
+            html::escape(&kind),
+            html::escape(was),
+            html::value(was_total, &unit),
+            html::escape(is),
+            html::value(is_total, &unit),
+            html::value(is_total.saturating_sub(was_total), &unit)
+        );
+        let graph = Graph::Diff {
+            before,
+            before_index,
+            before_keep: &before_keep,
+            after,
+            after_index,
+            after_keep: &after_keep,
+        };
+        let title = format!("{name} · {kind}: {is} against {was}");
+        let svg = flame::svg(&graph, &title, self.nonce, self.cancel)?;
+        let changes = top::top(
+            &[
+                (after, after_index, &after_keep, 1),
+                (before, before_index, &before_keep, -1),
+            ],
+            self.cancel,
+        )?;
+        let link = |f: &str| focus_link(&shell, f);
+        let body = format!(
+            "{}\n<h2>Change per function ({is} − {was})</h2>\n{}",
+            html::flame_body(&summary, svg.as_deref(), DIFF_LEGEND, &unit),
+            html::top_table(&changes, &unit, link)
+        );
+        let script = match svg {
+            Some(_) => format!("{}{}", html::flame_script(), html::SORT),
+            None => html::SORT.to_owned(),
+        };
+        Ok(shell.page(&body, &script))
+    }
 }
 
-/// The flame graph focused on exactly this function.
+/// The flame graph focused on exactly this function (on the start of its
+/// name, when the whole would be longer than a `focus` may be).
 fn focus_link(shell: &Shell<'_>, function: &str) -> String {
-    let focus = format!("^{}$", regex::escape(function));
+    let mut focus = String::from("^");
+    for c in function.chars() {
+        let escaped = regex::escape(c.encode_utf8(&mut [0; 4]));
+        if focus.len() + escaped.len() + 1 > MAX_PATTERN {
+            return shell.link(Page::Flamegraph, &[("focus", &focus)]);
+        }
+        focus.push_str(&escaped);
+    }
+    focus.push('$');
     shell.link(Page::Flamegraph, &[("focus", &focus)])
 }
 
@@ -635,6 +727,64 @@ impl futures_core::Stream for Once {
     }
 }
 
+/// Every page of an uploaded `file` as the handler draws it (the flame
+/// graph, the top table, a diff against itself) with `query`'s
+/// parameters: for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn draw_upload(config: &Config, query: &str, file: &[u8]) -> Result<Vec<String>, Error> {
+    let stacks = Stacks::from_proto(&format::decode(file, config.max_upload_decoded_bytes)?)?;
+    let cancel = Cancel::default();
+    let mut pages = Vec::new();
+    for page in [Page::Flamegraph, Page::Top, Page::Diff] {
+        let params = Params::new("", &format!("profile=goroutine&{query}"));
+        let asked = parse(config, page.path(), &params)?;
+        let drawing = Drawing {
+            asked: &asked,
+            nonce: "fuzz",
+            cancel: &cancel,
+        };
+        pages.push(match page {
+            Page::Diff => drawing.diff(&stacks, &stacks, "it", "itself")?,
+            _ => drawing.view(&stacks, "saved profile")?,
+        });
+    }
+    Ok(pages)
+}
+
+/// Read an upload's body as the handler does: its file's size and the
+/// form's other fields. For the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn read_form<B>(
+    config: &Config,
+    parts: &http::request::Parts,
+    body: B,
+) -> Result<(usize, String), Error>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let upload = read_upload(config, parts, Some(body)).await?;
+    Ok((upload.file.len(), upload.fields))
+}
+
+/// What a parsed page request must respect: for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn assert_within_limits(config: &Config, asked: &PageRequest) {
+    if let Some(seconds) = asked.seconds {
+        assert!(
+            !seconds.is_zero() && seconds <= config.max_duration,
+            "{seconds:?}"
+        );
+    }
+    assert!((config.min_hz..=config.max_hz).contains(&asked.hz));
+    for pattern in [&asked.focus, &asked.ignore].into_iter().flatten() {
+        assert!(pattern.0.as_str().len() <= MAX_PATTERN);
+    }
+    if let Some(index) = &asked.sample_index {
+        assert!(model::type_index(&declared_types(asked.profile.0), None, Some(index)).is_ok());
+    }
+}
+
 /// The index page's links from a profile's row to its pages.
 pub(super) fn index_links(name: &str) -> String {
     let q = |page: &str| html::href(&format!("ui/{page}"), &[("profile", name)]);
@@ -647,8 +797,150 @@ pub(super) fn index_links(name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Mutex, MutexGuard, PoisonError};
+
+    use http_body_util::{BodyExt, Full};
+    use prost::Message;
+
     use super::*;
+    use crate::Pprof;
+
+    /// Held by a test, every page's drawing waits at its start.
+    static DRAWING: Mutex<()> = Mutex::new(());
+
+    /// Drawings waiting at the start, or past it.
+    static DRAWINGS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Where `draw` starts, in tests: counted, then paused while a test
+    /// holds [`DRAWING`].
+    pub(super) fn pause_drawing() -> MutexGuard<'static, ()> {
+        DRAWINGS.fetch_add(1, Ordering::SeqCst);
+        DRAWING.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The tests that take the process-wide upload places, one at a time.
+    static UPLOAD_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// A body that sends nothing, ever: a client that stalls.
+    struct Stalled;
+
+    impl http_body::Body for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    /// A saved profile POSTed to a flame graph page.
+    fn upload<B>(body: B) -> http::Request<B> {
+        http::Request::post("/debug/pprof/ui/flamegraph?profile=goroutine")
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .expect("request")
+    }
+
+    fn saved_profile() -> Full<Bytes> {
+        let p = model::tests::proto(&["goroutine"], &[(&["eat", "main"], &[3])]);
+        Full::new(Bytes::from(p.encode_to_vec()))
+    }
+
+    /// Wait (up to 20 s; not a timing assertion) until `done`.
+    async fn until(done: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("waited 20 s");
+    }
+
+    async fn text(response: http::Response<crate::ResponseBody>) -> (StatusCode, String) {
+        let status = response.status();
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        (
+            status,
+            String::from_utf8_lossy(&body.unwrap_or_default()).into_owned(),
+        )
+    }
+
+    /// Issue 20, points 2 and 7: a sender that stalls holds a place among
+    /// those arriving, never the slot, so others are served; a page being
+    /// drawn holds the slot until it is done; a page whose client went away
+    /// gives it back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(
+        clippy::await_holding_lock,
+        reason = "holding the drawing paused across the requests is the point"
+    )]
+    async fn the_upload_slot_is_taken_after_the_body_and_held_while_drawing() {
+        let _one = UPLOAD_TESTS.lock().await;
+        let pprof = Pprof::new(Config::default());
+        let stalled = tokio::spawn({
+            let pprof = pprof.clone();
+            async move { pprof.handle(upload(Stalled)).await }
+        });
+        until(|| RECEIVING.free() == RECEIVING_AT_ONCE - 1).await;
+        let (status, html) = text(pprof.handle(upload(saved_profile())).await).await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(html.contains("main"), "{html}");
+
+        let paused = DRAWING.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = DRAWINGS.load(Ordering::SeqCst);
+        let first = tokio::spawn({
+            let pprof = pprof.clone();
+            async move { pprof.handle(upload(saved_profile())).await }
+        });
+        until(|| DRAWINGS.load(Ordering::SeqCst) == before + 1).await;
+        assert_eq!(UPLOADS.free(), 0, "the drawing holds the slot");
+        let (status, html) = text(pprof.handle(upload(saved_profile())).await).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{html}");
+        assert!(html.contains("another uploaded profile is being read or drawn"));
+        // Its client goes away: the drawing stops and frees the slot.
+        first.abort();
+        let _ = first.await;
+        drop(paused);
+        until(|| UPLOADS.free() == 1).await;
+        let (status, _) = text(pprof.handle(upload(saved_profile())).await).await;
+        assert_eq!(status, StatusCode::OK);
+        stalled.abort();
+        let _ = stalled.await;
+        until(|| RECEIVING.free() == RECEIVING_AT_ONCE).await;
+    }
+
+    /// Issue 20, point 7: an upload that does not arrive within the
+    /// deadline is a 408 page, and its place is freed.
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_slower_than_the_deadline_is_a_408_page() {
+        let _one = UPLOAD_TESTS.lock().await;
+        let pprof = Pprof::new(Config::default());
+        let response = pprof.handle(upload(Stalled)).await;
+        assert_eq!(response.headers()["x-go-pprof"], "1");
+        let (status, html) = text(response).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert!(
+            html.contains("the upload did not arrive within 30 s"),
+            "{html}"
+        );
+        assert_eq!(RECEIVING.free(), RECEIVING_AT_ONCE);
+    }
+
+    /// A page drawn for a client that has gone is not drawn.
+    #[test]
+    fn a_cancelled_drawing_draws_nothing() {
+        let asked = ask("profile=goroutine").expect("parses");
+        let cancel = Cancel::default();
+        cancel.cancel();
+        let drawn = draw(&asked, None, None, &Nonce::fresh(), &cancel);
+        assert!(matches!(drawn, Err(Error::Profiler(why)) if why.contains("abandoned")));
+    }
 
     fn ask(query: &str) -> Result<PageRequest, Error> {
         let params = Params::new("", query);

@@ -9,12 +9,34 @@ use regex::Regex;
 use crate::Error;
 use crate::format::protos;
 
+/// The most frames one sample may have once its locations' inlined lines
+/// are expanded: our own unwinder stops at 128 addresses, so our deepest
+/// stack, every frame inlined several times over, fits; a recursion a
+/// million deep (a kilobyte gzipped) does not. Checked before any frame
+/// is copied.
+pub(super) const MAX_DEPTH: usize = 4096;
+
+/// The most frames a profile's samples may hold in all, once expanded (16
+/// bytes each here, and a node of the flame graph's tree at most): 500
+/// stacks at the deepest, or 20,000 of 100 frames. Checked before any
+/// frame is copied.
+pub(super) const MAX_FRAMES: usize = 2_000_000;
+
+/// The most sample types a page reads (Go's profiles have one to four);
+/// each is offered in the page's switch.
+const MAX_SAMPLE_TYPES: usize = 64;
+
+/// The longest sample type or unit name a page reads, in bytes.
+const MAX_TYPE_NAME: usize = 256;
+
 /// One function, as pprof groups frames: by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Function {
     pub(super) name: String,
-    /// The source file of its first frame seen, empty when unknown.
-    pub(super) file: String,
+    /// The source file of its first frame seen: an index into
+    /// [`Stacks::files`] (0, the empty name, when unknown). Files are
+    /// shared, never copied per function.
+    pub(super) file: u32,
 }
 
 /// One sample: its frames root first, `(function index, line)`, and its
@@ -51,22 +73,47 @@ pub(super) struct Stacks {
     pub(super) types: Vec<(String, String)>,
     pub(super) default_type: Option<String>,
     pub(super) functions: Vec<Function>,
+    /// The source files functions name, once each; `files[0]` is `""`.
+    pub(super) files: Vec<String>,
     pub(super) samples: Vec<Stack>,
     pub(super) duration_nanos: i64,
 }
 
+/// What a profile's functions and locations resolve to while it is read.
+struct Reading<'a> {
+    strings: Strings<'a>,
+    /// Function index by name (pprof groups frames by name).
+    by_name: HashMap<String, u32>,
+    /// File index by string index.
+    files: HashMap<i64, u32>,
+}
+
 impl Stacks {
     /// Resolve a profile.proto, ours or anyone's: every id and string index
-    /// is checked, and a profile that breaks the format's rules is an
-    /// [`Error::InvalidUpload`] saying which.
+    /// is checked, and a profile that breaks the format's rules, or asks
+    /// a page for more than it draws ([`MAX_DEPTH`], [`MAX_FRAMES`]), is
+    /// an [`Error::InvalidUpload`] saying which, before the work.
     pub(super) fn from_proto(p: &protos::Profile) -> Result<Self, Error> {
         let strings = Strings(&p.string_table);
         let mut stacks = Stacks {
             duration_nanos: p.duration_nanos,
+            files: vec![String::new()],
             ..Stacks::default()
         };
+        if p.sample_type.len() > MAX_SAMPLE_TYPES {
+            return Err(invalid(format!(
+                "it has {} sample types, more than the {MAX_SAMPLE_TYPES} a page reads",
+                p.sample_type.len()
+            )));
+        }
         for t in &p.sample_type {
             let (kind, unit) = (strings.get(t.ty)?, strings.get(t.unit)?);
+            if kind.len().max(unit.len()) > MAX_TYPE_NAME {
+                return Err(invalid(format!(
+                    "a sample type's name is {} bytes long, more than the {MAX_TYPE_NAME} a page reads",
+                    kind.len().max(unit.len())
+                )));
+            }
             stacks.types.push((kind.to_owned(), unit.to_owned()));
         }
         if stacks.types.is_empty() {
@@ -74,8 +121,14 @@ impl Stacks {
         }
         let default = strings.get(p.default_sample_type)?;
         stacks.default_type = (!default.is_empty()).then(|| default.to_owned());
-        let function_ids = stacks.read_functions(&p.function, strings)?;
-        let locations = stacks.read_locations(&p.location, &function_ids)?;
+        let mut reading = Reading {
+            strings,
+            by_name: HashMap::new(),
+            files: HashMap::from([(0, 0)]),
+        };
+        let function_ids = stacks.read_functions(&p.function, &mut reading)?;
+        let locations = stacks.read_locations(&p.location, &function_ids, &mut reading)?;
+        check_sizes(&p.sample, &locations)?;
         stacks.read_samples(&p.sample, &locations)?;
         Ok(stacks)
     }
@@ -85,25 +138,25 @@ impl Stacks {
     fn read_functions(
         &mut self,
         functions: &[protos::Function],
-        strings: Strings<'_>,
+        reading: &mut Reading<'_>,
     ) -> Result<HashMap<u64, u32>, Error> {
-        let mut by_name: HashMap<&str, u32> = HashMap::new();
         let mut function_ids = HashMap::new();
         for f in functions {
-            let name = strings.get(f.name)?;
-            let name = if name.is_empty() { "?" } else { name };
-            let index = match by_name.get(name) {
-                Some(index) => *index,
-                None => {
-                    let index = self.add_function(name.to_owned())?;
-                    by_name.insert(name, index);
-                    index
-                }
-            };
+            let name = reading.strings.get(f.name)?;
+            let index = self.function(if name.is_empty() { "?" } else { name }, reading)?;
             if let Some(function) = self.functions.get_mut(index as usize)
-                && function.file.is_empty()
+                && function.file == 0
             {
-                strings.get(f.filename)?.clone_into(&mut function.file);
+                function.file = match reading.files.get(&f.filename) {
+                    Some(file) => *file,
+                    None => {
+                        let file = u32::try_from(self.files.len())
+                            .map_err(|_| invalid("it names too many files".to_owned()))?;
+                        self.files.push(reading.strings.get(f.filename)?.to_owned());
+                        reading.files.insert(f.filename, file);
+                        file
+                    }
+                };
             }
             function_ids.insert(f.id, index);
         }
@@ -115,6 +168,7 @@ impl Stacks {
         &mut self,
         locations: &[protos::Location],
         function_ids: &HashMap<u64, u32>,
+        reading: &mut Reading<'_>,
     ) -> Result<HashMap<u64, Vec<(u32, i64)>>, Error> {
         let mut frames_by_id = HashMap::new();
         for l in locations {
@@ -130,7 +184,7 @@ impl Stacks {
             }
             if frames.is_empty() {
                 // An unsymbolized address is still a frame, named by its address.
-                frames.push((self.add_function(format!("{:#x}", l.address))?, 0));
+                frames.push((self.function(&format!("{:#x}", l.address), reading)?, 0));
             }
             frames_by_id.insert(l.id, frames);
         }
@@ -144,6 +198,7 @@ impl Stacks {
         locations: &HashMap<u64, Vec<(u32, i64)>>,
     ) -> Result<(), Error> {
         let width = self.types.len();
+        self.samples.reserve(samples.len());
         for s in samples {
             if s.value.len() != width {
                 return Err(invalid(format!(
@@ -166,25 +221,37 @@ impl Stacks {
         Ok(())
     }
 
-    /// A new function of this name, its file not yet known.
-    fn add_function(&mut self, name: String) -> Result<u32, Error> {
+    /// The index of the function named `name`, new if need be (its file
+    /// not yet known).
+    fn function(&mut self, name: &str, reading: &mut Reading<'_>) -> Result<u32, Error> {
+        if let Some(index) = reading.by_name.get(name) {
+            return Ok(*index);
+        }
         let index = u32::try_from(self.functions.len())
             .map_err(|_| invalid("it has too many functions".to_owned()))?;
         self.functions.push(Function {
-            name,
-            file: String::new(),
+            name: name.to_owned(),
+            file: 0,
         });
+        reading.by_name.insert(name.to_owned(), index);
         Ok(index)
     }
 
-    /// The sum of the kept samples' value `index`.
+    /// The source file of function `index` (`""` when unknown).
+    pub(super) fn file(&self, index: u32) -> &str {
+        let file = self.functions.get(index as usize).map_or(0, |f| f.file);
+        self.files.get(file as usize).map_or("", String::as_str)
+    }
+
+    /// The sum of the kept samples' value `index` (saturating: uploaded
+    /// values may be anything).
     pub(super) fn total(&self, index: usize, keep: &[bool]) -> i64 {
         self.samples
             .iter()
             .zip(keep)
             .filter(|(_, k)| **k)
             .map(|(s, _)| s.values.get(index).copied().unwrap_or(0))
-            .sum()
+            .fold(0, i64::saturating_add)
     }
 
     /// The index of the sample type `kind` in a baseline, which must have it.
@@ -224,9 +291,15 @@ impl Stacks {
     pub(super) fn keep(&self, focus: Option<&Regex>, ignore: Option<&Regex>) -> Vec<bool> {
         let matches = |re: Option<&Regex>| -> Option<Vec<bool>> {
             re.map(|re| {
+                // Each file once, however many functions name it.
+                let files: Vec<bool> = self
+                    .files
+                    .iter()
+                    .map(|f| !f.is_empty() && re.is_match(f))
+                    .collect();
                 self.functions
                     .iter()
-                    .map(|f| re.is_match(&f.name) || (!f.file.is_empty() && re.is_match(&f.file)))
+                    .map(|f| re.is_match(&f.name) || files[f.file as usize])
                     .collect()
             })
         };
@@ -240,6 +313,36 @@ impl Stacks {
             })
             .collect()
     }
+}
+
+/// Refuse a profile whose samples would hold more frames than a page
+/// draws, one sample deeper than [`MAX_DEPTH`] or all of them more than
+/// [`MAX_FRAMES`]: counted from the locations' sizes, before anything is
+/// copied.
+fn check_sizes(
+    samples: &[protos::Sample],
+    locations: &HashMap<u64, Vec<(u32, i64)>>,
+) -> Result<(), Error> {
+    let mut total = 0u64;
+    for s in samples {
+        let depth = s
+            .location_id
+            .iter()
+            .map(|id| locations.get(id).map_or(0, |frames| frames.len() as u64))
+            .fold(0u64, u64::saturating_add);
+        if depth > MAX_DEPTH as u64 {
+            return Err(invalid(format!(
+                "one sample is {depth} frames deep, more than the {MAX_DEPTH} a page draws"
+            )));
+        }
+        total = total.saturating_add(depth);
+    }
+    if total > MAX_FRAMES as u64 {
+        return Err(invalid(format!(
+            "its samples hold {total} frames in all, more than the {MAX_FRAMES} a page draws"
+        )));
+    }
+    Ok(())
 }
 
 /// [`Stacks::type_index`] over a list of types.
@@ -364,6 +467,85 @@ pub(super) mod tests {
         assert_eq!(s.keep(None, Some(&re("nap"))), [true, false]);
         assert_eq!(s.keep(Some(&re("main")), Some(&re("eat"))), [false, true]);
         assert_eq!(s.keep(Some(&re("zoo\\.rs")), None), [true, true]);
+    }
+
+    /// A profile of one location with `lines` lines, named `repeats` times
+    /// by each of `samples` samples.
+    fn repeated(lines: usize, repeats: usize, samples: usize) -> protos::Profile {
+        let mut p = proto(&["cpu"], &[(&["eat"], &[1])]);
+        p.location[0].line = vec![p.location[0].line[0].clone(); lines];
+        p.sample = vec![
+            protos::Sample {
+                location_id: vec![1; repeats],
+                value: vec![1],
+                label: vec![],
+            };
+            samples
+        ];
+        p
+    }
+
+    fn refused(p: &protos::Profile) -> String {
+        match Stacks::from_proto(p) {
+            Err(Error::InvalidUpload(why)) => why,
+            other => panic!("accepted: {:?}", other.map(|s| s.samples.len())),
+        }
+    }
+
+    #[test]
+    fn frames_are_counted_before_they_are_copied() {
+        // Issue 20, point 1 in small: 10⁴ lines named 10⁴ times asks for
+        // 10⁸ frames in one sample.
+        let why = refused(&repeated(10_000, 10_000, 1));
+        assert_eq!(
+            why,
+            "one sample is 100000000 frames deep, more than the 4096 a page draws"
+        );
+        // Point 2: one sample a million deep.
+        let why = refused(&repeated(1, 1_000_000, 1));
+        assert!(
+            why.starts_with("one sample is 1000000 frames deep"),
+            "{why}"
+        );
+        // At the depth bound, but more than the bound in all.
+        let why = refused(&repeated(16, 256, MAX_FRAMES / MAX_DEPTH + 1));
+        assert_eq!(
+            why,
+            format!(
+                "its samples hold {} frames in all, more than the {MAX_FRAMES} a page draws",
+                (MAX_FRAMES / MAX_DEPTH + 1) * MAX_DEPTH
+            )
+        );
+        // At both bounds: read.
+        let s =
+            Stacks::from_proto(&repeated(16, 256, MAX_FRAMES / MAX_DEPTH)).expect("at the bounds");
+        assert_eq!(s.samples[0].frames.len(), MAX_DEPTH);
+    }
+
+    #[test]
+    fn sample_types_are_bounded_in_number_and_length() {
+        let mut p = proto(&["cpu"], &[]);
+        p.sample_type = vec![p.sample_type[0].clone(); MAX_SAMPLE_TYPES + 1];
+        assert!(refused(&p).contains("65 sample types, more than the 64"));
+        let mut p = proto(&["cpu"], &[]);
+        p.string_table.push("x".repeat(MAX_TYPE_NAME + 1));
+        p.sample_type[0].unit = p.string_table.len() as i64 - 1;
+        assert!(refused(&p).contains("257 bytes long, more than the 256"));
+    }
+
+    #[test]
+    fn functions_share_their_file_and_totals_saturate() {
+        let p = proto(
+            &["cpu"],
+            &[
+                (&["eat", "main"], &[i64::MAX]),
+                (&["nap", "main"], &[i64::MAX]),
+            ],
+        );
+        let s = Stacks::from_proto(&p).expect("resolves");
+        assert_eq!(s.files, ["", "src/zoo.rs"]);
+        assert_eq!(s.file(0), "src/zoo.rs");
+        assert_eq!(s.total(0, &[true, true]), i64::MAX);
     }
 
     #[test]
