@@ -350,6 +350,7 @@ fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<C
     // unwinder's workspaces taken: a group at a time, each given a moment
     // to answer before the next is sent (those that do not, answer later).
     let group = super::workspace::capacity();
+    let deadline = Instant::now() + timeout;
     for batch in assigned.chunks_mut(group) {
         for (tid, slot) in batch.iter_mut() {
             let Some(s) = slot else { continue };
@@ -357,6 +358,7 @@ fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<C
             // installed (so it cannot kill the thread) and the target is one
             // of our threads (or gone, which tgkill reports).
             let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, *tid, signal) };
+
             if sent != 0
                 && s.word
                     .compare_exchange(
@@ -370,13 +372,11 @@ fn capture_threads(tids: &[i32], signal: i32, timeout: Duration) -> Result<Vec<C
                 *slot = None;
             }
         }
-        let sent = Instant::now();
-        while pending(batch) && sent.elapsed() < GROUP_WAIT {
+        let next = (Instant::now() + GROUP_WAIT).min(deadline);
+        while pending(batch) && Instant::now() < next {
             std::thread::sleep(Duration::from_micros(50));
         }
     }
-
-    let deadline = Instant::now() + timeout;
     while pending(&assigned) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(100));
     }
@@ -659,9 +659,19 @@ mod tests {
     #[test]
     fn a_handler_the_application_installs_later_stops_dumps_with_a_clear_error() {
         let _one = one_dump_test_at_a_time();
+        // A thread of our own to answer: the harness's main thread blocks
+        // every signal for a moment whenever it starts a test's thread.
+        let (tx, rx) = mpsc::channel();
+        let parked = std::thread::spawn(move || park_here_for_the_test(&rx));
+        std::thread::sleep(Duration::from_millis(20));
         let signal = libc::SIGUSR2;
         let first = dump(signal, Duration::from_secs(2)).expect("our handler installs");
-        assert!(first.iter().filter(|t| t.pcs.is_some()).count() >= 2);
+        let _ = tx.send(());
+        parked.join().expect("parked thread");
+        assert!(
+            first.iter().filter(|t| t.pcs.is_some()).count() >= 2,
+            "{first:?}"
+        );
         // The application takes the signal over afterwards.
         // SAFETY: a zeroed sigaction with a plain handler, its flags and an
         // empty mask; the handler does nothing.

@@ -112,7 +112,7 @@ struct Running {
     /// Scans so far: threads found by the first one predate the sampler.
     scans: u64,
     /// Why the last listing of the threads failed, if it did (the timers
-    /// are kept as they were).
+    /// are kept as they were; each open window says so).
     listing_failed: Option<String>,
     lost_seen: u64,
     next_id: u64,
@@ -416,6 +416,14 @@ impl Running {
                 live
             }
             Err(e) => {
+                let why = format!(
+                    "a listing of the threads failed ({e}): the timers were kept as they were, threads started meanwhile waited for the next listing"
+                );
+                for window in self.windows.iter_mut().filter(|w| w.owed.is_none()) {
+                    if !window.notes.contains(&why) {
+                        window.notes.push(why.clone());
+                    }
+                }
                 self.listing_failed = Some(e.to_string());
                 self.last_scan = Instant::now();
                 return;
@@ -642,11 +650,7 @@ impl Running {
         if let Some(why) = &self.process_timer_failed {
             notes.push(format!("the process-wide timer could not start: {why}"));
         }
-        if let Some(why) = &self.listing_failed {
-            notes.push(format!(
-                "the last listing of the threads failed ({why}): the timers were kept as they were"
-            ));
-        }
+
         if self.lost_seen > 0 {
             notes.push(format!(
                 "{} ticks found the buffer full since the sampler started; they count under {}",
