@@ -86,6 +86,8 @@ pub(super) struct Window {
     /// (its timer expired before the close); late ticks of those threads
     /// come here, up to that many, and no other tick does.
     owed: Option<HashMap<i32, u64>>,
+    /// Of the sampled ticks, those that came after the close.
+    late: u64,
 }
 
 struct Running {
@@ -202,6 +204,7 @@ pub(super) fn subscribe(hz: u32, max: usize) -> Result<Subscription, Error> {
         process_cpu_at_start: process_cpu_ns(),
         process_cpu_at_end: 0,
         owed: None,
+        late: 0,
     });
     Ok(Subscription { id, open: true })
 }
@@ -591,6 +594,9 @@ impl Running {
                     },
                 };
                 if weight > 0 {
+                    if window.owed.is_some() {
+                        window.late += weight;
+                    }
                     window.add(key.clone(), weight);
                 }
             }
@@ -727,7 +733,8 @@ impl Window {
             parts.push("none".to_owned());
         }
         self.notes.push(format!(
-            "every tick counted: the process used {used} periods of CPU while the window was open; {sampled} were sampled with their stacks, and of the rest {}",
+            "every tick counted: the process used {used} periods of CPU while the window was open; {sampled} were sampled with their stacks ({} of them delivered by the kernel after the close), and of the rest {}",
+            self.late,
             parts.join(", ")
         ));
     }
@@ -1012,6 +1019,7 @@ mod tests {
             process_cpu_at_start: 0,
             process_cpu_at_end: 0,
             owed: None,
+            late: 0,
         }
     }
 
