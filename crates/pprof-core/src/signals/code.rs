@@ -328,6 +328,9 @@ unsafe fn unwind_tables(
     let hdr_at = usize::try_from(bias.checked_add(hdr.p_vaddr)?).ok()?;
     // SAFETY: `[p_vaddr, p_vaddr + p_memsz)` lies inside a readable loaded
     // segment (checked above), mapped at `bias + p_vaddr` during this call.
+    // The slice outlives the call only for a `permanent` object (the main
+    // program, the vDSO: mapped for the life of the process); any other's
+    // bytes are copied below, before the callback returns.
     let hdr_bytes: &'static [u8] =
         unsafe { std::slice::from_raw_parts(hdr_at as *const u8, hdr_len) };
     // Where `.eh_frame` starts, in memory, from the header's pointer to it.
@@ -341,7 +344,8 @@ unsafe fn unwind_tables(
     let frames_svma = frames_at.checked_sub(bias)?;
     let end = segment_end(frames_svma, 4)?;
     let available = usize::try_from(end - frames_svma).ok()?;
-    // SAFETY: `[frames_svma, end)` is inside a readable loaded segment.
+    // SAFETY: `[frames_svma, end)` is inside a readable loaded segment;
+    // kept past the call only for a `permanent` object, as above.
     let rest: &'static [u8] = unsafe {
         std::slice::from_raw_parts(usize::try_from(frames_at).ok()? as *const u8, available)
     };
